@@ -1,0 +1,63 @@
+//! Clock: the time every stage reads. Detectors, policy and verification take `now` as a
+//! parameter; the loop reads it from a [`Clock`], so tests run on paused tokio time and the demo
+//! compresses simulated time.
+
+use std::sync::Arc;
+
+/// Seconds since the Unix epoch (fractional), as seen by babysitter.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> f64;
+}
+
+/// Wall-clock time: production.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> f64 {
+        unix_now()
+    }
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Simulated time: starts at `origin` and runs `speed` times faster than tokio's clock (which
+/// tests may pause and advance).
+#[derive(Debug, Clone, Copy)]
+pub struct ScaledClock {
+    origin: f64,
+    start: tokio::time::Instant,
+    speed: f64,
+}
+
+impl ScaledClock {
+    pub fn new(origin: f64, speed: f64) -> Self {
+        ScaledClock {
+            origin,
+            start: tokio::time::Instant::now(),
+            speed,
+        }
+    }
+
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+
+    /// Wall (tokio) duration that corresponds to `secs` of clock time.
+    pub fn wall(&self, secs: f64) -> std::time::Duration {
+        std::time::Duration::from_secs_f64((secs / self.speed).max(0.0))
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> f64 {
+        self.origin + self.start.elapsed().as_secs_f64() * self.speed
+    }
+}
+
+pub type SharedClock = Arc<dyn Clock>;

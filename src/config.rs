@@ -1,0 +1,291 @@
+//! Config: typed settings with defaults, read from TOML or YAML plus `BABYSITTER_*` environment
+//! overrides. `demo` needs no file at all.
+//!
+//! Environment overrides use `__` between levels: `BABYSITTER_POLICY__READ_ONLY=true`,
+//! `BABYSITTER_SERVER__LISTEN=0.0.0.0:8080`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::act::Target;
+use crate::detect::DetectorParams;
+use crate::policy::{Autonomy, PolicyConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Where babysitter keeps its state (the SQLite audit database by default).
+    pub data_dir: PathBuf,
+    pub audit: AuditConfig,
+    /// How often every watch's charts are polled.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// How much chart history is kept in memory per run.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+    /// A folder of runbooks (`*.md`). Unset: `./runbooks` if it exists, else the built-in set.
+    pub runbooks_dir: Option<PathBuf>,
+    pub policy: PolicyConfig,
+    pub detectors: DetectorParams,
+    pub pager: PagerConfig,
+    pub watches: Vec<WatchConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            data_dir: PathBuf::from("babysitter-data"),
+            audit: AuditConfig::default(),
+            poll_interval: Duration::from_secs(30),
+            retention: Duration::from_secs(6 * 3600),
+            runbooks_dir: None,
+            policy: PolicyConfig::default(),
+            detectors: DetectorParams::default(),
+            pager: PagerConfig::default(),
+            watches: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The address people use to reach the API (for approve commands and links in pages).
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `sqlite://PATH` or `postgres://…`. Unset: `sqlite://<data_dir>/audit.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PagerConfig {
+    /// Print pages on the terminal (the demo).
+    #[default]
+    Console,
+}
+
+/// One run to babysit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// The run's name, unique among watches.
+    pub run: String,
+    pub target: Target,
+    #[serde(default)]
+    pub autonomy: Autonomy,
+    /// On-call route for pages.
+    #[serde(default = "default_route")]
+    pub route: String,
+    /// Runbook ids that may diagnose this run; empty means all.
+    #[serde(default)]
+    pub runbooks: Vec<String>,
+    /// Per-watch detector settings (override the global ones).
+    #[serde(default)]
+    pub detectors: Option<DetectorParams>,
+}
+
+fn default_route() -> String {
+    "default".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file (TOML, or YAML by extension), then `BABYSITTER_*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let is_yaml = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml")
+            );
+            if is_yaml {
+                let value: serde_json::Value =
+                    serde_saphyr::from_str(&text).map_err(|e| ConfigError::File {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                fig = fig.merge(Serialized::defaults(value));
+            } else {
+                fig = fig.merge(Toml::string(&text));
+            }
+        }
+        fig = fig.merge(Env::prefixed("BABYSITTER_").split("__"));
+        let cfg: Config = fig.extract().map_err(|e| {
+            let message = e
+                .clone()
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            match path {
+                Some(p) => ConfigError::File {
+                    path: p.display().to_string(),
+                    message,
+                },
+                None => ConfigError::Invalid(message),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, w) in self.watches.iter().enumerate() {
+            if w.run.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!("watches[{i}].run: must not be empty")));
+            }
+            if !seen.insert(w.run.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "watches[{i}].run: `{}` is watched twice",
+                    w.run
+                )));
+            }
+        }
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::Invalid("poll_interval: must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The audit database URL, defaulting to SQLite in the data dir.
+    pub fn audit_url(&self) -> String {
+        self.audit.url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("audit.db").display())
+        })
+    }
+}
+
+/// Serde for durations written as `"90s"`, `"10m"`, `"1h 30m"` or a number of seconds.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(f64),
+        Text(String),
+    }
+
+    pub fn parse(raw: &str) -> Result<Duration, String> {
+        humantime::parse_duration(raw.trim())
+            .map_err(|e| format!("invalid duration `{raw}` ({e}); write e.g. \"90s\", \"10m\", \"1h\""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Secs(x) if x.is_finite() && x >= 0.0 => Ok(Duration::from_secs_f64(x)),
+            Raw::Secs(x) => Err(serde::de::Error::custom(format!("invalid duration {x}"))),
+            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Serde for maps whose values are durations.
+pub mod duration_map {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct D(#[serde(with = "super::duration")] Duration);
+
+    pub fn serialize<K: Serialize + Ord, S: Serializer>(
+        m: &BTreeMap<K, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let m: BTreeMap<&K, D> = m.iter().map(|(k, v)| (k, D(*v))).collect();
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, K: Deserialize<'de> + Ord, De: Deserializer<'de>>(
+        d: De,
+    ) -> Result<BTreeMap<K, Duration>, De::Error> {
+        let m: BTreeMap<K, D> = BTreeMap::deserialize(d)?;
+        Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let cfg = Config::load(None).unwrap();
+        assert_eq!(cfg.poll_interval, Duration::from_secs(30));
+        assert!(cfg.audit_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn toml_file_and_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "poll_interval = \"15s\"\n[policy]\nread_only = true\n").unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.poll_interval, Duration::from_secs(15));
+        assert!(cfg.policy.read_only);
+
+        std::fs::write(&p, "poll_intervall = \"15s\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("poll_intervall"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+
+        std::fs::write(&p, "poll_interval = \"soon\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn yaml_file_with_a_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "watches:\n  - run: a\n    target: {kind: simulated, run: a}\n    autonomy: suggest\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.watches[0].autonomy, Autonomy::Suggest);
+    }
+}

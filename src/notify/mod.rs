@@ -1,0 +1,1 @@
+//! Notify: pages to the on-call human.
