@@ -1,10 +1,13 @@
 //! babysitter
 pub mod act;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod charts;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod detect;
 pub mod engine;
 pub mod incident;
@@ -13,4 +16,5 @@ pub mod policy;
 pub mod runbook;
 pub mod sim;
 pub mod sources;
+pub mod telemetry;
 pub mod verify;

@@ -1,1 +1,358 @@
-//! api
+//! API: the HTTP interface for on-call automation.
+//!
+//! `/healthz`, `/readyz` and `/metrics` at the root; everything else under `/api/v1`:
+//! watches and their state, incidents with findings, diagnosis, decisions and actions, approve /
+//! reject of a pending action, and the audit log filtered by run, incident, kind and time.
+//! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; request bodies
+//! are size-limited and parsed into typed values at the edge.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::{EntryKind, Filter};
+use crate::engine::{ApprovalError, Engine};
+use crate::incident::{Incident, IncidentState};
+
+/// Largest request body accepted (approve / reject bodies are tiny).
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let v1 = Router::new()
+        .route("/watches", get(list_watches))
+        .route("/watches/{run}", get(get_watch))
+        .route("/incidents", get(list_incidents))
+        .route("/incidents/{id}", get(get_incident))
+        .route("/actions/pending", get(pending_actions))
+        .route("/actions/{id}/approve", post(approve))
+        .route("/actions/{id}/reject", post(reject))
+        .route("/audit", get(audit))
+        .route("/audit/verify", get(audit_verify));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", v1)
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(engine)
+}
+
+/// Errors as the API reports them.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "API error");
+        }
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+impl From<ApprovalError> for ApiError {
+    fn from(e: ApprovalError) -> Self {
+        match e {
+            ApprovalError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ApprovalError::NotPending { .. } => ApiError::Conflict(e.to_string()),
+            ApprovalError::Audit(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+type Api<T> = Result<Json<T>, ApiError>;
+
+async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
+    let view = engine.view();
+    let mut problems = Vec::new();
+    if !engine.handles().audit.is_healthy() {
+        problems.push("audit log not writable: babysitter will not act".to_string());
+    }
+    if view.ticks == 0 {
+        problems.push("no poll completed yet".to_string());
+    }
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let blind: Vec<_> = view
+        .watches
+        .iter()
+        .filter(|w| w.status == "blind")
+        .map(|w| w.run.clone())
+        .collect();
+    (
+        status,
+        Json(json!({
+            "ready": problems.is_empty(),
+            "problems": problems,
+            "leader": true,
+            "watches": view.watches.len(),
+            "blind_watches": blind,
+        })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        engine.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn list_watches(State(engine): State<Arc<Engine>>) -> Api<serde_json::Value> {
+    let view = engine.view();
+    Ok(Json(json!({ "now": view.now, "watches": view.watches })))
+}
+
+async fn get_watch(
+    State(engine): State<Arc<Engine>>,
+    Path(run): Path<String>,
+) -> Api<serde_json::Value> {
+    let view = engine.view();
+    let w = view
+        .watches
+        .into_iter()
+        .find(|w| w.run == run)
+        .ok_or_else(|| ApiError::NotFound(format!("no watch for run `{run}`")))?;
+    Ok(Json(json!(w)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncidentQuery {
+    run: Option<String>,
+    state: Option<IncidentState>,
+    /// Only incidents that are not resolved or escalated.
+    open: Option<bool>,
+}
+
+/// An incident in a list: the headline, not the whole record.
+#[derive(Debug, Serialize)]
+struct IncidentSummary {
+    id: String,
+    run: String,
+    family: crate::detect::Family,
+    state: IncidentState,
+    opened_at: f64,
+    updated_at: f64,
+    kinds: Vec<crate::detect::FindingKind>,
+    runbook: Option<String>,
+    pending_action: Option<String>,
+    outcome: Option<String>,
+}
+
+impl From<&Incident> for IncidentSummary {
+    fn from(i: &Incident) -> Self {
+        let mut kinds: Vec<_> = i.findings.iter().map(|f| f.kind).collect();
+        kinds.dedup();
+        IncidentSummary {
+            id: i.id.clone(),
+            run: i.run.clone(),
+            family: i.family,
+            state: i.state,
+            opened_at: i.opened_at,
+            updated_at: i.updated_at,
+            kinds,
+            runbook: i.diagnosis.as_ref().map(|d| d.runbook.clone()),
+            pending_action: i.pending.as_ref().map(|p| p.id.clone()),
+            outcome: i.outcome.clone(),
+        }
+    }
+}
+
+async fn list_incidents(
+    State(engine): State<Arc<Engine>>,
+    q: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>,
+) -> Api<serde_json::Value> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let view = engine.view();
+    let incidents: Vec<IncidentSummary> = view
+        .incidents
+        .values()
+        .filter(|i| q.run.as_ref().is_none_or(|r| &i.run == r))
+        .filter(|i| q.state.is_none_or(|s| i.state == s))
+        .filter(|i| !q.open.unwrap_or(false) || !i.state.is_final())
+        .map(IncidentSummary::from)
+        .collect();
+    Ok(Json(json!({ "incidents": incidents })))
+}
+
+async fn get_incident(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Api<Incident> {
+    engine
+        .view()
+        .incidents
+        .remove(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no incident `{id}`")))
+}
+
+async fn pending_actions(State(engine): State<Arc<Engine>>) -> Api<serde_json::Value> {
+    let view = engine.view();
+    let base = engine.public_url();
+    let pending: Vec<_> = view
+        .incidents
+        .values()
+        .filter(|i| i.state == IncidentState::AwaitingApproval)
+        .filter_map(|i| {
+            i.pending.as_ref().map(|p| {
+                json!({
+                    "id": p.id, "incident": i.id, "run": i.run, "action": p.action,
+                    "description": p.action.to_string(), "reason": p.decision.reason,
+                    "requested_at": p.requested_at,
+                    "approve": format!("{base}/api/v1/actions/{}/approve", p.id),
+                    "reject": format!("{base}/api/v1/actions/{}/reject", p.id),
+                })
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "pending": pending })))
+}
+
+/// Body of approve / reject.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settle {
+    /// Who decides (recorded in the audit log).
+    by: String,
+    reason: Option<String>,
+}
+
+fn parse_settle(body: Result<Json<Settle>, JsonRejection>) -> Result<Settle, ApiError> {
+    let Json(s) =
+        body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
+    let by = s.by.trim();
+    if by.is_empty() || by.len() > 200 {
+        return Err(ApiError::BadRequest(
+            "field `by`: a name of 1 to 200 characters is required".into(),
+        ));
+    }
+    if s.reason.as_ref().is_some_and(|r| r.len() > 2000) {
+        return Err(ApiError::BadRequest(
+            "field `reason`: at most 2000 characters".into(),
+        ));
+    }
+    Ok(Settle {
+        by: by.to_string(),
+        reason: s.reason,
+    })
+}
+
+async fn approve(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    body: Result<Json<Settle>, JsonRejection>,
+) -> Api<Incident> {
+    let s = parse_settle(body)?;
+    Ok(Json(engine.approve(&id, &s.by, s.reason).await?))
+}
+
+async fn reject(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    body: Result<Json<Settle>, JsonRejection>,
+) -> Api<Incident> {
+    let s = parse_settle(body)?;
+    Ok(Json(engine.reject(&id, &s.by, s.reason).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    run: Option<String>,
+    incident: Option<String>,
+    kind: Option<EntryKind>,
+    /// RFC 3339 lower bound on the entry time.
+    since: Option<String>,
+    until: Option<String>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn check_time(field: &str, v: &Option<String>) -> Result<(), ApiError> {
+    if let Some(t) = v {
+        chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "query `{field}`: `{t}` is not an RFC 3339 time ({e})"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+async fn audit(
+    State(engine): State<Arc<Engine>>,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Api<serde_json::Value> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    check_time("since", &q.since)?;
+    check_time("until", &q.until)?;
+    if q.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
+        return Err(ApiError::BadRequest(
+            "query `limit`: between 1 and 10000".into(),
+        ));
+    }
+    let filter = Filter {
+        run: q.run,
+        incident: q.incident,
+        kind: q.kind,
+        since: q.since,
+        until: q.until,
+        after_seq: q.after_seq,
+        limit: q.limit,
+    };
+    let entries = engine
+        .handles()
+        .audit
+        .query(&filter)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+async fn audit_verify(State(engine): State<Arc<Engine>>) -> Response {
+    match engine.handles().audit.verify().await {
+        Ok(report) => {
+            let status = if report.ok() {
+                StatusCode::OK
+            } else {
+                StatusCode::CONFLICT
+            };
+            (
+                status,
+                Json(json!({ "ok": report.ok(), "report": report, "summary": report.to_string() })),
+            )
+                .into_response()
+        }
+        Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
+    }
+}

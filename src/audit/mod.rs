@@ -64,3 +64,69 @@ pub enum AuditError {
 }
 
 pub struct AuditLog {}
+
+// --- temporary stubs in main until the audit branch lands ---
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub run: Option<String>,
+    pub incident: Option<String>,
+    pub kind: Option<EntryKind>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub after_seq: Option<i64>,
+    pub limit: Option<i64>,
+}
+#[derive(Debug, Clone, Serialize)]
+pub struct BadEntry {
+    pub seq: i64,
+    pub reason: String,
+}
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub head: Option<(i64, String)>,
+    pub first_bad: Option<BadEntry>,
+}
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self)
+    }
+}
+impl AuditLog {
+    pub async fn open(_url: &str) -> Result<AuditLog, AuditError> {
+        Ok(AuditLog {})
+    }
+    pub async fn append(&self, _e: NewEntry) -> Result<Entry, AuditError> {
+        Err(AuditError::Db("stub".into()))
+    }
+    pub fn is_healthy(&self) -> bool {
+        true
+    }
+    pub async fn query(&self, _f: &Filter) -> Result<Vec<Entry>, AuditError> {
+        Ok(vec![])
+    }
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        Ok(VerifyReport {
+            entries: 0,
+            head: None,
+            first_bad: None,
+        })
+    }
+    pub async fn save_incident(
+        &self,
+        _id: &str,
+        _run: &str,
+        _state: &str,
+        _data: &serde_json::Value,
+    ) -> Result<(), AuditError> {
+        Ok(())
+    }
+    pub async fn load_incidents(&self) -> Result<Vec<serde_json::Value>, AuditError> {
+        Ok(vec![])
+    }
+}

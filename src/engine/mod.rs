@@ -1,1 +1,571 @@
-//! engine
+//! Engine: the babysitting loop.
+//!
+//! One [`Engine::tick`] is one pass of watch → charts → detect → incident → diagnose → policy →
+//! act → verify → page, with every step written to the audit log. The stages themselves are
+//! pure functions ([`crate::detect`], [`crate::runbook::diagnose`], [`crate::policy::decide`],
+//! [`crate::verify::evaluate`]); the engine owns the state between polls and the side effects
+//! (the [`Handles`]: source, actuator, pager, audit log, clock).
+//!
+//! Promises kept here:
+//! - no action without a policy decision, recorded with its reason, and an audit intent entry
+//!   written *before* the action runs (if the intent cannot be written, nothing runs);
+//! - no detection and no action on a watch whose charts cannot be read (it is *blind*);
+//! - an action that fails, a verification that fails for the last time, a denied step and a
+//!   rejected approval all escalate to a human.
+
+mod drive;
+mod events;
+mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{Mutex, Notify, broadcast};
+
+pub use events::{Event, EventKind};
+pub use view::{View, WatchView};
+
+use crate::act::Actuator;
+use crate::audit::{AuditLog, EntryKind, NewEntry};
+use crate::charts::ChartSet;
+use crate::clock::SharedClock;
+use crate::config::{Config, WatchConfig};
+use crate::detect::{DetectContext, Finding, Hysteresis, detect_all};
+use crate::incident::{Incident, IncidentState};
+use crate::notify::Pager;
+use crate::policy::PastAction;
+use crate::runbook::RunbookSet;
+use crate::sources::{MetricsSource, PollRequest};
+use crate::telemetry::{KindLabel, Metrics, RunLabel};
+
+/// Every side-effecting handle the engine uses.
+#[derive(Clone)]
+pub struct Handles {
+    pub clock: SharedClock,
+    pub source: Arc<dyn MetricsSource>,
+    pub actuator: Arc<dyn Actuator>,
+    pub pager: Arc<dyn Pager>,
+    pub audit: Arc<AuditLog>,
+    pub runbooks: Arc<RunbookSet>,
+}
+
+/// Per-watch state kept between polls.
+pub(crate) struct WatchState {
+    pub cfg: WatchConfig,
+    pub charts: ChartSet,
+    pub hysteresis: Hysteresis,
+    /// Newest sample time seen (the next poll asks for what is newer).
+    pub last_sample: Option<f64>,
+    /// Samples before this belong to a life of the run before babysitter restarted/resumed it.
+    pub since: Option<f64>,
+    /// Babysitter paused this run.
+    pub paused: bool,
+    /// The last poll failed: the watch is blind, nothing is detected or done on stale data.
+    pub blind_since: Option<f64>,
+    pub source_error: Option<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub watches: BTreeMap<String, WatchState>,
+    pub incidents: BTreeMap<String, Incident>,
+    pub history: Vec<PastAction>,
+    pub next_incident: u64,
+    /// A finding of the incident's family that started again while it was being verified.
+    pub recurred: HashMap<String, Finding>,
+    pub ticks: u64,
+}
+
+/// Errors of the approve / reject API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no pending action `{0}`")]
+    NotFound(String),
+    #[error("action `{id}` is not waiting for approval (incident {incident} is {state})")]
+    NotPending {
+        id: String,
+        incident: String,
+        state: IncidentState,
+    },
+    #[error("the audit log cannot be written, so nothing is approved: {0}")]
+    Audit(String),
+}
+
+pub struct Engine {
+    cfg: Arc<Config>,
+    h: Handles,
+    state: Mutex<State>,
+    view: RwLock<View>,
+    events: broadcast::Sender<Event>,
+    wake: Notify,
+    metrics: Arc<Metrics>,
+    /// Base URL of the API, for approve commands and links in pages.
+    public_url: RwLock<String>,
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<Config>, h: Handles, metrics: Arc<Metrics>) -> Arc<Engine> {
+        let (events, _) = broadcast::channel(1024);
+        let mut st = State {
+            next_incident: 1,
+            ..State::default()
+        };
+        for w in &cfg.watches {
+            st.watches.insert(w.run.clone(), WatchState::new(w.clone()));
+        }
+        let public_url = cfg
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", cfg.server.listen));
+        let engine = Engine {
+            cfg,
+            h,
+            state: Mutex::new(st),
+            view: RwLock::new(View::default()),
+            events,
+            wake: Notify::new(),
+            metrics,
+            public_url: RwLock::new(public_url),
+        };
+        Arc::new(engine)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn handles(&self) -> &Handles {
+        &self.h
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The story, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Sets the API's base URL once the server is bound (approve commands and links use it).
+    pub fn set_public_url(&self, url: String) {
+        if let Ok(mut u) = self.public_url.write() {
+            *u = url;
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .read()
+            .map(|u| u.clone())
+            .unwrap_or_default()
+    }
+
+    /// A consistent snapshot for the API.
+    pub fn view(&self) -> View {
+        self.view.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Records the start of the service: config and runbooks (with content hashes) and each watch.
+    pub async fn start(&self, mode: &str) {
+        let runbooks: Vec<_> = self
+            .h
+            .runbooks
+            .iter()
+            .map(|r| json!({"id": r.id, "path": r.path, "sha256": r.hash}))
+            .collect();
+        self.record(
+            EntryKind::Started,
+            None,
+            None,
+            json!({"mode": mode, "version": env!("CARGO_PKG_VERSION")}),
+        )
+        .await;
+        self.record(
+            EntryKind::ConfigLoaded,
+            None,
+            None,
+            json!({
+                "poll_interval_secs": self.cfg.poll_interval.as_secs_f64(),
+                "policy": self.cfg.policy,
+                "watches": self.cfg.watches.iter().map(|w| &w.run).collect::<Vec<_>>(),
+            }),
+        )
+        .await;
+        self.record(
+            EntryKind::RunbooksLoaded,
+            None,
+            None,
+            json!({ "runbooks": runbooks }),
+        )
+        .await;
+        let now = self.h.clock.now();
+        for w in &self.cfg.watches {
+            self.record(
+                EntryKind::WatchStarted,
+                Some(&w.run),
+                None,
+                json!({"target": w.target, "autonomy": w.autonomy, "route": w.route}),
+            )
+            .await;
+            self.emit(
+                now,
+                &w.run,
+                None,
+                EventKind::WatchStarted,
+                format!("watching {} (autonomy {:?})", w.target, w.autonomy).to_lowercase(),
+            );
+        }
+        let st = self.state.lock().await;
+        self.publish(&st, now);
+    }
+
+    /// Reloads incidents that were not finished when babysitter last stopped, so it continues
+    /// where it was. Returns how many were restored.
+    pub async fn restore(&self) -> usize {
+        let rows = match self.h.audit.load_incidents().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load incidents");
+                return 0;
+            }
+        };
+        let mut st = self.state.lock().await;
+        let mut restored = 0;
+        for row in rows {
+            let Ok(inc) = serde_json::from_value::<Incident>(row) else {
+                continue;
+            };
+            if let Some(n) = inc
+                .id
+                .strip_prefix("inc-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                st.next_incident = st.next_incident.max(n + 1);
+            }
+            if !inc.state.is_final() && st.watches.contains_key(&inc.run) {
+                restored += 1;
+                st.incidents.insert(inc.id.clone(), inc);
+            }
+        }
+        restored
+    }
+
+    /// Keeps incident ids unique across runs that share one database, without resuming them.
+    pub async fn reserve_incident_ids(&self) {
+        if let Ok(rows) = self.h.audit.load_incidents().await {
+            let mut st = self.state.lock().await;
+            for row in rows {
+                if let Some(n) = row
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .and_then(|id| id.strip_prefix("inc-"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    st.next_incident = st.next_incident.max(n + 1);
+                }
+            }
+        }
+    }
+
+    /// Runs the loop until `shutdown` completes: a tick every `every` (wall time), or sooner
+    /// when an approval arrives.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            self.tick().await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.wake.notified() => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        let now = self.h.clock.now();
+        self.record(EntryKind::Stopped, None, None, json!({ "at": now }))
+            .await;
+    }
+
+    /// One pass of the loop over every watch.
+    pub async fn tick(&self) {
+        let now = self.h.clock.now();
+        let mut st = self.state.lock().await;
+        self.poll(&mut st, now).await;
+        let runs: Vec<String> = st.watches.keys().cloned().collect();
+        for run in &runs {
+            self.detect(&mut st, run, now).await;
+        }
+        let live: Vec<String> = st
+            .incidents
+            .values()
+            .filter(|i| !i.state.is_final())
+            .map(|i| i.id.clone())
+            .collect();
+        for id in live {
+            self.drive(&mut st, &id, now).await;
+        }
+        st.ticks += 1;
+        // Breakers look back at most a day.
+        st.history.retain(|p| p.at > now - 86_400.0);
+        self.publish(&st, now);
+    }
+
+    async fn poll(&self, st: &mut State, now: f64) {
+        let requests: Vec<PollRequest> = st
+            .watches
+            .values()
+            .map(|w| PollRequest {
+                run: w.cfg.run.clone(),
+                target: w.cfg.target.clone(),
+                since: w.last_sample,
+            })
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        self.metrics.polls.inc();
+        let results = self.h.source.poll(&requests, now).await;
+        let retention = self.cfg.retention.as_secs_f64();
+        for (req, res) in requests.iter().zip(results) {
+            let Some(w) = st.watches.get_mut(&req.run) else {
+                continue;
+            };
+            let label = RunLabel {
+                run: req.run.clone(),
+            };
+            match res {
+                Ok(batch) => {
+                    for (key, samples) in batch {
+                        let samples: Vec<_> = samples.into_iter().filter(|s| s.t <= now).collect();
+                        if let Some(t) = samples.iter().map(|s| s.t).max_by(f64::total_cmp) {
+                            w.last_sample = Some(w.last_sample.map_or(t, |l: f64| l.max(t)));
+                        }
+                        w.charts.merge(key, samples);
+                    }
+                    w.charts.prune_before(now - retention);
+                    if let Some(since) = w.blind_since.take() {
+                        w.source_error = None;
+                        self.metrics.watch_blind.get_or_create(&label).set(0);
+                        self.emit(
+                            now,
+                            &req.run,
+                            None,
+                            EventKind::SourceRecovered,
+                            format!("charts readable again after {:.0} s blind", now - since),
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.metrics.poll_errors.get_or_create(&label).inc();
+                    self.metrics.watch_blind.get_or_create(&label).set(1);
+                    w.source_error = Some(e.to_string());
+                    if w.blind_since.is_none() {
+                        w.blind_since = Some(now);
+                        self.emit(
+                            now,
+                            &req.run,
+                            None,
+                            EventKind::SourceBlind,
+                            format!("blind: {e} (no detection, no action until charts return)"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    async fn detect(&self, st: &mut State, run: &str, now: f64) {
+        let transitions = {
+            let Some(w) = st.watches.get_mut(run) else {
+                return;
+            };
+            if w.blind_since.is_some() {
+                return;
+            }
+            let params = w.cfg.detectors.as_ref().unwrap_or(&self.cfg.detectors);
+            let ctx = DetectContext {
+                now,
+                charts: &w.charts,
+                since: w.since,
+                paused: w.paused,
+                params,
+            };
+            let current = detect_all(&ctx);
+            w.hysteresis.update(current)
+        };
+        for f in transitions.cleared {
+            self.record(
+                EntryKind::FindingCleared,
+                Some(run),
+                None,
+                json!({ "finding": f }),
+            )
+            .await;
+            self.emit(
+                now,
+                run,
+                None,
+                EventKind::FindingCleared,
+                format!("{} on {} cleared", f.kind, f.chart),
+            );
+        }
+        for f in transitions.started {
+            self.metrics
+                .findings
+                .get_or_create(&KindLabel {
+                    kind: f.kind.to_string(),
+                })
+                .inc();
+            self.emit(
+                now,
+                run,
+                None,
+                EventKind::Finding,
+                format!("{}: {}", f.kind, f.message),
+            );
+            self.route_finding(st, run, f, now).await;
+        }
+    }
+
+    /// Attaches a finding to the open incident of its run and family, or opens one.
+    async fn route_finding(&self, st: &mut State, run: &str, f: Finding, now: f64) {
+        let family = f.family();
+        let open = st
+            .incidents
+            .values_mut()
+            .find(|i| i.run == run && i.family == family && !i.state.is_final());
+        if let Some(inc) = open {
+            let id = inc.id.clone();
+            inc.findings.push(f.clone());
+            if inc.state == IncidentState::Verifying {
+                st.recurred.insert(id.clone(), f.clone());
+            }
+            self.record(
+                EntryKind::Finding,
+                Some(run),
+                Some(&id),
+                json!({ "finding": f, "joined": true }),
+            )
+            .await;
+            return;
+        }
+        let id = format!("inc-{}", st.next_incident);
+        st.next_incident += 1;
+        self.record(
+            EntryKind::Finding,
+            Some(run),
+            Some(&id),
+            json!({ "finding": f }),
+        )
+        .await;
+        let inc = Incident::new(id.clone(), run.to_string(), f.clone(), now);
+        self.metrics
+            .incidents_opened
+            .get_or_create(&KindLabel {
+                kind: family.to_string(),
+            })
+            .inc();
+        self.record(
+            EntryKind::IncidentOpened,
+            Some(run),
+            Some(&id),
+            json!({ "family": family, "onset": f.onset, "kind": f.kind, "chart": f.chart }),
+        )
+        .await;
+        self.emit(
+            now,
+            run,
+            Some(&id),
+            EventKind::IncidentOpened,
+            format!("incident {id} opened ({family})"),
+        );
+        st.incidents.insert(id, inc);
+    }
+
+    /// Appends to the audit log. Failures are counted and logged, and leave the log unhealthy,
+    /// which makes the policy gate refuse every action (fail closed).
+    async fn record(
+        &self,
+        kind: EntryKind,
+        run: Option<&str>,
+        incident: Option<&str>,
+        payload: serde_json::Value,
+    ) -> bool {
+        self.record_as(kind, run, incident, "babysitter", payload)
+            .await
+    }
+
+    async fn record_as(
+        &self,
+        kind: EntryKind,
+        run: Option<&str>,
+        incident: Option<&str>,
+        actor: &str,
+        payload: serde_json::Value,
+    ) -> bool {
+        let entry = NewEntry {
+            kind,
+            run: run.map(str::to_string),
+            incident: incident.map(str::to_string),
+            actor: actor.to_string(),
+            payload,
+        };
+        match self.h.audit.append(entry).await {
+            Ok(_) => {
+                self.metrics.audit_healthy.set(1);
+                true
+            }
+            Err(e) => {
+                self.metrics.audit_failures.inc();
+                self.metrics.audit_healthy.set(0);
+                tracing::error!(error = %e, ?kind, "audit log append failed: no action will run until it recovers");
+                false
+            }
+        }
+    }
+
+    fn emit(&self, at: f64, run: &str, incident: Option<&str>, kind: EventKind, text: String) {
+        tracing::info!(run, incident, kind = ?kind, "{text}");
+        let _ = self.events.send(Event {
+            at,
+            run: run.to_string(),
+            incident: incident.map(str::to_string),
+            kind,
+            text,
+        });
+    }
+
+    fn publish(&self, st: &State, now: f64) {
+        let v = View::build(st, now, self.h.audit.is_healthy());
+        self.metrics.incidents_open.set(
+            st.incidents
+                .values()
+                .filter(|i| !i.state.is_final())
+                .count() as i64,
+        );
+        if let Ok(mut view) = self.view.write() {
+            *view = v;
+        }
+    }
+}
+
+impl WatchState {
+    fn new(cfg: WatchConfig) -> WatchState {
+        WatchState {
+            cfg,
+            charts: ChartSet::new(),
+            hysteresis: Hysteresis::new(),
+            last_sample: None,
+            since: None,
+            paused: false,
+            blind_since: None,
+            source_error: None,
+        }
+    }
+}

@@ -1,1 +1,148 @@
 //! Notify: pages to the on-call human.
+//!
+//! A [`Page`] carries one dedup key per incident, so that a trigger, its updates and its resolve
+//! are one page on the receiving side, and the evidence a person needs to decide in a minute:
+//! the finding, the diagnosis, the pending action and the exact command that approves it.
+//! The demo prints pages on the terminal ([`ConsolePager`]); real pagers (PagerDuty, Opsgenie,
+//! Slack, Alertmanager, webhook) come next behind the same [`Pager`] trait.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::detect::Severity;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageAction {
+    /// A human is needed (or the open page is updated).
+    Trigger,
+    /// Automation has taken over.
+    Acknowledge,
+    /// The incident is resolved.
+    Resolve,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    /// One per incident: `babysitter/<incident id>`.
+    pub dedup_key: String,
+    pub action: PageAction,
+    pub severity: Severity,
+    /// One line: what happened and what is asked.
+    pub summary: String,
+    pub run: String,
+    pub incident: String,
+    /// The on-call route of the watch.
+    pub route: String,
+    /// Evidence, in reading order (finding, diagnosis, actions taken, verification).
+    pub details: Vec<(String, String)>,
+    /// The exact commands that approve / reject the pending action, when one waits.
+    pub approve_command: Option<String>,
+    pub reject_command: Option<String>,
+    /// Where to look (API, dashboard).
+    pub links: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("pager {pager} failed: {message}")]
+    Delivery { pager: String, message: String },
+}
+
+#[async_trait]
+pub trait Pager: Send + Sync {
+    fn name(&self) -> &str;
+    async fn send(&self, page: &Page) -> Result<(), PageError>;
+}
+
+/// Prints pages on the terminal, framed so they stand out from the story lines.
+#[derive(Debug, Default)]
+pub struct ConsolePager {
+    /// Every page sent, for tests and the demo summary.
+    sent: Mutex<Vec<Page>>,
+}
+
+impl ConsolePager {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConsolePager::default())
+    }
+
+    pub fn sent(&self) -> Vec<Page> {
+        self.sent.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The text printed for a page.
+    pub fn render(page: &Page) -> String {
+        let mut out = String::new();
+        let head = match page.action {
+            PageAction::Trigger => format!("PAGE [{}] to on-call `{}`", page.severity, page.route),
+            PageAction::Acknowledge => format!("PAGE ACK to on-call `{}`", page.route),
+            PageAction::Resolve => format!("PAGE RESOLVED to on-call `{}`", page.route),
+        };
+        out.push_str(&format!(
+            "  ┌─ {head} · {} · {}\n",
+            page.run, page.dedup_key
+        ));
+        out.push_str(&format!("  │  {}\n", page.summary));
+        if page.action == PageAction::Trigger {
+            for (k, v) in &page.details {
+                out.push_str(&format!("  │  {k}: {v}\n"));
+            }
+        }
+        if let Some(cmd) = &page.approve_command {
+            out.push_str(&format!("  │  approve: {cmd}\n"));
+        }
+        if let Some(cmd) = &page.reject_command {
+            out.push_str(&format!("  │  reject:  {cmd}\n"));
+        }
+        for l in &page.links {
+            out.push_str(&format!("  │  {l}\n"));
+        }
+        out.push_str("  └─");
+        out
+    }
+}
+
+#[async_trait]
+impl Pager for ConsolePager {
+    fn name(&self) -> &str {
+        "console"
+    }
+
+    async fn send(&self, page: &Page) -> Result<(), PageError> {
+        println!("{}", ConsolePager::render(page));
+        if let Ok(mut s) = self.sent.lock() {
+            s.push(page.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_page_shows_evidence_and_commands() {
+        let page = Page {
+            dedup_key: "babysitter/inc-3".into(),
+            action: PageAction::Trigger,
+            severity: Severity::Critical,
+            summary: "GPU Xid errors on run-c".into(),
+            run: "run-c".into(),
+            incident: "inc-3".into(),
+            route: "default".into(),
+            details: vec![("finding".into(), "xid_errors +2 in 10 min".into())],
+            approve_command: Some("curl -X POST …/approve".into()),
+            reject_command: None,
+            links: vec!["http://127.0.0.1:8080/api/v1/incidents/inc-3".into()],
+        };
+        let text = ConsolePager::render(&page);
+        assert!(text.contains("PAGE [critical]"));
+        assert!(text.contains("xid_errors +2"));
+        assert!(text.contains("approve: curl -X POST"));
+        assert!(text.contains("babysitter/inc-3"));
+    }
+}

@@ -46,3 +46,38 @@ pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> D
     let _ = (set, findings, allowed);
     unimplemented!()
 }
+
+// --- temporary stubs in main until the runbook branch lands ---
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub id: String,
+    pub title: String,
+    pub path: String,
+    pub hash: String,
+    pub body: String,
+}
+#[derive(Debug)]
+pub struct RunbookErrors(pub Vec<String>);
+impl std::fmt::Display for RunbookErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
+impl std::error::Error for RunbookErrors {}
+impl RunbookSet {
+    pub fn embedded() -> Result<RunbookSet, RunbookErrors> {
+        Ok(RunbookSet {})
+    }
+    pub fn load_dir(_p: &std::path::Path) -> Result<RunbookSet, RunbookErrors> {
+        Ok(RunbookSet {})
+    }
+    pub fn get(&self, _id: &str) -> Option<&Runbook> {
+        None
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, Runbook> {
+        [].iter()
+    }
+    pub fn len(&self) -> usize {
+        0
+    }
+}

@@ -32,6 +32,8 @@ pub enum Expectation {
     NoNewHardwareErrors,
     /// No NaN / Inf in the training charts since the action.
     Finite,
+    /// The findings that opened the incident no longer hold.
+    FindingsCleared,
 }
 
 /// Inputs of a verification.
@@ -43,6 +45,8 @@ pub struct VerifyContext<'a> {
     pub now: f64,
     /// The loss band before the incident's onset, when known.
     pub baseline_loss: Option<Band>,
+    /// The incident's findings still hold.
+    pub findings_active: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

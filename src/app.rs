@@ -1,0 +1,166 @@
+//! App: wires config, runbooks, audit log, source, actuator and pager into an [`Engine`] and an
+//! HTTP server, and runs both until shutdown (`App::build` then `App::run_until`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::act::Actuator;
+use crate::audit::AuditLog;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::engine::{Engine, Handles};
+use crate::notify::Pager;
+use crate::runbook::RunbookSet;
+use crate::sources::MetricsSource;
+use crate::telemetry::Metrics;
+
+/// The side-effecting parts that differ between `serve`, `demo` and tests.
+pub struct Parts {
+    pub clock: SharedClock,
+    pub source: Arc<dyn MetricsSource>,
+    pub actuator: Arc<dyn Actuator>,
+    pub pager: Arc<dyn Pager>,
+    /// Wall time between two polls (the poll interval, divided by the demo's speed).
+    pub tick_every: Duration,
+}
+
+pub struct App {
+    pub engine: Arc<Engine>,
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    tick_every: Duration,
+}
+
+/// Loads runbooks: the configured folder, else `./runbooks` if present, else the built-in set.
+pub fn load_runbooks(cfg: &Config) -> anyhow::Result<RunbookSet> {
+    let set = match &cfg.runbooks_dir {
+        Some(dir) => RunbookSet::load_dir(dir)?,
+        None if Path::new("runbooks").is_dir() => RunbookSet::load_dir(Path::new("runbooks"))?,
+        None => RunbookSet::embedded()?,
+    };
+    Ok(set)
+}
+
+impl App {
+    /// Opens the audit log, loads runbooks and binds the API. With `fallback_port`, a busy
+    /// listen address falls back to a free port on the same host (the demo).
+    pub async fn build(cfg: Config, parts: Parts, fallback_port: bool) -> anyhow::Result<App> {
+        let runbooks = load_runbooks(&cfg).context("runbooks")?;
+        let url = cfg.audit_url();
+        let audit = AuditLog::open(&url)
+            .await
+            .with_context(|| format!("opening the audit log {}", redact(&url)))?;
+        let listener = match TcpListener::bind(cfg.server.listen).await {
+            Ok(l) => l,
+            Err(e) if fallback_port => {
+                let any = SocketAddr::new(cfg.server.listen.ip(), 0);
+                tracing::warn!(listen = %cfg.server.listen, error = %e, "address busy, using a free port");
+                TcpListener::bind(any).await.context("binding the API")?
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("binding the API on {}", cfg.server.listen));
+            }
+        };
+        let addr = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::new());
+        let handles = Handles {
+            clock: parts.clock,
+            source: parts.source,
+            actuator: parts.actuator,
+            pager: parts.pager,
+            audit: Arc::new(audit),
+            runbooks: Arc::new(runbooks),
+        };
+        let public = cfg.server.public_url.clone();
+        let engine = Engine::new(Arc::new(cfg), handles, metrics);
+        engine.set_public_url(public.unwrap_or_else(|| format!("http://{addr}")));
+        Ok(App {
+            engine,
+            addr,
+            listener,
+            tick_every: parts.tick_every,
+        })
+    }
+
+    /// Serves the API and runs the loop until `shutdown` completes; then stops both cleanly.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let router = crate::api::router(self.engine.clone());
+        let mut server_rx = rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(self.listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = server_rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let mut engine_rx = rx;
+        let engine = self.engine.clone();
+        let looper = tokio::spawn(engine.run(self.tick_every, async move {
+            let _ = engine_rx.wait_for(|s| *s).await;
+        }));
+        shutdown.await;
+        let _ = tx.send(true);
+        looper.await.context("engine loop")?;
+        server.await.context("API server")?.context("API server")?;
+        Ok(())
+    }
+}
+
+/// Hides a password in a database URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://bob:secret@db:5432/x"),
+            "postgres://bob:***@db:5432/x"
+        );
+        assert_eq!(redact("sqlite://data/audit.db"), "sqlite://data/audit.db");
+    }
+}

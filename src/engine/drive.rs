@@ -1,0 +1,782 @@
+//! Driving an incident through its lifecycle: diagnose, run the plan's steps through the
+//! policy gate, wait for approvals, verify, resolve or escalate.
+
+use serde_json::json;
+
+use super::{ApprovalError, Engine, EventKind, State};
+use crate::act::{Action, ActionKind, CheckpointSelector};
+use crate::audit::EntryKind;
+use crate::detect::Severity;
+use crate::incident::{ActionRecord, Incident, IncidentEvent, IncidentState, PendingAction};
+use crate::notify::{Page, PageAction};
+use crate::policy::{self, PastAction, PolicyRequest, Verdict};
+use crate::runbook::diagnose;
+use crate::telemetry::{ActionLabels, KindLabel};
+use crate::verify::{self, VerifyContext, VerifyStatus};
+
+/// What running one step led to.
+enum Step {
+    /// Done; go on with the next step.
+    Done,
+    /// Waiting for a human.
+    Waiting,
+    /// Babysitter must stop and hand over, for this reason.
+    Escalate(String),
+}
+
+impl Engine {
+    /// Moves one incident as far as it can go in this tick.
+    pub(super) async fn drive(&self, st: &mut State, id: &str, now: f64) {
+        let Some(mut inc) = st.incidents.remove(id) else {
+            return;
+        };
+        let blind = st
+            .watches
+            .get(&inc.run)
+            .is_none_or(|w| w.blind_since.is_some());
+        // Bounded: each iteration either changes state or breaks.
+        for _ in 0..32 {
+            if inc.state.is_final() {
+                break;
+            }
+            if blind {
+                // Nothing is decided on stale charts; the incident waits for sight to return.
+                break;
+            }
+            match inc.state {
+                IncidentState::Open => self.diagnose(st, &mut inc, now).await,
+                IncidentState::Diagnosing | IncidentState::Acting => {
+                    let steps = inc.diagnosis.as_ref().map_or(0, |d| d.plan.steps.len());
+                    if inc.next_step >= steps {
+                        self.start_verification(&mut inc, now).await;
+                        continue;
+                    }
+                    match self.run_step(st, &mut inc, None, now).await {
+                        Step::Done => {
+                            inc.next_step += 1;
+                            if inc.state == IncidentState::Diagnosing {
+                                self.transition(&mut inc, IncidentEvent::Act, now);
+                            }
+                        }
+                        Step::Waiting => break,
+                        Step::Escalate(why) => {
+                            self.escalate(st, &mut inc, why, now).await;
+                        }
+                    }
+                }
+                IncidentState::AwaitingApproval => {
+                    let Some(p) = inc.pending.clone() else {
+                        // Cannot happen through the API; treat it as a lost approval.
+                        self.escalate(st, &mut inc, "approval state lost".into(), now)
+                            .await;
+                        continue;
+                    };
+                    if let Some(by) = p.rejected_by.clone() {
+                        inc.pending = None;
+                        let why = format!(
+                            "{} rejected by {by}{}",
+                            p.action,
+                            p.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        );
+                        self.escalate(st, &mut inc, why, now).await;
+                    } else if let Some(by) = p.approved_by.clone() {
+                        self.transition(&mut inc, IncidentEvent::Act, now);
+                        match self.run_step(st, &mut inc, Some(by), now).await {
+                            Step::Done => {
+                                inc.pending = None;
+                                inc.next_step += 1;
+                            }
+                            Step::Waiting => break,
+                            Step::Escalate(why) => {
+                                inc.pending = None;
+                                self.escalate(st, &mut inc, why, now).await;
+                            }
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                IncidentState::Verifying => {
+                    if !self.check_verification(st, &mut inc, now).await {
+                        break;
+                    }
+                }
+                IncidentState::Resolved | IncidentState::Escalated => break,
+            }
+        }
+        if let Err(e) = self
+            .h
+            .audit
+            .save_incident(&inc.id, &inc.run, inc.state.as_str(), &json!(inc))
+            .await
+        {
+            tracing::error!(incident = %inc.id, error = %e, "cannot persist incident");
+        }
+        st.incidents.insert(inc.id.clone(), inc);
+    }
+
+    fn transition(&self, inc: &mut Incident, event: IncidentEvent, now: f64) {
+        if let Err(e) = inc.apply(event, now) {
+            // A bug, not an input error: log it loudly and leave the state as it was.
+            tracing::error!(incident = %inc.id, error = %e, "invalid incident transition");
+        }
+    }
+
+    async fn diagnose(&self, st: &State, inc: &mut Incident, now: f64) {
+        let allowed = st
+            .watches
+            .get(&inc.run)
+            .map(|w| w.cfg.runbooks.clone())
+            .unwrap_or_default();
+        let d = diagnose(&self.h.runbooks, &inc.findings, &allowed);
+        let hash = self.h.runbooks.get(&d.runbook).map(|r| r.hash.clone());
+        let steps: Vec<String> = d.plan.steps.iter().map(|s| s.action.to_string()).collect();
+        self.record(
+            EntryKind::Diagnosis,
+            Some(&inc.run),
+            Some(&inc.id),
+            json!({ "diagnosis": d, "runbook_sha256": hash }),
+        )
+        .await;
+        self.emit(
+            now,
+            &inc.run,
+            Some(&inc.id),
+            EventKind::Diagnosed,
+            format!(
+                "diagnosed with runbook `{}` — plan: {}",
+                d.runbook,
+                steps.join(" → ")
+            ),
+        );
+        inc.diagnosis = Some(d);
+        self.transition(inc, IncidentEvent::Diagnose, now);
+    }
+
+    /// Resolves the checkpoint a restart goes back to (before onset, latest) into a step.
+    async fn resolve_action(
+        &self,
+        st: &State,
+        inc: &Incident,
+        action: &Action,
+    ) -> Result<Action, String> {
+        let Action::RestartFromCheckpoint { checkpoint } = action else {
+            return Ok(action.clone());
+        };
+        if let CheckpointSelector::Step(_) = checkpoint {
+            return Ok(action.clone());
+        }
+        let target = &st
+            .watches
+            .get(&inc.run)
+            .ok_or_else(|| format!("run {} is no longer watched", inc.run))?
+            .cfg
+            .target;
+        let cps = self
+            .h
+            .actuator
+            .checkpoints(target)
+            .await
+            .map_err(|e| format!("cannot list checkpoints: {e}"))?;
+        let onset = inc.onset();
+        let chosen = match checkpoint {
+            CheckpointSelector::BeforeOnset => cps.iter().rev().find(|c| c.t < onset),
+            _ => cps.last(),
+        };
+        match chosen {
+            Some(c) => Ok(Action::RestartFromCheckpoint {
+                checkpoint: CheckpointSelector::Step(c.step),
+            }),
+            None => Err(format!("no {checkpoint} among {} checkpoints", cps.len())),
+        }
+    }
+
+    /// Runs the incident's next step through the policy gate.
+    async fn run_step(
+        &self,
+        st: &mut State,
+        inc: &mut Incident,
+        approved_by: Option<String>,
+        now: f64,
+    ) -> Step {
+        let Some(plan) = inc.diagnosis.as_ref().map(|d| d.plan.clone()) else {
+            return Step::Escalate("no diagnosis".into());
+        };
+        let Some(step) = plan.steps.get(inc.next_step).cloned() else {
+            return Step::Done;
+        };
+        // An approved step runs exactly the action the human saw.
+        let action = match (&approved_by, &inc.pending) {
+            (Some(_), Some(p)) => p.action.clone(),
+            _ => match self.resolve_action(st, inc, &step.action).await {
+                Ok(a) => a,
+                Err(why) => return Step::Escalate(format!("cannot {}: {why}", step.action)),
+            },
+        };
+        let Some(w) = st.watches.get(&inc.run) else {
+            return Step::Escalate(format!("run {} is no longer watched", inc.run));
+        };
+        let request = PolicyRequest {
+            run: &inc.run,
+            action: &action,
+            autonomy: w.cfg.autonomy,
+            runbook_allows: true,
+            step_requires_approval: step.requires_approval,
+            approved_by: approved_by.as_deref(),
+            history: &st.history,
+            now,
+            audit_healthy: self.h.audit.is_healthy(),
+            is_leader: true,
+        };
+        let decision = policy::decide(&self.cfg.policy, &request);
+        let target = w.cfg.target.clone();
+        self.metrics
+            .decisions
+            .get_or_create(&KindLabel {
+                kind: format!("{:?}", decision.verdict).to_lowercase(),
+            })
+            .inc();
+        inc.decisions.push((action.kind(), decision.clone()));
+        self.record_as(
+            EntryKind::Decision,
+            Some(&inc.run),
+            Some(&inc.id),
+            "policy",
+            json!({
+                "action": action, "step": inc.next_step, "attempt": inc.attempt,
+                "verdict": decision.verdict, "rule": decision.rule, "reason": decision.reason,
+            }),
+        )
+        .await;
+        let verdict_text = match decision.verdict {
+            Verdict::Allow => "allowed",
+            Verdict::NeedsApproval => "needs approval",
+            Verdict::Deny => "DENIED",
+        };
+        // Allowed steps are told with their result (ActionDone); refusals and approvals now.
+        if decision.verdict != Verdict::Allow {
+            self.emit(
+                now,
+                &inc.run,
+                Some(&inc.id),
+                EventKind::Decision,
+                format!("policy: {action} — {verdict_text} ({})", decision.reason),
+            );
+        }
+        match decision.verdict {
+            Verdict::Deny => {
+                Step::Escalate(format!("policy refused {action}: {}", decision.reason))
+            }
+            Verdict::NeedsApproval => {
+                let pending = PendingAction {
+                    id: format!("{}-a{}-s{}", inc.id, inc.attempt, inc.next_step),
+                    step: inc.next_step,
+                    attempt: inc.attempt,
+                    action: action.clone(),
+                    decision: decision.clone(),
+                    requested_at: now,
+                    approved_by: None,
+                    rejected_by: None,
+                    reason: None,
+                };
+                self.record(
+                    EntryKind::ApprovalRequested,
+                    Some(&inc.run),
+                    Some(&inc.id),
+                    json!({ "pending": pending }),
+                )
+                .await;
+                inc.pending = Some(pending.clone());
+                self.transition(inc, IncidentEvent::NeedApproval, now);
+                self.emit(
+                    now,
+                    &inc.run,
+                    Some(&inc.id),
+                    EventKind::ApprovalRequested,
+                    format!(
+                        "waiting for a human to approve: {action} (id {})",
+                        pending.id
+                    ),
+                );
+                let summary = format!("approval needed on {}: {action}", inc.run);
+                self.page(inc, PageAction::Trigger, Severity::Critical, summary, now)
+                    .await;
+                Step::Waiting
+            }
+            Verdict::Allow => self.execute(st, inc, &target, action, &decision, now).await,
+        }
+    }
+
+    /// Writes the intent, carries the action out, writes the outcome.
+    async fn execute(
+        &self,
+        st: &mut State,
+        inc: &mut Incident,
+        target: &crate::act::Target,
+        action: Action,
+        decision: &policy::Decision,
+        now: f64,
+    ) -> Step {
+        let key = format!("{}/a{}/s{}", inc.id, inc.attempt, inc.next_step);
+        let intent = self
+            .record(
+                EntryKind::ActionIntent,
+                Some(&inc.run),
+                Some(&inc.id),
+                json!({ "key": key, "action": action, "target": target }),
+            )
+            .await;
+        if !intent {
+            return Step::Escalate(format!(
+                "{action} not run: its intent could not be written to the audit log"
+            ));
+        }
+        st.history.push(PastAction {
+            run: inc.run.clone(),
+            kind: action.kind(),
+            at: now,
+        });
+        let result = match &action {
+            Action::Page { severity, summary } => {
+                let ok = self
+                    .page(inc, PageAction::Trigger, *severity, summary.clone(), now)
+                    .await;
+                if ok {
+                    Ok((format!("paged on-call: {summary}"), json!({})))
+                } else {
+                    Err("page could not be delivered".to_string())
+                }
+            }
+            _ => self
+                .h
+                .actuator
+                .execute(target, &action, &key)
+                .await
+                .map(|o| (o.detail, o.facts))
+                .map_err(|e| e.to_string()),
+        };
+        let ok = result.is_ok();
+        let (detail, facts) = match result {
+            Ok(x) => x,
+            Err(e) => (e, json!(null)),
+        };
+        self.metrics
+            .actions
+            .get_or_create(&ActionLabels {
+                kind: action.kind().to_string(),
+                outcome: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+        self.record(
+            EntryKind::ActionOutcome,
+            Some(&inc.run),
+            Some(&inc.id),
+            json!({ "key": key, "action": action, "ok": ok, "detail": detail, "facts": facts }),
+        )
+        .await;
+        inc.actions.push(ActionRecord {
+            key,
+            step: inc.next_step,
+            attempt: inc.attempt,
+            action: action.clone(),
+            decision: decision.clone(),
+            at: now,
+            ok,
+            detail: detail.clone(),
+        });
+        if !ok {
+            self.emit(
+                now,
+                &inc.run,
+                Some(&inc.id),
+                EventKind::ActionFailed,
+                format!("{action} failed: {detail}"),
+            );
+            return Step::Escalate(format!("{action} failed: {detail}"));
+        }
+        if action.kind() != ActionKind::Page {
+            let text = format!("{detail}  [policy: {}]", decision.rule);
+            self.emit(now, &inc.run, Some(&inc.id), EventKind::ActionDone, text);
+        }
+        if let Some(w) = st.watches.get_mut(&inc.run) {
+            match action.kind() {
+                ActionKind::Pause => w.paused = true,
+                ActionKind::Resume => {
+                    w.paused = false;
+                    w.since = Some(now);
+                }
+                ActionKind::RestartFromCheckpoint => {
+                    // A new life of the run: older samples and conditions belong to the last one.
+                    w.paused = false;
+                    w.since = Some(now);
+                    w.hysteresis.reset();
+                }
+                ActionKind::PatchConfig
+                | ActionKind::CaptureDiagnostics
+                | ActionKind::Page
+                | ActionKind::Annotate => {}
+            }
+        }
+        Step::Done
+    }
+
+    async fn start_verification(&self, inc: &mut Incident, now: f64) {
+        let spec = inc.diagnosis.as_ref().map(|d| d.plan.verify.clone());
+        inc.verify_since = Some(now);
+        inc.verification = None;
+        self.transition(inc, IncidentEvent::StepsDone, now);
+        let within = spec.as_ref().map_or(0.0, |s| s.within.as_secs_f64());
+        let expect: Vec<String> = spec
+            .map(|s| s.expect.iter().map(|e| format!("{e:?}")).collect())
+            .unwrap_or_default();
+        self.record(
+            EntryKind::Verification,
+            Some(&inc.run),
+            Some(&inc.id),
+            json!({ "status": "started", "attempt": inc.attempt, "within_secs": within, "expect": expect }),
+        )
+        .await;
+        self.emit(
+            now,
+            &inc.run,
+            Some(&inc.id),
+            EventKind::Verifying,
+            format!(
+                "verifying (attempt {}): expecting {} within {}",
+                inc.attempt,
+                expect.join(", ").to_lowercase(),
+                humantime::format_duration(std::time::Duration::from_secs(within as u64))
+            ),
+        );
+    }
+
+    /// Returns true when the incident changed state (the caller loops again).
+    async fn check_verification(&self, st: &mut State, inc: &mut Incident, now: f64) -> bool {
+        let Some(plan) = inc.diagnosis.as_ref().map(|d| d.plan.clone()) else {
+            self.escalate(st, inc, "no diagnosis to verify".into(), now)
+                .await;
+            return true;
+        };
+        let since = inc.verify_since.unwrap_or(now);
+        let status = if let Some(f) = st.recurred.remove(&inc.id) {
+            VerifyStatus::Failed(format!("{} came back: {}", f.kind, f.message))
+        } else {
+            let Some(w) = st.watches.get(&inc.run) else {
+                self.escalate(st, inc, "run no longer watched".into(), now)
+                    .await;
+                return true;
+            };
+            let kinds: Vec<_> = inc.findings.iter().map(|f| f.kind).collect();
+            let findings_active = w.hysteresis.active().any(|f| kinds.contains(&f.kind));
+            verify::evaluate(
+                &plan.verify,
+                &VerifyContext {
+                    charts: &w.charts,
+                    since,
+                    now,
+                    baseline_loss: inc.baseline_loss,
+                    findings_active,
+                },
+            )
+        };
+        inc.verification = Some(status.clone());
+        match status {
+            VerifyStatus::Pending(_) => false,
+            VerifyStatus::Passed(detail) => {
+                self.record(
+                    EntryKind::Verification,
+                    Some(&inc.run),
+                    Some(&inc.id),
+                    json!({ "status": "passed", "attempt": inc.attempt, "detail": detail }),
+                )
+                .await;
+                self.transition(inc, IncidentEvent::Recovered, now);
+                inc.outcome = Some(format!("recovered: {detail}"));
+                self.record(
+                    EntryKind::IncidentResolved,
+                    Some(&inc.run),
+                    Some(&inc.id),
+                    json!({ "detail": detail, "duration_secs": now - inc.opened_at }),
+                )
+                .await;
+                self.emit(
+                    now,
+                    &inc.run,
+                    Some(&inc.id),
+                    EventKind::Resolved,
+                    format!("verified: {detail} — incident {} resolved", inc.id),
+                );
+                if inc.paged {
+                    let summary = format!("resolved on {}: {detail}", inc.run);
+                    self.page(inc, PageAction::Resolve, Severity::Info, summary, now)
+                        .await;
+                }
+                true
+            }
+            VerifyStatus::Failed(detail) => {
+                self.record(
+                    EntryKind::Verification,
+                    Some(&inc.run),
+                    Some(&inc.id),
+                    json!({ "status": "failed", "attempt": inc.attempt, "detail": detail }),
+                )
+                .await;
+                self.emit(
+                    now,
+                    &inc.run,
+                    Some(&inc.id),
+                    EventKind::VerificationFailed,
+                    format!(
+                        "verification failed (attempt {}/{}): {detail}",
+                        inc.attempt, plan.max_attempts
+                    ),
+                );
+                if inc.attempt < plan.max_attempts {
+                    inc.attempt += 1;
+                    inc.next_step = 0;
+                    self.transition(inc, IncidentEvent::Retry, now);
+                } else {
+                    let why = format!("did not recover after {} attempt(s): {detail}", inc.attempt);
+                    self.escalate(st, inc, why, now).await;
+                }
+                true
+            }
+        }
+    }
+
+    async fn escalate(&self, _st: &mut State, inc: &mut Incident, why: String, now: f64) {
+        self.transition(inc, IncidentEvent::Escalate, now);
+        inc.outcome = Some(why.clone());
+        self.record(
+            EntryKind::IncidentEscalated,
+            Some(&inc.run),
+            Some(&inc.id),
+            json!({ "reason": why }),
+        )
+        .await;
+        self.emit(
+            now,
+            &inc.run,
+            Some(&inc.id),
+            EventKind::Escalated,
+            format!("escalated to a human: {why}"),
+        );
+        let severity = inc
+            .diagnosis
+            .as_ref()
+            .map_or(Severity::Critical, |d| d.plan.escalation_severity);
+        let summary = format!("babysitter needs a human on {}: {why}", inc.run);
+        self.page(inc, PageAction::Trigger, severity, summary, now)
+            .await;
+    }
+
+    /// Sends a page for the incident with its evidence; records it. Returns delivery success.
+    async fn page(
+        &self,
+        inc: &mut Incident,
+        action: PageAction,
+        severity: Severity,
+        summary: String,
+        now: f64,
+    ) -> bool {
+        let base = self.public_url();
+        let route = self
+            .cfg
+            .watches
+            .iter()
+            .find(|w| w.run == inc.run)
+            .map_or_else(|| "default".to_string(), |w| w.route.clone());
+        let mut details = Vec::new();
+        if let Some(f) = inc.findings.first() {
+            details.push((
+                "finding".to_string(),
+                format!("{} on {}: {}", f.kind, f.chart, f.message),
+            ));
+        }
+        if let Some(d) = &inc.diagnosis {
+            details.push((
+                "runbook".to_string(),
+                format!("{} — {}", d.runbook, d.title),
+            ));
+        }
+        for a in &inc.actions {
+            details.push((
+                "done".to_string(),
+                format!(
+                    "{} ({})",
+                    a.action,
+                    if a.ok { a.detail.as_str() } else { "FAILED" }
+                ),
+            ));
+        }
+        if let Some(VerifyStatus::Failed(v)) = &inc.verification {
+            details.push(("verification".to_string(), format!("failed: {v}")));
+        }
+        let (approve_command, reject_command) = match (&inc.pending, inc.state) {
+            (Some(p), IncidentState::AwaitingApproval) => {
+                details.push((
+                    "proposed".to_string(),
+                    format!("{} — {}", p.action, p.decision.reason),
+                ));
+                (
+                    Some(format!(
+                        "curl -sX POST {base}/api/v1/actions/{}/approve -H 'content-type: application/json' -d '{{\"by\":\"'$USER'\"}}'",
+                        p.id
+                    )),
+                    Some(format!(
+                        "curl -sX POST {base}/api/v1/actions/{}/reject -H 'content-type: application/json' -d '{{\"by\":\"'$USER'\",\"reason\":\"...\"}}'",
+                        p.id
+                    )),
+                )
+            }
+            _ => (None, None),
+        };
+        let page = Page {
+            dedup_key: format!("babysitter/{}", inc.id),
+            action,
+            severity,
+            summary,
+            run: inc.run.clone(),
+            incident: inc.id.clone(),
+            route,
+            details,
+            approve_command,
+            reject_command,
+            links: vec![format!("{base}/api/v1/incidents/{}", inc.id)],
+        };
+        let result = self.h.pager.send(&page).await;
+        let ok = result.is_ok();
+        self.metrics
+            .pages
+            .get_or_create(&KindLabel {
+                kind: format!("{action:?}").to_lowercase(),
+            })
+            .inc();
+        if !ok {
+            self.metrics.page_failures.inc();
+        }
+        self.record(
+            EntryKind::Page,
+            Some(&inc.run),
+            Some(&inc.id),
+            json!({
+                "pager": self.h.pager.name(), "page": page, "delivered": ok,
+                "error": result.err().map(|e| e.to_string()),
+            }),
+        )
+        .await;
+        match action {
+            PageAction::Trigger => inc.paged = true,
+            PageAction::Resolve => inc.paged = false,
+            PageAction::Acknowledge => {}
+        }
+        self.emit(
+            now,
+            &inc.run,
+            Some(&inc.id),
+            EventKind::Paged,
+            format!("paged on-call `{}` ({action:?}, {severity})", page.route).to_lowercase(),
+        );
+        ok
+    }
+
+    /// A human approves a pending action (through the API). The engine runs it on its next pass,
+    /// through the policy gate again.
+    pub async fn approve(
+        &self,
+        action_id: &str,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<Incident, ApprovalError> {
+        self.settle(action_id, by, reason, true).await
+    }
+
+    /// A human rejects a pending action: the incident is escalated to humans.
+    pub async fn reject(
+        &self,
+        action_id: &str,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<Incident, ApprovalError> {
+        self.settle(action_id, by, reason, false).await
+    }
+
+    async fn settle(
+        &self,
+        action_id: &str,
+        by: &str,
+        reason: Option<String>,
+        approve: bool,
+    ) -> Result<Incident, ApprovalError> {
+        let mut st = self.state.lock().await;
+        let inc = st
+            .incidents
+            .values_mut()
+            .find(|i| i.pending.as_ref().is_some_and(|p| p.id == action_id))
+            .ok_or_else(|| ApprovalError::NotFound(action_id.to_string()))?;
+        let p = inc
+            .pending
+            .as_ref()
+            .cloned()
+            .ok_or_else(|| ApprovalError::NotFound(action_id.to_string()))?;
+        if inc.state != IncidentState::AwaitingApproval
+            || p.approved_by.is_some()
+            || p.rejected_by.is_some()
+        {
+            return Err(ApprovalError::NotPending {
+                id: action_id.to_string(),
+                incident: inc.id.clone(),
+                state: inc.state,
+            });
+        }
+        let (run, id) = (inc.run.clone(), inc.id.clone());
+        let kind = if approve {
+            EntryKind::Approved
+        } else {
+            EntryKind::Rejected
+        };
+        let recorded = self
+            .record_as(
+                kind,
+                Some(&run),
+                Some(&id),
+                &format!("api:{by}"),
+                json!({ "action_id": action_id, "action": p.action, "by": by, "reason": reason }),
+            )
+            .await;
+        if !recorded {
+            return Err(ApprovalError::Audit("append failed".into()));
+        }
+        let Some(inc) = st.incidents.get_mut(&id) else {
+            return Err(ApprovalError::NotFound(action_id.to_string()));
+        };
+        if let Some(pending) = inc.pending.as_mut() {
+            if approve {
+                pending.approved_by = Some(by.to_string());
+            } else {
+                pending.rejected_by = Some(by.to_string());
+            }
+            pending.reason = reason;
+        }
+        let snapshot = inc.clone();
+        let now = self.h.clock.now();
+        self.emit(
+            now,
+            &run,
+            Some(&id),
+            if approve {
+                EventKind::Approved
+            } else {
+                EventKind::Rejected
+            },
+            format!(
+                "{by} {} {}",
+                if approve { "approved" } else { "rejected" },
+                p.action
+            ),
+        );
+        drop(st);
+        self.wake.notify_one();
+        Ok(snapshot)
+    }
+}
