@@ -61,3 +61,31 @@ impl Clock for ScaledClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// A clock that moves only when told: tests step the loop through simulated hours exactly.
+/// (Tokio's paused clock auto-advances while SQLite works on its own thread, so loop tests
+/// that touch the audit database use this instead.)
+#[derive(Debug)]
+pub struct ManualClock {
+    t: std::sync::Mutex<f64>,
+}
+
+impl ManualClock {
+    pub fn new(t: f64) -> Arc<Self> {
+        Arc::new(ManualClock {
+            t: std::sync::Mutex::new(t),
+        })
+    }
+
+    pub fn advance(&self, secs: f64) {
+        if let Ok(mut t) = self.t.lock() {
+            *t += secs;
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> f64 {
+        self.t.lock().map(|t| *t).unwrap_or(0.0)
+    }
+}

@@ -1,4 +1,45 @@
-//! babysitter
+//! # babysitter
+//!
+//! Babysits long-running ML training jobs: it polls each watched run's charts, detects
+//! anomalies, diagnoses them against Markdown runbooks, acts through a deterministic policy
+//! gate (pause, resume, restart from checkpoint, patch configuration), verifies that the action
+//! worked, pages a human when policy asks for one or when it could not fix the problem, and
+//! records every decision and action in a hash-chained audit log.
+//!
+//! ## Layout
+//! Data flows one way; each stage is one module, and the audit log sits beside every step:
+//!
+//! ```text
+//! config ─▶ sources ─▶ detect ─▶ incident ─▶ runbook ─▶ policy ─▶ act ─▶ verify
+//!  (watches)  (charts)  (findings) (lifecycle) (diagnosis) (gate)  (actions) (recovered?)
+//!                  └──────────── notify (pages) ──── audit (every step) ────────┘
+//! ```
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | typed config (TOML/YAML + `BABYSITTER_*` env), watches, defaults |
+//! | [`charts`] | chart roles (FORMATS.md §1), `ChartKey`, `Series`, `ChartSet` |
+//! | [`sources`] | the `MetricsSource` trait: polled for many runs at once |
+//! | [`sim`] | the simulated training runs of the demo: a source *and* an actuator |
+//! | [`detect`] | pure, causal detectors → `Finding`s; hysteresis (once per episode) |
+//! | [`incident`] | incidents per run and family; the lifecycle state machine |
+//! | [`runbook`] | Markdown runbooks with front matter; deterministic diagnosis → `Plan` |
+//! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
+//! | [`act`] | the `Action` enum and the `Actuator` trait |
+//! | [`verify`] | did the run recover after the action? |
+//! | [`notify`] | the `Pager` trait and the console pager |
+//! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`) |
+//! | [`engine`] | the loop that drives every stage and owns the state between polls |
+//! | [`api`] | the HTTP API (axum) |
+//! | [`app`] | wiring: `App::build` then `App::run_until` |
+//! | [`demo`] | the embedded default: three simulated runs and the story on the terminal |
+//! | [`cli`] | `serve`, `demo`, `check`, `audit verify`, `approve`, `reject` |
+//! | [`clock`] | time as a parameter: system, scaled (demo) and manual (tests) clocks |
+//! | [`telemetry`] | babysitter's own Prometheus metrics |
+//!
+//! Traits sit only at I/O edges ([`sources::MetricsSource`], [`act::Actuator`],
+//! [`notify::Pager`]); detection, diagnosis, policy and verification are synchronous functions
+//! over values, so they are cheap to test exhaustively.
 pub mod act;
 pub mod api;
 pub mod app;

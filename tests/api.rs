@@ -1,0 +1,145 @@
+//! The HTTP API, called through the router without a socket (and once over a real socket).
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use babysitter::incident::IncidentState;
+use babysitter::sim::Fault;
+use common::{HISTORY, Harness};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn call(h: &Harness, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let router = babysitter::api::router(h.engine.clone());
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(match body {
+            Some(b) => Body::from(b.to_string()),
+            None => Body::empty(),
+        })
+        .unwrap();
+    let res = router.oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
+}
+
+async fn gpu_harness() -> Harness {
+    Harness::new(
+        vec![
+            ("run-c", vec![Fault::GpuXid { at: HISTORY + 600.0, errors: 3, every: 60.0, node_bound: true }]),
+            ("run-h", vec![]),
+        ],
+        |_| {},
+    )
+    .await
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let h = gpu_harness().await;
+    assert_eq!(call(&h, "GET", "/healthz", None).await.0, StatusCode::OK);
+    // Not ready before the first poll.
+    let (status, body) = call(&h, "GET", "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    h.tick().await;
+    let (status, body) = call(&h, "GET", "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready"], true);
+    let (status, body) = call(&h, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.as_str().unwrap().contains("babysitter_polls_total 1"), "{body}");
+}
+
+#[tokio::test]
+async fn watches_incidents_approval_and_audit() {
+    let h = gpu_harness().await;
+    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+
+    let (status, body) = call(&h, "GET", "/api/v1/watches", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let watches = body["watches"].as_array().unwrap();
+    assert_eq!(watches.len(), 2);
+    let c = watches.iter().find(|w| w["run"] == "run-c").unwrap();
+    assert_eq!(c["status"], "paused");
+    assert!(c["latest"]["xid_errors"].as_f64().unwrap() >= 1.0, "{c}");
+    assert_eq!(call(&h, "GET", "/api/v1/watches/run-h", None).await.1["status"], "running");
+    let (status, body) = call(&h, "GET", "/api/v1/watches/nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+
+    let (_, body) = call(&h, "GET", "/api/v1/incidents?open=true", None).await;
+    let list = body["incidents"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["state"], "awaiting_approval");
+    assert_eq!(list[0]["runbook"], "gpu-hardware-error");
+    let (status, _) = call(&h, "GET", "/api/v1/incidents?state=bogus", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, inc) = call(&h, "GET", &format!("/api/v1/incidents/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(inc["findings"][0]["kind"], "gpu_hardware_error");
+    assert!(!inc["decisions"].as_array().unwrap().is_empty());
+    let action_id = inc["pending"]["id"].as_str().unwrap().to_string();
+
+    let (_, pending) = call(&h, "GET", "/api/v1/actions/pending", None).await;
+    assert_eq!(pending["pending"][0]["id"], action_id.as_str());
+
+    // Bad bodies are refused with the field named; nothing is approved.
+    let approve = format!("/api/v1/actions/{action_id}/approve");
+    let (status, body) = call(&h, "POST", &approve, Some(json!({"who": "x"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("who"), "{body}");
+    let (status, body) = call(&h, "POST", &approve, Some(json!({"by": "  "}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("by"));
+    let (status, _) = call(&h, "POST", "/api/v1/actions/nope/approve", Some(json!({"by": "a"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = call(&h, "POST", &approve, Some(json!({"by": "alice", "reason": "go"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["pending"]["approved_by"], "alice");
+    let (status, _) = call(&h, "POST", &approve, Some(json!({"by": "bob"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    assert!(h.until(3600.0, |v| v.incidents.values().all(|i| i.state.is_final())).await);
+    let (_, inc) = call(&h, "GET", &format!("/api/v1/incidents/{id}"), None).await;
+    assert_eq!(inc["state"], "resolved", "{inc}");
+
+    // The audit log, filtered.
+    let (status, body) = call(&h, "GET", &format!("/api/v1/audit?incident={id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = body["entries"].as_array().unwrap();
+    assert!(entries.iter().all(|e| e["incident"] == id.as_str()));
+    let approved = entries.iter().find(|e| e["kind"] == "approved").unwrap();
+    assert_eq!(approved["actor"], "api:alice");
+    let (_, body) = call(&h, "GET", "/api/v1/audit?run=run-h", None).await;
+    assert!(body["entries"].as_array().unwrap().iter().all(|e| e["run"] == "run-h"));
+    let (_, body) = call(&h, "GET", "/api/v1/audit?kind=approved", None).await;
+    assert_eq!(body["entries"].as_array().unwrap().len(), 1);
+    let (status, _) = call(&h, "GET", "/api/v1/audit?since=yesterday", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = call(&h, "GET", "/api/v1/audit?since=2000-01-01T00:00:00Z&limit=5", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["entries"].as_array().unwrap().len(), 5);
+    let (status, body) = call(&h, "GET", "/api/v1/audit/verify", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ok"], true);
+}
+
+#[tokio::test]
+async fn unknown_endpoints_and_oversized_bodies() {
+    let h = gpu_harness().await;
+    let (status, body) = call(&h, "GET", "/api/v1/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+    let big = json!({"by": "a", "reason": "x".repeat(100_000)});
+    let (status, _) = call(&h, "POST", "/api/v1/actions/x/approve", Some(big)).await;
+    assert!(status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::BAD_REQUEST, "{status}");
+}

@@ -1,0 +1,122 @@
+//! Test harness: the real engine on the simulator, a SQLite audit log in a temp dir, a
+//! recording console pager, and a manual clock stepped one poll at a time.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use babysitter::act::Target;
+use babysitter::audit::{AuditLog, Entry, EntryKind, Filter};
+use babysitter::clock::{ManualClock, SharedClock};
+use babysitter::config::{Config, WatchConfig};
+use babysitter::engine::{Engine, Handles, View};
+use babysitter::incident::Incident;
+use babysitter::notify::ConsolePager;
+use babysitter::policy::Autonomy;
+use babysitter::runbook::RunbookSet;
+use babysitter::sim::{Fault, SimCluster, SimRunSpec};
+use babysitter::sources::MetricsSource;
+use babysitter::telemetry::Metrics;
+
+pub const ORIGIN: f64 = 1_700_000_000.0;
+pub const HISTORY: f64 = 3.0 * 3600.0;
+
+pub struct Harness {
+    pub engine: Arc<Engine>,
+    pub clock: Arc<ManualClock>,
+    pub sim: Arc<SimCluster>,
+    pub pager: Arc<ConsolePager>,
+    pub audit: Arc<AuditLog>,
+    pub dir: tempfile::TempDir,
+    pub cfg: Config,
+}
+
+pub fn watch(run: &str) -> WatchConfig {
+    WatchConfig {
+        run: run.to_string(),
+        target: Target::Simulated { run: run.to_string() },
+        autonomy: Autonomy::Act,
+        route: "ml-oncall".into(),
+        runbooks: Vec::new(),
+        detectors: None,
+    }
+}
+
+impl Harness {
+    /// Runs named `runs` (each with faults, times relative to the harness origin) on a sim.
+    pub async fn new(runs: Vec<(&str, Vec<Fault>)>, tweak: impl FnOnce(&mut Config)) -> Harness {
+        let clock = ManualClock::new(ORIGIN);
+        let shared: SharedClock = clock.clone();
+        let sim = Arc::new(SimCluster::new(shared.clone(), 7));
+        let mut cfg = Config::default();
+        for (name, faults) in runs {
+            let mut spec = SimRunSpec::new(name, ORIGIN - HISTORY);
+            spec.faults = faults;
+            sim.add_run(spec);
+            cfg.watches.push(watch(name));
+        }
+        Self::with_parts(cfg, shared, clock, sim.clone(), sim, tweak).await
+    }
+
+    pub async fn with_parts(
+        mut cfg: Config,
+        shared: SharedClock,
+        clock: Arc<ManualClock>,
+        sim: Arc<SimCluster>,
+        source: Arc<dyn MetricsSource>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        cfg.data_dir = dir.path().to_path_buf();
+        tweak(&mut cfg);
+        let audit = Arc::new(AuditLog::open(&cfg.audit_url()).await.unwrap());
+        let pager = ConsolePager::new();
+        let handles = Handles {
+            clock: shared,
+            source,
+            actuator: sim.clone(),
+            pager: pager.clone(),
+            audit: audit.clone(),
+            runbooks: Arc::new(RunbookSet::embedded().unwrap()),
+        };
+        let engine = Engine::new(Arc::new(cfg.clone()), handles, Arc::new(Metrics::new()));
+        engine.start("test").await;
+        Harness { engine, clock, sim, pager, audit, dir, cfg }
+    }
+
+    /// One poll interval later, one tick.
+    pub async fn tick(&self) {
+        self.clock.advance(self.cfg.poll_interval.as_secs_f64());
+        self.engine.tick().await;
+    }
+
+    /// Ticks until `pred` holds or `max_secs` of simulated time passed; returns whether it held.
+    pub async fn until(&self, max_secs: f64, pred: impl Fn(&View) -> bool) -> bool {
+        let steps = (max_secs / self.cfg.poll_interval.as_secs_f64()).ceil() as usize;
+        for _ in 0..steps {
+            self.tick().await;
+            if pred(&self.engine.view()) {
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn incidents_of(&self, run: &str) -> Vec<Incident> {
+        self.engine.view().incidents.values().filter(|i| i.run == run).cloned().collect()
+    }
+
+    pub async fn entries(&self, incident: &str) -> Vec<Entry> {
+        self.audit
+            .query(&Filter {
+                incident: Some(incident.to_string()),
+                limit: Some(10_000),
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn kinds(&self, incident: &str) -> Vec<EntryKind> {
+        self.entries(incident).await.iter().map(|e| e.kind).collect()
+    }
+}

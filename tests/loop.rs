@@ -1,0 +1,309 @@
+//! The whole loop on the simulator: watch → charts → detect → incident → diagnose → policy →
+//! act → verify → page → audit, stepped one poll at a time on a manual clock.
+
+mod common;
+
+use std::time::Duration;
+
+use babysitter::act::{Action, ActionKind, ChangeOp, CheckpointSelector};
+use babysitter::audit::EntryKind;
+use babysitter::detect::FindingKind;
+use babysitter::incident::{Incident, IncidentState};
+use babysitter::notify::PageAction;
+use babysitter::policy::{Mode, RateLimit};
+use babysitter::sim::Fault;
+use common::{HISTORY, Harness};
+
+fn restarts(inc: &Incident) -> Vec<u64> {
+    inc.actions
+        .iter()
+        .filter_map(|a| match a.action {
+            Action::RestartFromCheckpoint {
+                checkpoint: CheckpointSelector::Step(s),
+            } if a.ok => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every action intent is followed by its outcome, with the same idempotency key, and the
+/// decision that allowed it comes before both.
+async fn assert_intents_have_outcomes(h: &Harness, incident: &str) {
+    let entries = h.entries(incident).await;
+    let mut open: Vec<String> = Vec::new();
+    for e in &entries {
+        match e.kind {
+            EntryKind::ActionIntent => open.push(e.payload["key"].as_str().unwrap().to_string()),
+            EntryKind::ActionOutcome => {
+                let key = e.payload["key"].as_str().unwrap();
+                assert_eq!(open.pop().as_deref(), Some(key), "outcome {key} without its intent");
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "intents without outcome: {open:?}");
+}
+
+#[tokio::test]
+async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
+    let h = Harness::new(
+        vec![("run-a", vec![Fault::LossSpike { at: HISTORY + 600.0, span_steps: 40 }])],
+        |_| {},
+    )
+    .await;
+    let resolved = h
+        .until(3.0 * 3600.0, |v| {
+            v.incidents.values().any(|i| i.run == "run-a" && i.state.is_final())
+        })
+        .await;
+    assert!(resolved, "incident did not finish: {:#?}", h.incidents_of("run-a"));
+    let incs = h.incidents_of("run-a");
+    assert_eq!(incs.len(), 1, "one incident for one spike: {incs:#?}");
+    let inc = &incs[0];
+    assert_eq!(inc.state, IncidentState::Resolved, "{inc:#?}");
+    assert_eq!(inc.findings[0].kind, FindingKind::LossSpike);
+    assert_eq!(inc.diagnosis.as_ref().unwrap().runbook, "loss-spike");
+    // lr × 0.5 was patched before the restart, and the restart went back before the onset.
+    let kinds: Vec<ActionKind> = inc.actions.iter().map(|a| a.action.kind()).collect();
+    let patch = kinds.iter().position(|k| *k == ActionKind::PatchConfig).unwrap();
+    let restart = kinds.iter().position(|k| *k == ActionKind::RestartFromCheckpoint).unwrap();
+    assert!(patch < restart, "{kinds:?}");
+    match &inc.actions[patch].action {
+        Action::PatchConfig { changes } => {
+            assert_eq!(changes[0].key, "lr");
+            assert_eq!(changes[0].op, ChangeOp::Scale(0.5));
+        }
+        other => panic!("{other:?}"),
+    }
+    let cps = h
+        .engine
+        .handles()
+        .actuator
+        .checkpoints(&babysitter::act::Target::Simulated { run: "run-a".into() })
+        .await
+        .unwrap();
+    let step = restarts(inc)[0];
+    let cp = cps.iter().find(|c| c.step == step).expect("restarted from a real checkpoint");
+    assert!(cp.t < inc.onset(), "checkpoint at {} is not before onset {}", cp.t, inc.onset());
+    // No human was needed.
+    assert!(h.pager.sent().is_empty(), "{:#?}", h.pager.sent());
+    let kinds = h.kinds(&inc.id).await;
+    for k in [
+        EntryKind::Finding,
+        EntryKind::IncidentOpened,
+        EntryKind::Diagnosis,
+        EntryKind::Decision,
+        EntryKind::ActionIntent,
+        EntryKind::ActionOutcome,
+        EntryKind::Verification,
+        EntryKind::IncidentResolved,
+    ] {
+        assert!(kinds.contains(&k), "no {k:?} entry in {kinds:?}");
+    }
+    assert_intents_have_outcomes(&h, &inc.id).await;
+    assert!(h.audit.verify().await.unwrap().ok());
+}
+
+#[tokio::test]
+async fn hang_with_busy_gpus_is_restarted_and_verified() {
+    let h = Harness::new(
+        vec![("run-b", vec![Fault::Hang { at: HISTORY + 600.0, survives_restarts: 0 }])],
+        |_| {},
+    )
+    .await;
+    assert!(h.until(3.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    let inc = &h.incidents_of("run-b")[0];
+    assert_eq!(inc.state, IncidentState::Resolved, "{inc:#?}");
+    assert_eq!(inc.findings[0].kind, FindingKind::Stall);
+    assert!(inc.findings[0].message.to_lowercase().contains("gpu"), "{}", inc.findings[0].message);
+    assert_eq!(inc.diagnosis.as_ref().unwrap().runbook, "hang");
+    assert_eq!(restarts(inc).len(), 1);
+    assert!(inc.actions.iter().any(|a| a.action.kind() == ActionKind::CaptureDiagnostics));
+    assert_intents_have_outcomes(&h, &inc.id).await;
+}
+
+#[tokio::test]
+async fn a_hang_that_survives_restarts_fails_verification_and_escalates() {
+    let h = Harness::new(
+        vec![("run-b", vec![Fault::Hang { at: HISTORY + 600.0, survives_restarts: 5 }])],
+        |_| {},
+    )
+    .await;
+    assert!(h.until(6.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    let inc = &h.incidents_of("run-b")[0];
+    assert_eq!(inc.state, IncidentState::Escalated, "{inc:#?}");
+    let plan = &inc.diagnosis.as_ref().unwrap().plan;
+    // Every allowed attempt was made, then a human was paged with the evidence.
+    assert_eq!(inc.attempt, plan.max_attempts);
+    assert_eq!(restarts(inc).len() as u32, plan.max_attempts);
+    assert!(inc.outcome.as_ref().unwrap().contains("did not recover"), "{:?}", inc.outcome);
+    let pages = h.pager.sent();
+    assert_eq!(pages.len(), 1, "{pages:#?}");
+    assert_eq!(pages[0].action, PageAction::Trigger);
+    assert_eq!(pages[0].dedup_key, format!("babysitter/{}", inc.id));
+    assert!(pages[0].details.iter().any(|(k, _)| k == "verification"), "{:#?}", pages[0]);
+    let kinds = h.kinds(&inc.id).await;
+    assert!(kinds.contains(&EntryKind::IncidentEscalated));
+    assert!(kinds.contains(&EntryKind::Page));
+    assert_intents_have_outcomes(&h, &inc.id).await;
+}
+
+#[tokio::test]
+async fn gpu_errors_pause_page_and_wait_for_approval() {
+    let h = Harness::new(
+        vec![(
+            "run-c",
+            vec![Fault::GpuXid { at: HISTORY + 600.0, errors: 3, every: 60.0, node_bound: true }],
+        )],
+        |_| {},
+    )
+    .await;
+    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+    let inc = h.incidents_of("run-c").remove(0);
+    assert_eq!(inc.diagnosis.as_ref().unwrap().runbook, "gpu-hardware-error");
+    assert_eq!(inc.actions[0].action, Action::Pause);
+    let pending = inc.pending.clone().unwrap();
+    assert!(matches!(pending.action, Action::RestartFromCheckpoint { .. }));
+    // The page carries the exact approve command for this action.
+    let pages = h.pager.sent();
+    let approval_page = pages.iter().find(|p| p.approve_command.is_some()).expect("approval page");
+    assert!(approval_page.approve_command.as_ref().unwrap().contains(&format!("/api/v1/actions/{}/approve", pending.id)));
+    // Nothing happens while nobody answers: the run stays paused, no restart.
+    h.until(1800.0, |_| false).await;
+    let inc = h.incidents_of("run-c").remove(0);
+    assert_eq!(inc.state, IncidentState::AwaitingApproval);
+    assert!(restarts(&inc).is_empty());
+    assert_eq!(h.engine.view().watches[0].status, "paused");
+
+    h.engine.approve(&pending.id, "alice", Some("node looks bad".into())).await.unwrap();
+    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    let inc = h.incidents_of("run-c").remove(0);
+    assert_eq!(inc.state, IncidentState::Resolved, "{inc:#?}");
+    assert_eq!(restarts(&inc).len(), 1);
+    let approved = inc.actions.iter().find(|a| a.action.kind() == ActionKind::RestartFromCheckpoint).unwrap();
+    assert_eq!(approved.decision.rule, "approved");
+    let entries = h.entries(&inc.id).await;
+    let approval = entries.iter().find(|e| e.kind == EntryKind::Approved).unwrap();
+    assert_eq!(approval.actor, "api:alice");
+    // The resolve reaches the same page.
+    let last = h.pager.sent().pop().unwrap();
+    assert_eq!(last.action, PageAction::Resolve);
+    assert_eq!(last.dedup_key, format!("babysitter/{}", inc.id));
+    // Approving twice is refused.
+    assert!(h.engine.approve(&pending.id, "bob", None).await.is_err());
+    assert_intents_have_outcomes(&h, &inc.id).await;
+}
+
+#[tokio::test]
+async fn a_rejected_action_escalates_without_acting() {
+    let h = Harness::new(
+        vec![(
+            "run-c",
+            vec![Fault::GpuXid { at: HISTORY + 600.0, errors: 3, every: 60.0, node_bound: true }],
+        )],
+        |_| {},
+    )
+    .await;
+    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+    let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
+    h.engine.reject(&id, "carol", Some("draining the node first".into())).await.unwrap();
+    h.tick().await;
+    let inc = h.incidents_of("run-c").remove(0);
+    assert_eq!(inc.state, IncidentState::Escalated);
+    assert!(inc.outcome.as_ref().unwrap().contains("rejected by carol"));
+    assert!(restarts(&inc).is_empty());
+    let kinds = h.kinds(&inc.id).await;
+    assert!(kinds.contains(&EntryKind::Rejected));
+}
+
+#[tokio::test]
+async fn a_denied_step_stops_the_plan_and_pages() {
+    let h = Harness::new(
+        vec![("run-a", vec![Fault::LossSpike { at: HISTORY + 600.0, span_steps: 40 }])],
+        |cfg| {
+            cfg.policy.modes.insert(ActionKind::PatchConfig, Mode::Never);
+        },
+    )
+    .await;
+    assert!(h.until(3.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    let inc = h.incidents_of("run-a").remove(0);
+    assert_eq!(inc.state, IncidentState::Escalated);
+    assert!(inc.outcome.as_ref().unwrap().contains("policy refused"), "{:?}", inc.outcome);
+    // The restart after the refused patch never ran.
+    assert!(restarts(&inc).is_empty());
+    let entries = h.entries(&inc.id).await;
+    let denial = entries
+        .iter()
+        .find(|e| e.kind == EntryKind::Decision && e.payload["verdict"] == "deny")
+        .expect("the denial is in the audit log");
+    assert_eq!(denial.payload["rule"], "mode_never");
+    assert!(!entries.iter().any(|e| e.kind == EntryKind::ActionIntent
+        && e.payload["action"]["type"] == "restart_from_checkpoint"));
+    assert_eq!(h.pager.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_stops_a_restart_storm() {
+    let h = Harness::new(
+        vec![("run-b", vec![Fault::Hang { at: HISTORY + 600.0, survives_restarts: 10 }])],
+        |cfg| {
+            cfg.policy.limits = vec![RateLimit {
+                action: ActionKind::RestartFromCheckpoint,
+                max: 1,
+                window: Duration::from_secs(6 * 3600),
+            }];
+        },
+    )
+    .await;
+    assert!(h.until(6.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    let inc = h.incidents_of("run-b").remove(0);
+    assert_eq!(inc.state, IncidentState::Escalated);
+    assert_eq!(restarts(&inc).len(), 1, "the breaker allows exactly one restart");
+    assert!(
+        inc.decisions.iter().any(|(k, d)| *k == ActionKind::RestartFromCheckpoint && d.rule == "circuit_breaker"),
+        "{:#?}",
+        inc.decisions
+    );
+}
+
+#[tokio::test]
+async fn healthy_runs_raise_nothing() {
+    let h = Harness::new(vec![("run-h", vec![])], |_| {}).await;
+    h.until(4.0 * 3600.0, |_| false).await;
+    let view = h.engine.view();
+    assert!(view.incidents.is_empty(), "{:#?}", view.incidents);
+    assert_eq!(view.watches[0].status, "running");
+    assert!(h.pager.sent().is_empty());
+}
+
+#[tokio::test]
+async fn the_demo_story_runs_end_to_end() {
+    let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
+    let shared: babysitter::clock::SharedClock = clock.clone();
+    let (sim, watches) = babysitter::demo::scenario(shared.clone(), common::ORIGIN, 7);
+    let cfg = babysitter::config::Config {
+        watches,
+        ..Default::default()
+    };
+    let h = Harness::with_parts(cfg, shared, clock, sim.clone(), sim, |_| {}).await;
+    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+    let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
+    h.engine.approve(&id, "demo", None).await.unwrap();
+    let all_done = h
+        .until(2.0 * 3600.0, |v| v.incidents.len() >= 3 && v.incidents.values().all(|i| i.state.is_final()))
+        .await;
+    let view = h.engine.view();
+    assert!(all_done, "{:#?}", view.incidents);
+    for run in ["run-a", "run-b", "run-c"] {
+        let incs = h.incidents_of(run);
+        assert_eq!(incs.len(), 1, "{run}: {incs:#?}");
+        assert_eq!(incs[0].state, IncidentState::Resolved, "{run}: {:#?}", incs[0]);
+    }
+    let runbooks: Vec<String> = ["run-a", "run-b", "run-c"]
+        .iter()
+        .map(|r| h.incidents_of(r)[0].diagnosis.as_ref().unwrap().runbook.clone())
+        .collect();
+    assert_eq!(runbooks, ["loss-spike", "hang", "gpu-hardware-error"]);
+    let report = h.audit.verify().await.unwrap();
+    assert!(report.ok(), "{report}");
+}
