@@ -178,6 +178,7 @@ impl Config {
         if self.poll_interval.is_zero() {
             return Err(ConfigError::Invalid("poll_interval: must be positive".into()));
         }
+        self.policy.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
