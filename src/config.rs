@@ -182,6 +182,7 @@ impl Config {
                 "poll_interval: must be positive".into(),
             ));
         }
+        self.policy.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
