@@ -32,6 +32,8 @@ pub enum Expectation {
     NoNewHardwareErrors,
     /// No NaN / Inf in the training charts since the action.
     Finite,
+    /// The findings that opened the incident are no longer reported.
+    FindingsCleared,
 }
 
 /// Inputs of a verification.
