@@ -23,7 +23,7 @@ pub const NO_RUNBOOK_VERIFY_WITHIN: Duration = Duration::from_secs(3600);
 /// finding — named in the reason — is the first finding that matches the chosen runbook, or the
 /// first finding of all when nothing matches.
 pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Diagnosis {
-    let eligible = |rb: &&Runbook| allowed.is_empty() || allowed.iter().any(|a| *a == rb.id);
+    let eligible = |rb: &&Runbook| allowed.is_empty() || allowed.contains(&rb.id);
     let mut matched: Vec<(&Runbook, &Finding)> = set
         .iter()
         .filter(eligible)
@@ -205,7 +205,11 @@ mod tests {
         // An allowed list without a matching runbook falls back to paging.
         let d = diagnose(&s, &f, &["nope".to_string()]);
         assert_eq!(d.runbook, NO_RUNBOOK_ID);
-        assert!(d.reason.contains("allowed for this watch (nope)"), "{}", d.reason);
+        assert!(
+            d.reason.contains("allowed for this watch (nope)"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]

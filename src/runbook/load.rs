@@ -228,22 +228,24 @@ fn split_front_matter(text: &str) -> Result<Split<'_>, (usize, String)> {
     }
     Err((
         1,
-        "the front matter opened on line 1 is never closed: add a `---` line after the YAML"
-            .into(),
+        "the front matter opened on line 1 is never closed: add a `---` line after the YAML".into(),
     ))
 }
 
 /// The first line (1-based, inside `yaml`) at or after `from` whose key is `key`
 /// (`key:` after indentation and an optional `- `).
 fn find_key_line(yaml: &str, from: usize, key: &str) -> Option<usize> {
-    yaml.lines().enumerate().skip(from.saturating_sub(1)).find_map(|(i, line)| {
-        let t = line.trim_start();
-        let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
-        let rest = t
-            .strip_prefix(key)
-            .or_else(|| t.strip_prefix(&format!("\"{key}\"")))?;
-        rest.trim_start().starts_with(':').then_some(i + 1)
-    })
+    yaml.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find_map(|(i, line)| {
+            let t = line.trim_start();
+            let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
+            let rest = t
+                .strip_prefix(key)
+                .or_else(|| t.strip_prefix(&format!("\"{key}\"")))?;
+            rest.trim_start().starts_with(':').then_some(i + 1)
+        })
 }
 
 /// The message of a saphyr error without its location suffix, and its line in the YAML.
@@ -369,7 +371,8 @@ impl FileErrors<'_> {
         let line = if yaml_line > 0 {
             yaml_line
         } else {
-            key.and_then(|k| find_key_line(self.yaml, 1, k)).unwrap_or(0)
+            key.and_then(|k| find_key_line(self.yaml, 1, k))
+                .unwrap_or(0)
         };
         // Line 0 of the YAML is the opening `---` (file line 1): never report line 0.
         let file_line = if line == 0 { 1 } else { line + self.offset };
@@ -423,9 +426,7 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
         errs.push(
             spanned_line(&raw.id),
             Some("id"),
-            format!(
-                "id `{id}` is reserved for \"no runbook matched\": rename the file and the id"
-            ),
+            format!("id `{id}` is reserved for \"no runbook matched\": rename the file and the id"),
         );
     }
     let title = raw.title.value.trim().to_string();
@@ -540,9 +541,7 @@ fn convert_step(n: usize, step: Spanned<RawStep>, errs: &mut FileErrors<'_>) -> 
         ("note", raw.note.as_ref().map(spanned_line)),
     ];
     let wanted: &[&str] = match kind {
-        ActionKind::Pause
-        | ActionKind::Resume
-        | ActionKind::CaptureDiagnostics => &[],
+        ActionKind::Pause | ActionKind::Resume | ActionKind::CaptureDiagnostics => &[],
         ActionKind::RestartFromCheckpoint => &["checkpoint"],
         ActionKind::PatchConfig => &["changes"],
         ActionKind::Page => &["severity", "summary"],
@@ -578,9 +577,11 @@ fn convert_step(n: usize, step: Spanned<RawStep>, errs: &mut FileErrors<'_>) -> 
         ActionKind::Pause => Some(Action::Pause),
         ActionKind::Resume => Some(Action::Resume),
         ActionKind::CaptureDiagnostics => Some(Action::CaptureDiagnostics),
-        ActionKind::RestartFromCheckpoint => raw.checkpoint.map(|c| Action::RestartFromCheckpoint {
-            checkpoint: c.value.0,
-        }),
+        ActionKind::RestartFromCheckpoint => {
+            raw.checkpoint.map(|c| Action::RestartFromCheckpoint {
+                checkpoint: c.value.0,
+            })
+        }
         ActionKind::PatchConfig => raw.changes.and_then(|c| convert_changes(n, c, errs)),
         ActionKind::Page => match (raw.severity, raw.summary) {
             (Some(severity), Some(summary)) => {
@@ -611,9 +612,7 @@ fn convert_step(n: usize, step: Spanned<RawStep>, errs: &mut FileErrors<'_>) -> 
             }
         }),
     };
-    let requires_approval = raw
-        .approval
-        .is_some_and(|a| a.value == Approval::Required);
+    let requires_approval = raw.approval.is_some_and(|a| a.value == Approval::Required);
     match action {
         Some(action) if errs.errors.len() == before => Some(PlanStep {
             action,
@@ -646,7 +645,11 @@ fn convert_changes(
         let c = change.value;
         let key = c.key.trim().to_string();
         if key.is_empty() {
-            errs.push(line, Some("changes"), format!("step {n}: a change has an empty `key`"));
+            errs.push(
+                line,
+                Some("changes"),
+                format!("step {n}: a change has an empty `key`"),
+            );
             continue;
         }
         match (c.scale, c.set) {
@@ -671,7 +674,9 @@ fn convert_changes(
             (None, None) => errs.push(
                 line,
                 Some("changes"),
-                format!("step {n}: the change of `{key}` needs `scale: <factor>` or `set: <value>`"),
+                format!(
+                    "step {n}: the change of `{key}` needs `scale: <factor>` or `set: <value>`"
+                ),
             ),
         }
     }
@@ -783,33 +788,377 @@ pub(super) fn load_dir(dir: &Path) -> Result<RunbookSet, RunbookErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::Expectation;
 
-    const GOOD: &str = "---\nid: x\ntitle: X\ntriggers:\n  kinds: [stall]\nsteps:\n  - action: pause\nverify:\n  within: 5m\n  expect: [progress]\n---\nBody\n";
+    /// A valid runbook `x`; line numbers in tests refer to this layout:
+    /// 1 `---`, 2 id, 3 title, 4 triggers, 5 kinds, 6 steps, 7 `- action: pause`, 8 verify,
+    /// 9 within, 10 expect, 11 `---`, 12 body.
+    const GOOD: &str = "---\nid: x\ntitle: X\ntriggers:\n  kinds: [stall]\nsteps:\n  - action: pause\n\
+                        verify:\n  within: 5m\n  expect: [progress]\n---\nBody\n";
 
-    fn errs(path: &str, text: &str) -> Vec<String> {
-        match parse_file(path, text) {
-            Ok(_) => vec![],
-            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+    fn with_id(text: &str, id: &str) -> String {
+        text.replacen("id: x", &format!("id: {id}"), 1)
+    }
+
+    /// Writes `files` to a fresh folder and loads it; returns the folder and the error lines.
+    fn load_errors(files: &[(&str, String)]) -> (tempfile::TempDir, Vec<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let lines = match RunbookSet::load_dir(dir.path()) {
+            Ok(set) => panic!("expected errors, loaded {} runbooks", set.len()),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        };
+        (dir, lines)
+    }
+
+    fn one_error(name: &str, text: String) -> (String, String) {
+        let (dir, lines) = load_errors(&[(name, text)]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let prefix = dir.path().join(name).display().to_string();
+        let rest = lines[0]
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{} does not start with {prefix}", lines[0]))
+            .to_string();
+        (prefix, rest)
+    }
+
+    #[test]
+    fn good_runbook_parses_with_defaults() {
+        let rb = match parse_file("dir/x.md", GOOD) {
+            Ok(rb) => rb,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(rb.id, "x");
+        assert_eq!(rb.title, "X");
+        assert_eq!(rb.body, "Body\n");
+        assert_eq!(rb.priority, 0);
+        assert_eq!(rb.max_attempts, 1);
+        assert_eq!(rb.escalation_severity, Severity::Critical);
+        assert_eq!(rb.triggers.kinds, vec![FindingKind::Stall]);
+        assert_eq!(rb.triggers.min_severity, None);
+        assert_eq!(
+            rb.steps,
+            vec![PlanStep {
+                action: Action::Pause,
+                requires_approval: false
+            }]
+        );
+        assert_eq!(rb.verify.within, Duration::from_secs(300));
+        assert_eq!(rb.verify.expect, vec![Expectation::Progress]);
+        assert_eq!(rb.sha256, hex::encode(Sha256::digest(GOOD.as_bytes())));
+        assert_eq!(rb.sha256.len(), 64);
+    }
+
+    #[test]
+    fn crlf_bom_and_every_parameter_form_parse() {
+        let text = "\u{feff}---\r\nid: y\r\ntitle: Y\r\ntriggers:\r\n  kinds: [loss_spike, nonfinite]\r\n  \
+                    min_severity: error\r\npriority: -3\r\nsteps:\r\n  - action: patch_config\r\n    \
+                    changes: [{key: lr, scale: 0.25}, {key: data.skip, set: [10, 20]}]\r\n  \
+                    - action: restart_from_checkpoint\r\n    checkpoint: 1200\r\n    approval: required\r\n  \
+                    - action: annotate\r\n    note: hi\r\n  - action: resume\r\n    approval: policy\r\n\
+                    verify:\r\n  within: 90\r\n  expect: [finite, no_new_hardware_errors, findings_cleared]\r\n\
+                    max_attempts: 3\r\nescalate:\r\n  severity: warning\r\n---\r\n# Y\r\n";
+        let rb = match parse_file("y.md", text) {
+            Ok(rb) => rb,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(rb.triggers.min_severity, Some(Severity::Error));
+        assert_eq!(rb.priority, -3);
+        assert_eq!(rb.max_attempts, 3);
+        assert_eq!(rb.escalation_severity, Severity::Warning);
+        assert_eq!(rb.verify.within, Duration::from_secs(90));
+        assert_eq!(
+            rb.verify.expect,
+            vec![
+                Expectation::Finite,
+                Expectation::NoNewHardwareErrors,
+                Expectation::FindingsCleared
+            ]
+        );
+        let kinds: Vec<ActionKind> = rb.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ActionKind::PatchConfig,
+                ActionKind::RestartFromCheckpoint,
+                ActionKind::Annotate,
+                ActionKind::Resume
+            ]
+        );
+        assert_eq!(
+            rb.steps[0].action,
+            Action::PatchConfig {
+                changes: vec![
+                    ConfigChange {
+                        key: "lr".into(),
+                        op: ChangeOp::Scale(0.25)
+                    },
+                    ConfigChange {
+                        key: "data.skip".into(),
+                        op: ChangeOp::Set(serde_json::json!([10, 20]))
+                    },
+                ]
+            }
+        );
+        assert_eq!(
+            rb.steps[1].action,
+            Action::RestartFromCheckpoint {
+                checkpoint: CheckpointSelector::Step(1200)
+            }
+        );
+        let approvals: Vec<bool> = rb.steps.iter().map(|s| s.requires_approval).collect();
+        assert_eq!(approvals, vec![false, true, false, false]);
+        assert_eq!(rb.body, "# Y\r\n");
+    }
+
+    #[test]
+    fn unknown_action_points_at_its_line() {
+        // Line 9: the second step.
+        let text = GOOD.replace(
+            "  - action: pause\n",
+            "  - action: pause\n  - action: capture_diagnostics\n  - action: reboot_node\n",
+        );
+        let (_, rest) = one_error("x.md", text);
+        assert!(
+            rest.starts_with(":9: unknown variant `reboot_node`, expected one of pause,"),
+            "{rest}"
+        );
+    }
+
+    #[test]
+    fn unknown_finding_kind_points_at_kinds() {
+        let (_, rest) = one_error("x.md", GOOD.replace("[stall]", "[stall, los_spike]"));
+        assert!(
+            rest.starts_with(":5: unknown variant `los_spike`"),
+            "{rest}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_points_at_its_line() {
+        let (_, rest) = one_error("x.md", GOOD.replace("title: X", "title: \"X"));
+        assert_eq!(rest, ":3: unclosed quote (near `title: \"X`)");
+    }
+
+    #[test]
+    fn wrong_typed_parameters_point_at_their_line() {
+        let text = GOOD.replace(
+            "  - action: pause\n",
+            "  - action: pause\n  - action: patch_config\n    changes: [{key: lr, scale: half}]\n",
+        );
+        let (_, rest) = one_error("x.md", text);
+        assert_eq!(
+            rest,
+            ":9: expected a number (near `changes: [{key: lr, scale: half}]`)"
+        );
+
+        let text = GOOD.replace(
+            "  - action: pause\n",
+            "  - action: restart_from_checkpoint\n    checkpoint: yesterday\n",
+        );
+        let (_, rest) = one_error("x.md", text);
+        assert_eq!(
+            rest,
+            ":8: unknown checkpoint `yesterday`: expected `latest`, `before_onset` or a step number"
+        );
+
+        let (_, rest) = one_error("x.md", GOOD.replace("within: 5m", "within: 5 fortnights"));
+        assert!(
+            rest.starts_with(":9: invalid duration `5 fortnights`"),
+            "{rest}"
+        );
+    }
+
+    #[test]
+    fn front_matter_must_open_and_close() {
+        let (_, rest) = one_error("x.md", GOOD.replacen("---\n", "", 1));
+        assert!(rest.starts_with(":1: missing front matter"), "{rest}");
+
+        let unclosed = GOOD.replace("---\nBody\n", "Body\n");
+        let (_, rest) = one_error("x.md", unclosed);
+        assert_eq!(
+            rest,
+            ":1: the front matter opened on line 1 is never closed: add a `---` line after the YAML"
+        );
+    }
+
+    #[test]
+    fn id_must_match_the_file_stem() {
+        let (_, rest) = one_error("x.md", with_id(GOOD, "y"));
+        assert_eq!(
+            rest,
+            ":2: id `y` does not match the file name: it must be `x`"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_name_both_files() {
+        let sources = [("a/x.md".to_string(), GOOD), ("b/x.md".to_string(), GOOD)];
+        let err = match parse_all(&sources) {
+            Ok(_) => panic!("duplicate ids loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(err, "b/x.md:2: duplicate id `x`: already defined in a/x.md");
+    }
+
+    #[test]
+    fn semantic_errors_of_one_file_are_all_reported() {
+        let text = "---\nid: z\ntitle: ' '\ntriggers:\n  kinds: []\nsteps: []\nverify:\n  within: 0s\n  \
+                    expect: []\nmax_attempts: 0\n---\n\n";
+        let (dir, lines) = load_errors(&[("q.md", text.to_string())]);
+        let p = dir.path().join("q.md").display().to_string();
+        assert_eq!(
+            lines,
+            vec![
+                format!("{p}:2: id `z` does not match the file name: it must be `q`"),
+                format!("{p}:3: title is empty"),
+                format!("{p}:5: no triggers: `triggers.kinds` must name at least one finding kind"),
+                format!("{p}:6: no steps: a runbook needs at least one step"),
+                format!("{p}:8: verify.within must be longer than 0: how long may recovery take?"),
+                format!(
+                    "{p}:9: verify.expect is empty: name at least one expectation (e.g. progress)"
+                ),
+                format!("{p}:10: max_attempts must be at least 1 (the steps run at least once)"),
+                format!(
+                    "{p}:11: the Markdown body after the front matter is empty: write what the \
+                     human on call should look at and do"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn step_parameters_must_fit_the_action() {
+        let text = GOOD.replace(
+            "  - action: pause\n",
+            "  - action: pause\n    checkpoint: latest\n  - action: page\n    severity: warning\n  \
+             - action: patch_config\n    changes: [{key: lr}, {key: wd, scale: 2, set: 1}, {key: b, scale: -1}]\n",
+        );
+        let (dir, lines) = load_errors(&[("x.md", text)]);
+        let p = dir.path().join("x.md").display().to_string();
+        assert_eq!(
+            lines,
+            vec![
+                format!(
+                    "{p}:8: step 1: `checkpoint` is not a parameter of `pause` (it takes no parameters)"
+                ),
+                format!("{p}:9: step 2: `page` needs `summary`"),
+                format!(
+                    "{p}:12: step 3: the change of `lr` needs `scale: <factor>` or `set: <value>`"
+                ),
+                format!("{p}:12: step 3: the change of `wd` has both `scale` and `set`: pick one"),
+                format!("{p}:12: step 3: `scale` of `b` must be a finite number above 0, not -1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_point_at_their_mapping() {
+        let (_, rest) = one_error(
+            "x.md",
+            GOOD.replace("  kinds: [stall]", "  min_severity: error"),
+        );
+        assert_eq!(rest, ":4: missing field `kinds`");
+        let (_, rest) = one_error(
+            "x.md",
+            GOOD.replace(
+                "  - action: pause",
+                "  - checkpoint: latest\n    approval: required",
+            ),
+        );
+        assert_eq!(rest, ":7: missing field `action`");
+        let (_, rest) = one_error("x.md", GOOD.replace("title: X\n", ""));
+        assert_eq!(rest, ":2: missing field `title`");
+        let (_, rest) = one_error("x.md", GOOD.replace("title: X", "title: X\nowner: me"));
+        assert!(
+            rest.starts_with(":4: unknown field `owner`, expected one of id,"),
+            "{rest}"
+        );
+        let (_, rest) = one_error("x.md", GOOD.replace("title: X", "title: X\nid: x"));
+        assert_eq!(rest, ":4: duplicate key `id`");
+    }
+
+    #[test]
+    fn errors_of_several_files_are_all_reported_in_file_order() {
+        let bad_a = GOOD.replace("action: pause", "action: explode");
+        let bad_b = with_id(&GOOD.replace("[stall]", "[stal]"), "b");
+        let bad_c = with_id(GOOD, "not-c").replace("title: X", "title: X\nmax_attempts: 0");
+        let readme = "# not a runbook\n".to_string();
+        let (dir, lines) = load_errors(&[
+            ("c.md", bad_c),
+            ("a.md", with_id(&bad_a, "a")),
+            ("b.md", bad_b),
+            ("ok.md", with_id(GOOD, "ok")),
+            ("README.md", readme),
+            ("notes.txt", "ignored".to_string()),
+        ]);
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].starts_with(&format!("{}:7: unknown variant `explode`", p("a.md"))));
+        assert!(lines[1].starts_with(&format!("{}:5: unknown variant `stal`", p("b.md"))));
+        assert_eq!(
+            lines[2],
+            format!(
+                "{}:2: id `not-c` does not match the file name: it must be `c`",
+                p("c.md")
+            )
+        );
+        assert_eq!(
+            lines[3],
+            format!(
+                "{}:4: max_attempts must be at least 1 (the steps run at least once)",
+                p("c.md")
+            )
+        );
+    }
+
+    #[test]
+    fn load_dir_skips_readme_and_fails_on_an_empty_or_missing_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("README.md"), "# docs\n").expect("write");
+        let err = RunbookSet::load_dir(dir.path()).map(|s| s.len());
+        match err {
+            Err(e) => assert!(
+                e.to_string()
+                    .ends_with(": no runbooks (*.md besides README.md) in this folder")
+            ),
+            Ok(n) => panic!("loaded {n}"),
+        }
+        std::fs::write(dir.path().join("x.md"), GOOD).expect("write");
+        let set = match RunbookSet::load_dir(dir.path()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.get("x").map(|r| r.path.ends_with("x.md")), Some(true));
+
+        let missing = dir.path().join("nope");
+        match RunbookSet::load_dir(&missing) {
+            Err(e) => assert!(
+                e.to_string().starts_with(&format!(
+                    "{}: cannot read the runbook folder",
+                    missing.display()
+                )),
+                "{e}"
+            ),
+            Ok(_) => panic!("loaded a missing folder"),
         }
     }
 
     #[test]
-    fn scratch() {
-        let cases = [
-            GOOD.replace("title: X", "title: \"X"),
-            GOOD.replace("  kinds: [stall]", "  kinds: [stall]\n   - oops"),
-            GOOD.replace("  kinds: [stall]", "  min_severity: warning\n  foo: 1"),
-            GOOD.replace("  kinds: [stall]", "  min_severity: warning"),
-            GOOD.replace("  - action: pause", "  - checkpoint: latest\n    approval: required"),
-            GOOD.replace("  expect: [progress]", "  expect: [progress]\n  bogus: 3"),
-            GOOD.replace("  expect: [progress]", ""),
-            GOOD.replace("id: x", "id: x\nid: y"),
-            GOOD.replace("  - action: pause", "  - action: pause\n    approval: maybe"),
-            GOOD.replace("[stall]", "[stall"),
-            GOOD.replace("title: X", "title: X\n\ttab: 1"),
-            GOOD.replace("title: X", "title: X\npriority: high"),
-            GOOD.replace("id: x", "id: 5"),
-        ];
-        for c in cases { eprintln!("{:?}", errs("d/x.md", &c)); }
+    fn reserved_id_none_is_refused() {
+        let (_, rest) = one_error("none.md", with_id(GOOD, "none"));
+        assert!(rest.starts_with(":2: id `none` is reserved"), "{rest}");
+    }
+
+    #[test]
+    fn mapping_start_finds_the_owner() {
+        let yaml = "a: 1\nb:\n  c: 1\n  d: 2\ns:\n  - e: 1\n    f: 2\n";
+        assert_eq!(mapping_start(yaml, 1), 1);
+        assert_eq!(mapping_start(yaml, 4), 2);
+        assert_eq!(mapping_start(yaml, 7), 6);
+        assert_eq!(mapping_start(yaml, 6), 6);
     }
 }
