@@ -1154,6 +1154,39 @@ mod tests {
     }
 
     #[test]
+    fn odd_inputs_fail_cleanly_with_a_line() {
+        let cases: [(&str, &str); 7] = [
+            ("", ":1: missing front matter"),
+            (
+                "---",
+                ":1: the front matter opened on line 1 is never closed",
+            ),
+            ("---\n---\nbody\n", ":1: the front matter is empty"),
+            ("---\n- a\n- b\n---\nbody\n", ":2: "),
+            ("---\n[\n---\nbody\n", ":"),
+            ("---\nid: x\n---\nbody\n", ":2: missing field `title`"),
+            ("# just markdown\n", ":1: missing front matter"),
+        ];
+        for (text, want) in cases {
+            let errs = match parse_file("x.md", text) {
+                Ok(_) => panic!("{text:?} loaded"),
+                Err(e) => e,
+            };
+            let first = errs[0].to_string();
+            assert!(
+                first.starts_with(&format!("x.md{want}")),
+                "{text:?} gave {first}"
+            );
+            for e in &errs {
+                match e {
+                    RunbookError::At { line, .. } => assert!(*line >= 1, "{e}"),
+                    RunbookError::Io { .. } => panic!("{e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn mapping_start_finds_the_owner() {
         let yaml = "a: 1\nb:\n  c: 1\n  d: 2\ns:\n  - e: 1\n    f: 2\n";
         assert_eq!(mapping_start(yaml, 1), 1);
