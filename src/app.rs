@@ -41,7 +41,7 @@ pub fn load_runbooks(cfg: &Config) -> anyhow::Result<RunbookSet> {
     let set = match &cfg.runbooks_dir {
         Some(dir) => RunbookSet::load_dir(dir)?,
         None if Path::new("runbooks").is_dir() => RunbookSet::load_dir(Path::new("runbooks"))?,
-        None => RunbookSet::embedded()?,
+        None => RunbookSet::embedded(),
     };
     Ok(set)
 }

@@ -129,7 +129,7 @@ impl Engine {
             .map(|w| w.cfg.runbooks.clone())
             .unwrap_or_default();
         let d = diagnose(&self.h.runbooks, &inc.findings, &allowed);
-        let hash = self.h.runbooks.get(&d.runbook).map(|r| r.hash.clone());
+        let hash = self.h.runbooks.get(&d.runbook).map(|r| r.sha256.clone());
         let steps: Vec<String> = d.plan.steps.iter().map(|s| s.action.to_string()).collect();
         self.record(
             EntryKind::Diagnosis,

@@ -175,7 +175,7 @@ impl Engine {
             .h
             .runbooks
             .iter()
-            .map(|r| json!({"id": r.id, "path": r.path, "sha256": r.hash}))
+            .map(|r| json!({"id": r.id, "path": r.path, "sha256": r.sha256}))
             .collect();
         self.record(
             EntryKind::Started,

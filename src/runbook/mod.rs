@@ -1,11 +1,26 @@
 //! Runbooks: Markdown a human can follow, with a front matter the machine evaluates, and the
 //! deterministic diagnosis that picks one for an incident and produces its plan.
+//!
+//! This module owns the runbook file format (`runbooks/README.md` documents it for authors),
+//! loading a folder of runbooks or the set compiled into the binary ([`RunbookSet`]), and
+//! [`diagnose`]. Loading parses every file into typed values up front and never half-loads:
+//! one bad file fails the whole set, and every error names `file:line` ([`RunbookErrors`]).
+//! Diagnosis is a pure function of the set, the incident's findings and the watch's allowed
+//! runbook ids, so the same incident always gets the same plan.
+
+mod diagnose;
+mod load;
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::act::Action;
-use crate::detect::{Finding, Severity};
+use crate::detect::{Finding, FindingKind, Severity};
 use crate::verify::VerifySpec;
+
+pub use diagnose::{NO_RUNBOOK_ID, NO_RUNBOOK_VERIFY_WITHIN, diagnose};
+pub use load::{RunbookError, RunbookErrors};
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,47 +52,163 @@ pub struct Diagnosis {
     pub plan: Plan,
 }
 
-/// The loaded, validated runbooks.
-#[derive(Debug, Clone, Default)]
-pub struct RunbookSet {}
-
-/// Picks a runbook for the findings of one incident and produces the plan.
-pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Diagnosis {
-    let _ = (set, findings, allowed);
-    unimplemented!()
+/// Which findings a runbook answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Triggers {
+    /// Finding kinds this runbook handles (never empty).
+    pub kinds: Vec<FindingKind>,
+    /// Findings below this severity do not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<Severity>,
 }
 
-// --- temporary stubs in main until the runbook branch lands ---
-#[derive(Debug, Clone)]
+impl Triggers {
+    /// Does this finding trigger the runbook?
+    pub fn matches(&self, finding: &Finding) -> bool {
+        self.kinds.contains(&finding.kind)
+            && self.min_severity.is_none_or(|min| finding.severity >= min)
+    }
+}
+
+/// One parsed, validated runbook file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Runbook {
+    /// Unique id, equal to the file stem (`loss-spike` for `loss-spike.md`).
     pub id: String,
     pub title: String,
+    /// Where it was loaded from (`runbooks/loss-spike.md` for the embedded set).
     pub path: String,
-    pub hash: String,
+    /// The Markdown after the front matter: what the human on call reads.
     pub body: String,
+    /// Hex sha256 of the whole file, so the audit log says exactly which text was followed.
+    pub sha256: String,
+    pub triggers: Triggers,
+    /// Higher wins when several runbooks match an incident (default 0).
+    pub priority: i64,
+    pub steps: Vec<PlanStep>,
+    pub verify: VerifySpec,
+    /// How many times the steps may run for one incident before escalating (≥ 1).
+    pub max_attempts: u32,
+    /// Severity of the page when babysitter gives up.
+    pub escalation_severity: Severity,
 }
-#[derive(Debug)]
-pub struct RunbookErrors(pub Vec<String>);
-impl std::fmt::Display for RunbookErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0.join("\n"))
+
+impl Runbook {
+    /// Does this finding trigger the runbook?
+    pub fn matches(&self, finding: &Finding) -> bool {
+        self.triggers.matches(finding)
+    }
+
+    /// The plan this runbook prescribes.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            steps: self.steps.clone(),
+            verify: self.verify.clone(),
+            max_attempts: self.max_attempts,
+            escalation_severity: self.escalation_severity,
+        }
     }
 }
-impl std::error::Error for RunbookErrors {}
+
+/// The runbooks shipped in `runbooks/`, compiled into the binary so the demo needs nothing on
+/// disk. A unit test checks this list equals the `*.md` files of `runbooks/`.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "runbooks/gpu-hardware-error.md",
+        include_str!("../../runbooks/gpu-hardware-error.md"),
+    ),
+    ("runbooks/hang.md", include_str!("../../runbooks/hang.md")),
+    (
+        "runbooks/loss-spike.md",
+        include_str!("../../runbooks/loss-spike.md"),
+    ),
+    (
+        "runbooks/nonfinite.md",
+        include_str!("../../runbooks/nonfinite.md"),
+    ),
+    (
+        "runbooks/throughput-drop.md",
+        include_str!("../../runbooks/throughput-drop.md"),
+    ),
+];
+
+/// The loaded, validated runbooks, ordered by id.
+#[derive(Debug, Clone, Default)]
+pub struct RunbookSet {
+    runbooks: Vec<Runbook>,
+}
+
 impl RunbookSet {
-    pub fn embedded() -> Result<RunbookSet, RunbookErrors> {
-        Ok(RunbookSet {})
+    /// Loads every `*.md` file of `dir` except `README.md`, in file-name order. Any error in
+    /// any file fails the whole load; all errors of all files are returned.
+    pub fn load_dir(dir: impl AsRef<Path>) -> Result<RunbookSet, RunbookErrors> {
+        load::load_dir(dir.as_ref())
     }
-    pub fn load_dir(_p: &std::path::Path) -> Result<RunbookSet, RunbookErrors> {
-        Ok(RunbookSet {})
+
+    /// Parses runbooks from `(path, text)` pairs (the path gives the id and error locations).
+    pub fn from_sources<P: AsRef<Path>, S: AsRef<str>>(
+        sources: &[(P, S)],
+    ) -> Result<RunbookSet, RunbookErrors> {
+        let sources: Vec<(String, &str)> = sources
+            .iter()
+            .map(|(p, s)| (p.as_ref().display().to_string(), s.as_ref()))
+            .collect();
+        load::parse_all(&sources)
     }
-    pub fn get(&self, _id: &str) -> Option<&Runbook> {
-        None
+
+    /// The runbooks compiled into the binary ([`EMBEDDED`]).
+    pub fn embedded() -> RunbookSet {
+        // The embedded files are part of the source tree, not outside input, and the test
+        // `embedded_set_loads_and_equals_disk` proves they load; a failure here is a build bug.
+        match RunbookSet::from_sources(EMBEDDED) {
+            Ok(set) => set,
+            Err(e) => panic!("the embedded runbooks do not load (run `cargo test runbook`):\n{e}"),
+        }
     }
+
+    /// The runbook with this id.
+    pub fn get(&self, id: &str) -> Option<&Runbook> {
+        self.runbooks
+            .binary_search_by(|r| r.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.runbooks[i])
+    }
+
+    /// All runbooks, ordered by id.
     pub fn iter(&self) -> std::slice::Iter<'_, Runbook> {
-        [].iter()
+        self.runbooks.iter()
     }
+
     pub fn len(&self) -> usize {
-        0
+        self.runbooks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runbooks.is_empty()
+    }
+
+    /// The ids among `ids` that name no runbook of this set (for checking a watch's
+    /// `runbooks` list at start-up).
+    pub fn unknown_ids<'a>(&self, ids: &'a [String]) -> Vec<&'a str> {
+        ids.iter()
+            .map(String::as_str)
+            .filter(|id| self.get(id).is_none())
+            .collect()
+    }
+
+    fn from_runbooks(mut runbooks: Vec<Runbook>) -> RunbookSet {
+        runbooks.sort_by(|a, b| a.id.cmp(&b.id));
+        RunbookSet { runbooks }
     }
 }
+
+impl<'a> IntoIterator for &'a RunbookSet {
+    type Item = &'a Runbook;
+    type IntoIter = std::slice::Iter<'a, Runbook>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -76,7 +76,7 @@ impl Harness {
             actuator: sim.clone(),
             pager: pager.clone(),
             audit: audit.clone(),
-            runbooks: Arc::new(RunbookSet::embedded().unwrap()),
+            runbooks: Arc::new(RunbookSet::embedded()),
         };
         let engine = Engine::new(Arc::new(cfg.clone()), handles, Arc::new(Metrics::new()));
         engine.start("test").await;

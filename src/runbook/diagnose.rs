@@ -1,0 +1,263 @@
+//! Diagnosis: pick the runbook for an incident's findings and produce its plan.
+//!
+//! Deterministic: among the runbooks whose triggers match any finding (restricted to the
+//! watch's allowed ids when it names some), the highest priority wins and ties go to the
+//! smallest id. When none matches, the plan pages a human: babysitter never guesses.
+
+use std::time::Duration;
+
+use super::{Diagnosis, Plan, PlanStep, Runbook, RunbookSet};
+use crate::act::Action;
+use crate::detect::{Finding, Severity};
+use crate::verify::{Expectation, VerifySpec};
+
+/// The runbook id of a diagnosis where no runbook matched.
+pub const NO_RUNBOOK_ID: &str = "none";
+
+/// How long the "no runbook" plan waits for the findings to clear before escalating.
+pub const NO_RUNBOOK_VERIFY_WITHIN: Duration = Duration::from_secs(3600);
+
+/// Picks a runbook for the findings of one incident and produces the plan.
+///
+/// `allowed` restricts the candidates to these runbook ids when it is not empty. The primary
+/// finding — named in the reason — is the first finding that matches the chosen runbook, or the
+/// first finding of all when nothing matches.
+pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Diagnosis {
+    let eligible = |rb: &&Runbook| allowed.is_empty() || allowed.contains(&rb.id);
+    let mut matched: Vec<(&Runbook, &Finding)> = set
+        .iter()
+        .filter(eligible)
+        .filter_map(|rb| findings.iter().find(|f| rb.matches(f)).map(|f| (rb, f)))
+        .collect();
+    // Highest priority first, then by id: a total order, so the choice never depends on the
+    // order the runbooks were loaded in.
+    matched.sort_by(|(a, _), (b, _)| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
+
+    let Some(&(rb, finding)) = matched.first() else {
+        return no_runbook(set, findings, allowed);
+    };
+    let mut reason = format!(
+        "{} on {} matched runbook {} (priority {})",
+        finding.kind, finding.chart, rb.id, rb.priority
+    );
+    if matched.len() > 1 {
+        let others: Vec<String> = matched[1..]
+            .iter()
+            .map(|(r, f)| format!("{} by {} (priority {})", r.id, f.kind, r.priority))
+            .collect();
+        reason.push_str("; also matched: ");
+        reason.push_str(&others.join(", "));
+    }
+    Diagnosis {
+        runbook: rb.id.clone(),
+        title: rb.title.clone(),
+        reason,
+        plan: rb.plan(),
+    }
+}
+
+fn no_runbook(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Diagnosis {
+    let what = match findings.first() {
+        Some(f) => format!("{} on {}", f.kind, f.chart),
+        None => "an incident without findings".to_string(),
+    };
+    let scope = if allowed.is_empty() {
+        format!("none of the {} runbooks matches", set.len())
+    } else {
+        format!(
+            "none of the runbooks allowed for this watch ({}) matches",
+            allowed.join(", ")
+        )
+    };
+    let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
+    let reason = if kinds.is_empty() {
+        format!("{what}: {scope}")
+    } else {
+        format!("{what}: {scope} the findings [{}]", kinds.join(", "))
+    };
+    Diagnosis {
+        runbook: NO_RUNBOOK_ID.to_string(),
+        title: "No runbook matched".to_string(),
+        reason,
+        plan: Plan {
+            steps: vec![PlanStep {
+                action: Action::Page {
+                    severity: Severity::Critical,
+                    summary: format!("no runbook for {what}: a human must look"),
+                },
+                requires_approval: false,
+            }],
+            verify: VerifySpec {
+                within: NO_RUNBOOK_VERIFY_WITHIN,
+                expect: vec![Expectation::FindingsCleared],
+            },
+            max_attempts: 1,
+            escalation_severity: Severity::Critical,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::{ChangeOp, CheckpointSelector};
+    use crate::detect::FindingKind;
+
+    fn finding(kind: FindingKind, chart: &str, severity: Severity) -> Finding {
+        Finding {
+            kind,
+            chart: chart.to_string(),
+            at: 100.0,
+            onset: 90.0,
+            severity,
+            message: "test".to_string(),
+            value: None,
+            baseline: None,
+        }
+    }
+
+    fn runbook(id: &str, kinds: &str, priority: i64, extra: &str) -> (String, String) {
+        (
+            format!("rb/{id}.md"),
+            format!(
+                "---\nid: {id}\ntitle: {id}\ntriggers:\n  kinds: [{kinds}]\n{extra}priority: {priority}\n\
+                 steps:\n  - action: annotate\n    note: ran {id}\nverify:\n  within: 5m\n  expect: [progress]\n---\nBody.\n"
+            ),
+        )
+    }
+
+    fn set(rbs: &[(String, String)]) -> RunbookSet {
+        match RunbookSet::from_sources(rbs) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn first_note(d: &Diagnosis) -> &str {
+        match &d.plan.steps[0].action {
+            Action::Annotate { note } => note,
+            other => panic!("unexpected first step {other:?}"),
+        }
+    }
+
+    #[test]
+    fn embedded_loss_spike_is_diagnosed_with_its_plan() {
+        let set = RunbookSet::embedded();
+        let d = diagnose(
+            &set,
+            &[finding(FindingKind::LossSpike, "loss", Severity::Warning)],
+            &[],
+        );
+        assert_eq!(d.runbook, "loss-spike");
+        assert_eq!(
+            d.reason,
+            "loss_spike on loss matched runbook loss-spike (priority 50)"
+        );
+        let actions: Vec<&Action> = d.plan.steps.iter().map(|s| &s.action).collect();
+        assert_eq!(actions[0], &Action::CaptureDiagnostics);
+        match actions[1] {
+            Action::PatchConfig { changes } => {
+                assert_eq!(changes[0].key, "lr");
+                assert_eq!(changes[0].op, ChangeOp::Scale(0.5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            actions[2],
+            &Action::RestartFromCheckpoint {
+                checkpoint: CheckpointSelector::BeforeOnset
+            }
+        );
+        assert_eq!(d.plan.max_attempts, 1);
+    }
+
+    #[test]
+    fn picks_by_kind_then_priority_and_names_the_matching_finding() {
+        let s = set(&[
+            runbook("a-low", "stall, loss_spike", 10, ""),
+            runbook("b-high", "loss_spike", 90, ""),
+            runbook("c-other", "nonfinite", 100, ""),
+        ]);
+        let findings = [
+            finding(FindingKind::Stall, "step", Severity::Error),
+            finding(FindingKind::LossSpike, "loss", Severity::Warning),
+        ];
+        let d = diagnose(&s, &findings, &[]);
+        assert_eq!(d.runbook, "b-high");
+        assert_eq!(d.title, "b-high");
+        assert_eq!(first_note(&d), "ran b-high");
+        assert_eq!(
+            d.reason,
+            "loss_spike on loss matched runbook b-high (priority 90); also matched: \
+             a-low by stall (priority 10)"
+        );
+    }
+
+    #[test]
+    fn honours_allowed_ids() {
+        let s = set(&[
+            runbook("a-low", "loss_spike", 10, ""),
+            runbook("b-high", "loss_spike", 90, ""),
+        ]);
+        let f = [finding(FindingKind::LossSpike, "loss", Severity::Warning)];
+        let d = diagnose(&s, &f, &["a-low".to_string()]);
+        assert_eq!(d.runbook, "a-low");
+        // An allowed list without a matching runbook falls back to paging.
+        let d = diagnose(&s, &f, &["nope".to_string()]);
+        assert_eq!(d.runbook, NO_RUNBOOK_ID);
+        assert!(
+            d.reason.contains("allowed for this watch (nope)"),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn ties_break_by_id_whatever_the_load_order() {
+        let a = runbook("alpha", "stall", 5, "");
+        let b = runbook("beta", "stall", 5, "");
+        let f = [finding(FindingKind::Stall, "step", Severity::Error)];
+        let d1 = diagnose(&set(&[a.clone(), b.clone()]), &f, &[]);
+        let d2 = diagnose(&set(&[b, a]), &f, &[]);
+        assert_eq!(d1.runbook, "alpha");
+        assert_eq!(d1, d2);
+    }
+
+    #[test]
+    fn min_severity_filters_findings() {
+        let s = set(&[
+            runbook("severe", "loss_spike", 90, "  min_severity: error\n"),
+            runbook("any", "loss_spike", 10, ""),
+        ]);
+        let warn = [finding(FindingKind::LossSpike, "loss", Severity::Warning)];
+        assert_eq!(diagnose(&s, &warn, &[]).runbook, "any");
+        let crit = [finding(FindingKind::LossSpike, "loss", Severity::Critical)];
+        assert_eq!(diagnose(&s, &crit, &[]).runbook, "severe");
+    }
+
+    #[test]
+    fn no_match_pages_a_human() {
+        let s = set(&[runbook("a", "stall", 1, "")]);
+        let f = [finding(FindingKind::LossPlateau, "loss", Severity::Warning)];
+        let d = diagnose(&s, &f, &[]);
+        assert_eq!(d.runbook, "none");
+        assert_eq!(
+            d.plan.steps,
+            vec![PlanStep {
+                action: Action::Page {
+                    severity: Severity::Critical,
+                    summary: "no runbook for loss_plateau on loss: a human must look".into(),
+                },
+                requires_approval: false,
+            }]
+        );
+        assert_eq!(d.plan.verify.expect, vec![Expectation::FindingsCleared]);
+        assert_eq!(d.plan.verify.within, NO_RUNBOOK_VERIFY_WITHIN);
+        assert_eq!(d.plan.max_attempts, 1);
+        assert_eq!(d.plan.escalation_severity, Severity::Critical);
+
+        let empty = diagnose(&RunbookSet::default(), &[], &[]);
+        assert_eq!(empty.runbook, "none");
+        assert!(empty.reason.starts_with("an incident without findings"));
+    }
+}
