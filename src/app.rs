@@ -46,11 +46,27 @@ pub fn load_runbooks(cfg: &Config) -> anyhow::Result<RunbookSet> {
     Ok(set)
 }
 
+/// A watch may only name runbooks that exist.
+pub fn check_watch_runbooks(cfg: &Config, runbooks: &RunbookSet) -> anyhow::Result<()> {
+    for (i, w) in cfg.watches.iter().enumerate() {
+        let unknown = runbooks.unknown_ids(&w.runbooks);
+        if !unknown.is_empty() {
+            anyhow::bail!(
+                "watches[{i}].runbooks (run `{}`): unknown runbook id(s) {}",
+                w.run,
+                unknown.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 impl App {
     /// Opens the audit log, loads runbooks and binds the API. With `fallback_port`, a busy
     /// listen address falls back to a free port on the same host (the demo).
     pub async fn build(cfg: Config, parts: Parts, fallback_port: bool) -> anyhow::Result<App> {
         let runbooks = load_runbooks(&cfg).context("runbooks")?;
+        check_watch_runbooks(&cfg, &runbooks)?;
         let url = cfg.audit_url();
         let audit = AuditLog::open(&url)
             .await

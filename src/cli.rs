@@ -200,6 +200,10 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
         Ok(set) => {
             let ids: Vec<_> = set.iter().map(|r| r.id.clone()).collect();
             println!("runbooks: OK ({}: {})", ids.len(), ids.join(", "));
+            if let Err(e) = crate::app::check_watch_runbooks(&cfg, &set) {
+                eprintln!("{e:#}");
+                ok = false;
+            }
         }
         Err(e) => {
             eprintln!("{e:#}");
