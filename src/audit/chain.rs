@@ -209,6 +209,5 @@ mod tests {
         assert_eq!(h, EXPECTED_FIRST);
     }
 
-    const EXPECTED_FIRST: &str =
-        "7e67604e49acbb410a63fcd889e426efa9197dc25a8fb3eeb8fb53f5f56ce13a";
+    const EXPECTED_FIRST: &str = "7e67604e49acbb410a63fcd889e426efa9197dc25a8fb3eeb8fb53f5f56ce13a";
 }

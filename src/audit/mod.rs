@@ -226,7 +226,11 @@ pub enum AuditError {
     #[error(
         "appending entry {seq} to audit_log in {url}: other writers took the next sequence number {attempts} times in a row; giving up"
     )]
-    Contention { seq: i64, url: String, attempts: u32 },
+    Contention {
+        seq: i64,
+        url: String,
+        attempts: u32,
+    },
     #[error("audit_log in {url} is full: sequence number overflow after entry {seq}")]
     SeqOverflow { seq: i64, url: String },
 }
@@ -235,7 +239,9 @@ pub enum AuditError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// A SQLite file (`memory` for `sqlite::memory:` / `mode=memory`).
-    Sqlite { memory: bool },
+    Sqlite {
+        memory: bool,
+    },
     Postgres,
 }
 
@@ -348,9 +354,8 @@ impl AuditLog {
     pub async fn open(url: &str) -> Result<AuditLog, AuditError> {
         sqlx::any::install_default_drivers();
         let shown = redact_url(url);
-        let backend = backend_of(url).ok_or_else(|| AuditError::UnsupportedUrl {
-            url: shown.clone(),
-        })?;
+        let backend =
+            backend_of(url).ok_or_else(|| AuditError::UnsupportedUrl { url: shown.clone() })?;
 
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         match backend {
@@ -428,7 +433,11 @@ impl AuditLog {
         self.healthy.load(Ordering::SeqCst)
     }
 
-    fn query_err(&self, op: impl Into<String>, table: &'static str) -> impl FnOnce(sqlx::Error) -> AuditError {
+    fn query_err(
+        &self,
+        op: impl Into<String>,
+        table: &'static str,
+    ) -> impl FnOnce(sqlx::Error) -> AuditError {
         let op = op.into();
         let url = self.url.clone();
         move |source| AuditError::Query {
@@ -625,8 +634,8 @@ impl AuditLog {
             .map_err(self.query_err("querying entries", "audit_log"))?;
         rows.iter()
             .map(|row| {
-                let stored =
-                    StoredRow::from_row(row).map_err(self.query_err("reading an entry", "audit_log"))?;
+                let stored = StoredRow::from_row(row)
+                    .map_err(self.query_err("reading an entry", "audit_log"))?;
                 stored
                     .into_entry()
                     .map_err(|(seq, reason)| AuditError::CorruptEntry {
@@ -728,10 +737,11 @@ impl AuditLog {
 
     /// Every saved incident with its bookkeeping, ordered by id.
     pub async fn load_incident_records(&self) -> Result<Vec<IncidentRecord>, AuditError> {
-        let rows = sqlx::query("SELECT id, run, state, data, updated_at FROM incidents ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.query_err("loading incidents", "incidents"))?;
+        let rows =
+            sqlx::query("SELECT id, run, state, data, updated_at FROM incidents ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.query_err("loading incidents", "incidents"))?;
         rows.iter()
             .map(|row| {
                 let read = self.query_err("reading an incident", "incidents");
@@ -750,11 +760,12 @@ impl AuditLog {
                     | (_, _, _, Err(e), _)
                     | (.., Err(e)) => return Err(read(e)),
                 };
-                let data = serde_json::from_str(&data).map_err(|e| AuditError::CorruptIncident {
-                    id: id.clone(),
-                    url: self.url.clone(),
-                    reason: format!("data is not JSON: {e}"),
-                })?;
+                let data =
+                    serde_json::from_str(&data).map_err(|e| AuditError::CorruptIncident {
+                        id: id.clone(),
+                        url: self.url.clone(),
+                        reason: format!("data is not JSON: {e}"),
+                    })?;
                 Ok(IncidentRecord {
                     id,
                     run,
@@ -791,9 +802,8 @@ fn backend_of(url: &str) -> Option<Backend> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
         let path = path.trim_start_matches("//");
-        let memory = path.is_empty()
-            || path == ":memory:"
-            || params.split('&').any(|p| p == "mode=memory");
+        let memory =
+            path.is_empty() || path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
         Some(Backend::Sqlite { memory })
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Some(Backend::Postgres)

@@ -97,7 +97,11 @@ pub(crate) async fn migrate(pool: &AnyPool, url: &str) -> Result<(), AuditError>
                 return Err(schema_err(m.version)(source));
             }
         }
-        tracing::info!(version = m.version, description = m.description, "audit schema migrated");
+        tracing::info!(
+            version = m.version,
+            description = m.description,
+            "audit schema migrated"
+        );
     }
     Ok(())
 }
@@ -107,11 +111,13 @@ async fn apply(pool: &AnyPool, m: &Migration) -> Result<(), sqlx::Error> {
     for stmt in m.statements {
         sqlx::query(*stmt).execute(&mut *tx).await?;
     }
-    sqlx::query("INSERT INTO schema_version (version, description, applied_at) VALUES ($1, $2, $3)")
-        .bind(m.version)
-        .bind(m.description)
-        .bind(now_ts())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO schema_version (version, description, applied_at) VALUES ($1, $2, $3)",
+    )
+    .bind(m.version)
+    .bind(m.description)
+    .bind(now_ts())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }

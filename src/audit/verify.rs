@@ -276,7 +276,11 @@ mod tests {
         let r = run(&rows);
         let bad = r.first_bad.as_ref().expect("edit detected");
         assert_eq!((bad.seq, r.entries), (3, 2));
-        assert!(bad.reason.starts_with("content was edited"), "{}", bad.reason);
+        assert!(
+            bad.reason.starts_with("content was edited"),
+            "{}",
+            bad.reason
+        );
         assert!(
             r.to_string()
                 .starts_with("audit log BROKEN at entry 3 (kind decision): content was edited"),
@@ -306,17 +310,28 @@ mod tests {
         let r = run(&rows);
         let bad = r.first_bad.expect("relink detected");
         assert_eq!(bad.seq, 4);
-        assert!(bad.reason.starts_with("out of order or relinked"), "{}", bad.reason);
+        assert!(
+            bad.reason.starts_with("out of order or relinked"),
+            "{}",
+            bad.reason
+        );
 
         // unknown kind, unreadable payload
         let mut rows = chain_of(3);
         rows[1].kind = "bogus".into();
         let bad = run(&rows).first_bad.expect("unknown kind");
-        assert_eq!((bad.seq, bad.reason.as_str()), (2, "unknown kind \"bogus\""));
+        assert_eq!(
+            (bad.seq, bad.reason.as_str()),
+            (2, "unknown kind \"bogus\"")
+        );
         let mut rows = chain_of(3);
         rows[0].payload = "{not json".into();
         let bad = run(&rows).first_bad.expect("bad payload");
         assert_eq!(bad.seq, 1);
-        assert!(bad.reason.starts_with("unreadable payload"), "{}", bad.reason);
+        assert!(
+            bad.reason.starts_with("unreadable payload"),
+            "{}",
+            bad.reason
+        );
     }
 }

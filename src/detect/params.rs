@@ -11,6 +11,8 @@ pub struct DetectorParams {
 
 impl Default for DetectorParams {
     fn default() -> Self {
-        DetectorParams { stall_after_secs: 300.0 }
+        DetectorParams {
+            stall_after_secs: 300.0,
+        }
     }
 }
