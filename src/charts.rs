@@ -246,13 +246,15 @@ impl Series {
                     self.samples.push(s);
                     added += 1;
                 }
-                Some(_) => match self.samples.binary_search_by(|x| x.t.total_cmp(&s.t)) {
-                    Ok(i) => self.samples[i] = s,
-                    Err(i) => {
-                        self.samples.insert(i, s);
-                        added += 1;
+                Some(_) => {
+                    match self.samples.binary_search_by(|x| x.t.total_cmp(&s.t)) {
+                        Ok(i) => self.samples[i] = s,
+                        Err(i) => {
+                            self.samples.insert(i, s);
+                            added += 1;
+                        }
                     }
-                },
+                }
             }
         }
         added
@@ -302,9 +304,7 @@ impl ChartSet {
 
     /// The chart with this role and no labels (or, failing that, the first one with this role).
     pub fn get(&self, role: Role) -> Option<&Series> {
-        self.charts
-            .get(&ChartKey::new(role))
-            .or_else(|| self.by_role(role).next().map(|(_, s)| s))
+        self.charts.get(&ChartKey::new(role)).or_else(|| self.by_role(role).next().map(|(_, s)| s))
     }
 
     pub fn get_key(&self, key: &ChartKey) -> Option<&Series> {
@@ -349,10 +349,7 @@ mod tests {
         assert_eq!(k.role, Role::StepTime);
         assert_eq!(k.labels.get("rank").map(String::as_str), Some("3"));
         assert_eq!(k.to_string(), "step_time{rank=3}");
-        assert_eq!(
-            "loss".parse::<ChartKey>().unwrap(),
-            ChartKey::new(Role::Loss)
-        );
+        assert_eq!("loss".parse::<ChartKey>().unwrap(), ChartKey::new(Role::Loss));
         assert!("lossy".parse::<ChartKey>().is_err());
         assert!("loss{rank".parse::<ChartKey>().is_err());
     }
@@ -360,14 +357,7 @@ mod tests {
     #[test]
     fn series_merge_keeps_order_and_dedups() {
         let mut s = Series::from_samples([Sample::new(1.0, 1.0), Sample::new(3.0, 3.0)]);
-        assert_eq!(
-            s.merge([
-                Sample::new(2.0, 2.0),
-                Sample::new(3.0, 30.0),
-                Sample::new(4.0, f64::NAN)
-            ]),
-            2
-        );
+        assert_eq!(s.merge([Sample::new(2.0, 2.0), Sample::new(3.0, 30.0), Sample::new(4.0, f64::NAN)]), 2);
         let ts: Vec<f64> = s.samples().iter().map(|x| x.t).collect();
         assert_eq!(ts, vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(s.samples()[2].v, 30.0);

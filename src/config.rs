@@ -166,9 +166,7 @@ impl Config {
         let mut seen = std::collections::BTreeSet::new();
         for (i, w) in self.watches.iter().enumerate() {
             if w.run.trim().is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "watches[{i}].run: must not be empty"
-                )));
+                return Err(ConfigError::Invalid(format!("watches[{i}].run: must not be empty")));
             }
             if !seen.insert(w.run.as_str()) {
                 return Err(ConfigError::Invalid(format!(
@@ -178,9 +176,7 @@ impl Config {
             }
         }
         if self.poll_interval.is_zero() {
-            return Err(ConfigError::Invalid(
-                "poll_interval: must be positive".into(),
-            ));
+            return Err(ConfigError::Invalid("poll_interval: must be positive".into()));
         }
         Ok(())
     }
@@ -188,10 +184,7 @@ impl Config {
     /// The audit database URL, defaulting to SQLite in the data dir.
     pub fn audit_url(&self) -> String {
         self.audit.url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("audit.db").display()
-            )
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("audit.db").display())
         })
     }
 }
@@ -214,9 +207,8 @@ pub mod duration {
     }
 
     pub fn parse(raw: &str) -> Result<Duration, String> {
-        humantime::parse_duration(raw.trim()).map_err(|e| {
-            format!("invalid duration `{raw}` ({e}); write e.g. \"90s\", \"10m\", \"1h\"")
-        })
+        humantime::parse_duration(raw.trim())
+            .map_err(|e| format!("invalid duration `{raw}` ({e}); write e.g. \"90s\", \"10m\", \"1h\""))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -11,8 +11,6 @@ pub struct DetectorParams {
 
 impl Default for DetectorParams {
     fn default() -> Self {
-        DetectorParams {
-            stall_after_secs: 300.0,
-        }
+        DetectorParams { stall_after_secs: 300.0 }
     }
 }

@@ -200,11 +200,7 @@ impl Incident {
     }
 
     /// Steps the lifecycle; the caller records the transition in the audit log.
-    pub fn apply(
-        &mut self,
-        event: IncidentEvent,
-        now: f64,
-    ) -> Result<IncidentState, InvalidTransition> {
+    pub fn apply(&mut self, event: IncidentEvent, now: f64) -> Result<IncidentState, InvalidTransition> {
         let next = self.state.on(event)?;
         self.state = next;
         self.updated_at = now;
@@ -284,10 +280,7 @@ mod tests {
         // 11 non-escalation edges + 5 live states that may escalate.
         assert_eq!(allowed, 16);
         assert!(S::Open.on(E::Act).is_err(), "must diagnose before acting");
-        assert!(
-            S::AwaitingApproval.on(E::StepsDone).is_err(),
-            "no skipping the approval"
-        );
+        assert!(S::AwaitingApproval.on(E::StepsDone).is_err(), "no skipping the approval");
         assert!(S::Verifying.on(E::NeedApproval).is_err());
     }
 }

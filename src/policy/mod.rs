@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::act::{Action, ActionKind};
 
 /// How far babysitter may go on a watch.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Autonomy {
     /// Detect, diagnose and page; never touch the workload.

@@ -34,9 +34,5 @@ pub enum SourceError {
 pub trait MetricsSource: Send + Sync {
     /// Samples newer than each request's `since` (a source may repeat a small overlap; merging
     /// is idempotent) and no newer than `now`. One result per request, in order.
-    async fn poll(
-        &self,
-        requests: &[PollRequest],
-        now: f64,
-    ) -> Vec<Result<ChartBatch, SourceError>>;
+    async fn poll(&self, requests: &[PollRequest], now: f64) -> Vec<Result<ChartBatch, SourceError>>;
 }
