@@ -494,7 +494,7 @@ impl AuditLog {
                 }
                 Err(AttemptError::SeqTaken(seq)) => {
                     tracing::debug!(seq, attempt, "audit seq taken by another writer; retrying");
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
                 }
                 Err(AttemptError::Fatal(err)) => return Err(err),
             }
@@ -508,13 +508,22 @@ impl AuditLog {
             let f = self.query_err(op, "audit_log");
             move |source| AttemptError::Fatal(f(source))
         };
-        // SQLite: take the write lock up front so a reader never has to upgrade (which fails
-        // with SQLITE_BUSY instead of waiting). PostgreSQL: the seq primary key decides.
+        // Serialize writers across processes, so the head read below stays the head until
+        // commit. SQLite: take the write lock up front (a deferred transaction would have to
+        // upgrade its read lock, which fails with SQLITE_BUSY instead of waiting). PostgreSQL: a
+        // table lock that conflicts with itself but not with readers. The seq primary key
+        // stays the last line of defence against a fork (a writer that skips the lock).
         let mut tx = match self.backend {
             Backend::Sqlite { .. } => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
         }
         .map_err(fatal("beginning an append".into()))?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(fatal("locking for an append".into()))?;
+        }
 
         let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
@@ -650,8 +659,10 @@ impl AuditLog {
     /// Recomputes the whole chain in `seq` order (in pages, so memory stays flat) and reports
     /// the first entry that was edited, deleted, reordered or cannot be read.
     ///
-    /// The chain alone cannot detect truncation of the tail or a full rewrite; see
-    /// [`verify`](self::verify) module docs. Compare the reported head with one kept elsewhere.
+    /// The chain alone cannot detect truncation of the tail (a shorter chain is still valid) or
+    /// a full rewrite (whoever can write the database can recompute every hash from the edit
+    /// on). Compare the reported head with one kept outside the database; signed heads are
+    /// planned to close this gap.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
         let mut verifier = verify::Verifier::new();
         let mut after = i64::MIN;

@@ -33,6 +33,10 @@ pub struct BadEntry {
 }
 
 /// The outcome of [`AuditLog::verify`](super::AuditLog::verify).
+///
+/// `ok()` means no entry was edited, deleted from the middle, reordered or relinked. It does not
+/// prove that the tail was not truncated or that the whole chain was not rewritten: compare
+/// [`head`](Self::head) with a head recorded outside the database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// Entries that verified intact (all of them when `first_bad` is `None`; those before the
