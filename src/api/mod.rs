@@ -295,18 +295,24 @@ struct AuditQuery {
     since: Option<String>,
     until: Option<String>,
     after_seq: Option<i64>,
-    limit: Option<i64>,
+    limit: Option<u32>,
 }
 
-fn check_time(field: &str, v: &Option<String>) -> Result<(), ApiError> {
-    if let Some(t) = v {
-        chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "query `{field}`: `{t}` is not an RFC 3339 time ({e})"
-            ))
-        })?;
-    }
-    Ok(())
+fn parse_time(
+    field: &str,
+    v: &Option<String>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    v.as_ref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "query `{field}`: `{t}` is not an RFC 3339 time ({e})"
+                    ))
+                })
+        })
+        .transpose()
 }
 
 async fn audit(
@@ -314,19 +320,20 @@ async fn audit(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Api<serde_json::Value> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    check_time("since", &q.since)?;
-    check_time("until", &q.until)?;
-    if q.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
-        return Err(ApiError::BadRequest(
-            "query `limit`: between 1 and 10000".into(),
-        ));
+    let since = parse_time("since", &q.since)?;
+    let until = parse_time("until", &q.until)?;
+    let max = crate::audit::MAX_QUERY_LIMIT;
+    if q.limit.is_some_and(|l| l < 1 || l > max) {
+        return Err(ApiError::BadRequest(format!(
+            "query `limit`: between 1 and {max}"
+        )));
     }
     let filter = Filter {
         run: q.run,
         incident: q.incident,
         kind: q.kind,
-        since: q.since,
-        until: q.until,
+        since,
+        until,
         after_seq: q.after_seq,
         limit: q.limit,
     };

@@ -2,9 +2,30 @@
 //!
 //! Stored through sqlx's `Any` driver: SQLite by default, PostgreSQL by URL, one code path.
 //! Each entry carries the hash of the one before; [`AuditLog::verify`] recomputes the chain and
-//! names the first entry that was edited, deleted or reordered.
+//! names the first entry that was edited, deleted or reordered. This module also persists the
+//! engine's incidents (table `incidents`) so a restart continues where it was.
+//!
+//! Fail closed: [`AuditLog::is_healthy`] turns `false` when an append fails and `true` again at
+//! the next successful one; the policy gate refuses to act while it is `false`.
+//!
+//! Layout: `chain.rs` (canonical bytes and hashing, pure), `verify.rs` (the chain checker and its
+//! report), `schema.rs` (tables and their versions), this file (the store).
 
+mod chain;
+mod schema;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+pub use chain::{GENESIS_HASH, canonical_json};
+pub use verify::{BadEntry, VerifyReport};
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +52,67 @@ pub enum EntryKind {
     Stopped,
 }
 
+impl EntryKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EntryKind; 19] = [
+        EntryKind::Started,
+        EntryKind::ConfigLoaded,
+        EntryKind::RunbooksLoaded,
+        EntryKind::WatchStarted,
+        EntryKind::Finding,
+        EntryKind::FindingCleared,
+        EntryKind::IncidentOpened,
+        EntryKind::Diagnosis,
+        EntryKind::Decision,
+        EntryKind::ActionIntent,
+        EntryKind::ActionOutcome,
+        EntryKind::ApprovalRequested,
+        EntryKind::Approved,
+        EntryKind::Rejected,
+        EntryKind::Verification,
+        EntryKind::Page,
+        EntryKind::IncidentResolved,
+        EntryKind::IncidentEscalated,
+        EntryKind::Stopped,
+    ];
+
+    /// The stored (and serialized) name: snake_case, as in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Started => "started",
+            EntryKind::ConfigLoaded => "config_loaded",
+            EntryKind::RunbooksLoaded => "runbooks_loaded",
+            EntryKind::WatchStarted => "watch_started",
+            EntryKind::Finding => "finding",
+            EntryKind::FindingCleared => "finding_cleared",
+            EntryKind::IncidentOpened => "incident_opened",
+            EntryKind::Diagnosis => "diagnosis",
+            EntryKind::Decision => "decision",
+            EntryKind::ActionIntent => "action_intent",
+            EntryKind::ActionOutcome => "action_outcome",
+            EntryKind::ApprovalRequested => "approval_requested",
+            EntryKind::Approved => "approved",
+            EntryKind::Rejected => "rejected",
+            EntryKind::Verification => "verification",
+            EntryKind::Page => "page",
+            EntryKind::IncidentResolved => "incident_resolved",
+            EntryKind::IncidentEscalated => "incident_escalated",
+            EntryKind::Stopped => "stopped",
+        }
+    }
+
+    /// The kind named `s` (its [`as_str`](Self::as_str) form), if there is one.
+    pub fn parse(s: &str) -> Option<EntryKind> {
+        EntryKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An entry to append.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEntry {
@@ -46,7 +128,7 @@ pub struct NewEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub seq: i64,
-    /// Wall-clock time of the append, RFC 3339 UTC.
+    /// Wall-clock time of the append, RFC 3339 UTC with milliseconds (`2026-11-02T10:00:00.123Z`).
     pub ts: String,
     pub kind: EntryKind,
     pub run: Option<String>,
@@ -57,76 +139,753 @@ pub struct Entry {
     pub hash: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("audit database: {0}")]
-    Db(String),
-}
-
-pub struct AuditLog {}
-
-// --- temporary stubs in main until the audit branch lands ---
-#[derive(Debug, Clone, Default)]
+/// Which entries [`AuditLog::query`] returns; every field is optional and they combine with AND.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Filter {
     pub run: Option<String>,
     pub incident: Option<String>,
     pub kind: Option<EntryKind>,
-    pub since: Option<String>,
-    pub until: Option<String>,
+    /// Entries at or after this time (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// Entries before this time (exclusive).
+    pub until: Option<DateTime<Utc>>,
+    /// Entries with `seq` greater than this (for paging and tailing).
     pub after_seq: Option<i64>,
-    pub limit: Option<i64>,
+    /// At most this many entries; [`DEFAULT_QUERY_LIMIT`] when unset, capped at
+    /// [`MAX_QUERY_LIMIT`].
+    pub limit: Option<u32>,
 }
-#[derive(Debug, Clone, Serialize)]
-pub struct BadEntry {
-    pub seq: i64,
-    pub reason: String,
+
+/// Entries returned by [`AuditLog::query`] when the filter sets no limit.
+pub const DEFAULT_QUERY_LIMIT: u32 = 1000;
+/// The most entries one [`AuditLog::query`] returns; page with `after_seq` for more.
+pub const MAX_QUERY_LIMIT: u32 = 10_000;
+
+/// A persisted incident, as the engine saved it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRecord {
+    pub id: String,
+    pub run: String,
+    pub state: String,
+    pub data: serde_json::Value,
+    /// When it was last saved, RFC 3339 UTC with milliseconds.
+    pub updated_at: String,
 }
-#[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    pub entries: u64,
-    pub head: Option<(i64, String)>,
-    pub first_bad: Option<BadEntry>,
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A database failure outside a named operation (also handy for test doubles).
+    #[error("audit database: {0}")]
+    Db(String),
+    #[error(
+        "unsupported audit database URL {url}: expected sqlite://PATH[?mode=rwc] or postgres://…"
+    )]
+    UnsupportedUrl { url: String },
+    #[error("creating directory {} for the audit database: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening audit database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("preparing audit database schema (version {version}) in {url}: {source}")]
+    Schema {
+        url: String,
+        version: i64,
+        source: sqlx::Error,
+    },
+    #[error(
+        "audit database {url} has schema version {found}, newer than this babysitter supports ({supported}); upgrade babysitter"
+    )]
+    SchemaTooNew {
+        url: String,
+        found: i64,
+        supported: i64,
+    },
+    /// A statement failed; `op` says what was being done (and for which entry).
+    #[error("{op} (table {table}) in {url}: {source}")]
+    Query {
+        op: String,
+        table: &'static str,
+        url: String,
+        source: sqlx::Error,
+    },
+    #[error("audit entry {seq} in {url} is unreadable: {reason}")]
+    CorruptEntry {
+        seq: i64,
+        url: String,
+        reason: String,
+    },
+    #[error("incident {id} in {url} is unreadable: {reason}")]
+    CorruptIncident {
+        id: String,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "appending entry {seq} to audit_log in {url}: other writers took the next sequence number {attempts} times in a row; giving up"
+    )]
+    Contention {
+        seq: i64,
+        url: String,
+        attempts: u32,
+    },
+    #[error("audit_log in {url} is full: sequence number overflow after entry {seq}")]
+    SeqOverflow { seq: i64, url: String },
 }
-impl VerifyReport {
-    pub fn ok(&self) -> bool {
-        self.first_bad.is_none()
-    }
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (`memory` for `sqlite::memory:` / `mode=memory`).
+    Sqlite {
+        memory: bool,
+    },
+    Postgres,
 }
-impl std::fmt::Display for VerifyReport {
+
+/// The audit log and incident store. Share it behind an `Arc`; all methods take `&self`.
+pub struct AuditLog {
+    pool: AnyPool,
+    backend: Backend,
+    /// The URL with any password replaced, for messages.
+    url: String,
+    /// Serializes appends in this process so concurrent tasks extend one chain.
+    write_lock: tokio::sync::Mutex<()>,
+    healthy: AtomicBool,
+}
+
+impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self)
+        f.debug_struct("AuditLog")
+            .field("url", &self.url)
+            .field("backend", &self.backend)
+            .field("healthy", &self.is_healthy())
+            .finish()
     }
 }
-impl AuditLog {
-    pub async fn open(_url: &str) -> Result<AuditLog, AuditError> {
-        Ok(AuditLog {})
-    }
-    pub async fn append(&self, _e: NewEntry) -> Result<Entry, AuditError> {
-        Err(AuditError::Db("stub".into()))
-    }
-    pub fn is_healthy(&self) -> bool {
-        true
-    }
-    pub async fn query(&self, _f: &Filter) -> Result<Vec<Entry>, AuditError> {
-        Ok(vec![])
-    }
-    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        Ok(VerifyReport {
-            entries: 0,
-            head: None,
-            first_bad: None,
+
+/// How often an append retries when another process took the next `seq` first.
+const MAX_APPEND_ATTEMPTS: u32 = 8;
+/// Rows per round trip in [`AuditLog::verify`].
+const VERIFY_PAGE: i64 = 1000;
+
+const ENTRY_COLUMNS: &str = "seq, ts, kind, run, incident, actor, payload, prev_hash, hash";
+
+/// Wall-clock now as stored: RFC 3339, UTC, milliseconds, `Z` (fixed width, so text order is
+/// time order).
+pub(crate) fn now_ts() -> String {
+    format_ts(Utc::now())
+}
+
+fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// One row of `audit_log` as stored, before interpretation.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredRow {
+    pub seq: i64,
+    pub ts: String,
+    pub kind: String,
+    pub run: Option<String>,
+    pub incident: Option<String>,
+    pub actor: String,
+    pub payload: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl StoredRow {
+    fn from_row(row: &AnyRow) -> Result<StoredRow, sqlx::Error> {
+        Ok(StoredRow {
+            seq: row.try_get("seq")?,
+            ts: row.try_get("ts")?,
+            kind: row.try_get("kind")?,
+            run: row.try_get("run")?,
+            incident: row.try_get("incident")?,
+            actor: row.try_get("actor")?,
+            payload: row.try_get("payload")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
         })
     }
-    pub async fn save_incident(
-        &self,
-        _id: &str,
-        _run: &str,
-        _state: &str,
-        _data: &serde_json::Value,
-    ) -> Result<(), AuditError> {
-        Ok(())
-    }
-    pub async fn load_incidents(&self) -> Result<Vec<serde_json::Value>, AuditError> {
-        Ok(vec![])
+
+    fn into_entry(self) -> Result<Entry, (i64, String)> {
+        let kind = EntryKind::parse(&self.kind)
+            .ok_or_else(|| (self.seq, format!("unknown kind {:?}", self.kind)))?;
+        let payload = serde_json::from_str(&self.payload)
+            .map_err(|e| (self.seq, format!("unreadable payload: {e}")))?;
+        Ok(Entry {
+            seq: self.seq,
+            ts: self.ts,
+            kind,
+            run: self.run,
+            incident: self.incident,
+            actor: self.actor,
+            payload,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
     }
 }
+
+/// Why one append attempt failed.
+enum AttemptError {
+    /// Another writer inserted this `seq` first: read the head again.
+    SeqTaken(i64),
+    Fatal(AuditError),
+}
+
+/// A bind value for dynamically built queries.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+impl AuditLog {
+    /// Opens (creating when needed) the audit database at `url` and brings its schema up to date.
+    ///
+    /// - `sqlite://PATH?mode=rwc`: creates the parent directory and the file; every connection
+    ///   runs in WAL mode with `synchronous=FULL`, so an append that returned is on disk.
+    /// - `sqlite::memory:`: a private in-memory database (tests, dry runs); one connection.
+    /// - `postgres://…` / `postgresql://…`: PostgreSQL, same tables and SQL.
+    pub async fn open(url: &str) -> Result<AuditLog, AuditError> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let backend =
+            backend_of(url).ok_or_else(|| AuditError::UnsupportedUrl { url: shown.clone() })?;
+
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        match backend {
+            Backend::Sqlite { memory } => {
+                if !memory && let Some(dir) = sqlite_parent_dir(url) {
+                    std::fs::create_dir_all(&dir).map_err(|source| AuditError::CreateDir {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                }
+                options = if memory {
+                    // An in-memory database lives as long as a connection to it: keep exactly one.
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    options.max_connections(4)
+                };
+                options = options.after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        // journal_mode is a property of the file; synchronous is per connection.
+                        let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if !memory && !mode.eq_ignore_ascii_case("wal") {
+                            tracing::warn!(
+                                journal_mode = %mode,
+                                "audit database did not switch to WAL mode; appends stay durable but slower"
+                            );
+                        }
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                });
+            }
+            Backend::Postgres => {
+                options = options.max_connections(8);
+            }
+        }
+
+        let pool = options
+            .connect(url)
+            .await
+            .map_err(|source| AuditError::Open {
+                url: shown.clone(),
+                source,
+            })?;
+        schema::migrate(&pool, &shown).await?;
+        tracing::info!(url = %shown, "audit log opened");
+        Ok(AuditLog {
+            pool,
+            backend,
+            url: shown,
+            write_lock: tokio::sync::Mutex::new(()),
+            healthy: AtomicBool::new(true),
+        })
+    }
+
+    /// The database URL, password removed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// `false` after an append failed, until one succeeds again. The policy gate must not act
+    /// while this is `false`: an action that cannot be recorded does not happen.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    fn query_err(
+        &self,
+        op: impl Into<String>,
+        table: &'static str,
+    ) -> impl FnOnce(sqlx::Error) -> AuditError {
+        let op = op.into();
+        let url = self.url.clone();
+        move |source| AuditError::Query {
+            op,
+            table,
+            url,
+            source,
+        }
+    }
+
+    /// Appends one entry at the end of the chain and returns it as stored.
+    ///
+    /// Durable when it returns `Ok` (the transaction committed). On error nothing was written,
+    /// the log is marked unhealthy and the error says what failed.
+    pub async fn append(&self, e: NewEntry) -> Result<Entry, AuditError> {
+        let result = self.append_inner(e).await;
+        match &result {
+            Ok(_) => {
+                if !self.healthy.swap(true, Ordering::SeqCst) {
+                    tracing::info!(url = %self.url, "audit log writable again");
+                }
+            }
+            Err(err) => {
+                self.healthy.store(false, Ordering::SeqCst);
+                tracing::error!(
+                    url = %self.url,
+                    error = %err,
+                    "audit append failed: babysitter will not act until the audit log is writable"
+                );
+            }
+        }
+        result
+    }
+
+    async fn append_inner(&self, e: NewEntry) -> Result<Entry, AuditError> {
+        let payload_text = canonical_json(&e.payload);
+        let _guard = self.write_lock.lock().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_append(&e, &payload_text).await {
+                Ok(entry) => {
+                    return Ok(Entry {
+                        payload: e.payload,
+                        ..entry
+                    });
+                }
+                Err(AttemptError::SeqTaken(seq)) if attempt >= MAX_APPEND_ATTEMPTS => {
+                    return Err(AuditError::Contention {
+                        seq,
+                        url: self.url.clone(),
+                        attempts: attempt,
+                    });
+                }
+                Err(AttemptError::SeqTaken(seq)) => {
+                    tracing::debug!(seq, attempt, "audit seq taken by another writer; retrying");
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
+                }
+                Err(AttemptError::Fatal(err)) => return Err(err),
+            }
+        }
+    }
+
+    /// One transaction: read the head, hash, insert. The returned entry's payload is `Null`
+    /// (the caller fills in the value it already has).
+    async fn try_append(&self, e: &NewEntry, payload: &str) -> Result<Entry, AttemptError> {
+        let fatal = |op: String| {
+            let f = self.query_err(op, "audit_log");
+            move |source| AttemptError::Fatal(f(source))
+        };
+        // Serialize writers across processes, so the head read below stays the head until
+        // commit. SQLite: take the write lock up front (a deferred transaction would have to
+        // upgrade its read lock, which fails with SQLITE_BUSY instead of waiting). PostgreSQL: a
+        // table lock that conflicts with itself but not with readers. The seq primary key
+        // stays the last line of defence against a fork (a writer that skips the lock).
+        let mut tx = match self.backend {
+            Backend::Sqlite { .. } => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(fatal("beginning an append".into()))?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(fatal("locking for an append".into()))?;
+        }
+
+        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fatal("reading the chain head".into()))?;
+        let (prev_seq, prev_hash) = match head {
+            Some(row) => {
+                let seq: i64 = row
+                    .try_get("seq")
+                    .map_err(fatal("reading the chain head".into()))?;
+                let hash: String = row
+                    .try_get("hash")
+                    .map_err(fatal("reading the chain head".into()))?;
+                (seq, hash)
+            }
+            None => (0, GENESIS_HASH.to_string()),
+        };
+        let seq = prev_seq.checked_add(1).ok_or_else(|| {
+            AttemptError::Fatal(AuditError::SeqOverflow {
+                seq: prev_seq,
+                url: self.url.clone(),
+            })
+        })?;
+        let ts = now_ts();
+        let kind = e.kind.as_str();
+        let hash = chain::entry_hash(&chain::HashInput {
+            seq,
+            ts: &ts,
+            kind,
+            run: e.run.as_deref(),
+            incident: e.incident.as_deref(),
+            actor: &e.actor,
+            payload,
+            prev_hash: &prev_hash,
+        });
+
+        let inserted = sqlx::query(
+            "INSERT INTO audit_log (seq, ts, kind, run, incident, actor, payload, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(seq)
+        .bind(&ts)
+        .bind(kind)
+        .bind(e.run.as_deref())
+        .bind(e.incident.as_deref())
+        .bind(&e.actor)
+        .bind(payload)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await;
+        if let Err(err) = inserted {
+            if is_unique_violation(&err) {
+                return Err(AttemptError::SeqTaken(seq));
+            }
+            return Err(fatal(format!("appending entry {seq}"))(err));
+        }
+        if let Err(err) = tx.commit().await {
+            if is_unique_violation(&err) {
+                return Err(AttemptError::SeqTaken(seq));
+            }
+            return Err(fatal(format!("committing entry {seq}"))(err));
+        }
+        Ok(Entry {
+            seq,
+            ts,
+            kind: e.kind,
+            run: e.run.clone(),
+            incident: e.incident.clone(),
+            actor: e.actor.clone(),
+            payload: serde_json::Value::Null,
+            prev_hash,
+            hash,
+        })
+    }
+
+    /// Entries matching `f`, in `seq` order.
+    pub async fn query(&self, f: &Filter) -> Result<Vec<Entry>, AuditError> {
+        let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_log WHERE 1 = 1");
+        let mut args = Vec::new();
+        let mut cond = |column: &str, op: &str, arg: Arg, sql: &mut String| {
+            args.push(arg);
+            sql.push_str(&format!(" AND {column} {op} ${}", args.len()));
+        };
+        if let Some(run) = &f.run {
+            cond("run", "=", Arg::Text(run.clone()), &mut sql);
+        }
+        if let Some(incident) = &f.incident {
+            cond("incident", "=", Arg::Text(incident.clone()), &mut sql);
+        }
+        if let Some(kind) = f.kind {
+            cond("kind", "=", Arg::Text(kind.as_str().into()), &mut sql);
+        }
+        if let Some(since) = f.since {
+            cond("ts", ">=", Arg::Text(format_ts(since)), &mut sql);
+        }
+        if let Some(until) = f.until {
+            cond("ts", "<", Arg::Text(format_ts(until)), &mut sql);
+        }
+        if let Some(after) = f.after_seq {
+            cond("seq", ">", Arg::Int(after), &mut sql);
+        }
+        let limit = f.limit.unwrap_or(DEFAULT_QUERY_LIMIT).min(MAX_QUERY_LIMIT);
+        args.push(Arg::Int(i64::from(limit)));
+        sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
+
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for arg in args {
+            q = match arg {
+                Arg::Text(s) => q.bind(s),
+                Arg::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_err("querying entries", "audit_log"))?;
+        rows.iter()
+            .map(|row| {
+                let stored = StoredRow::from_row(row)
+                    .map_err(self.query_err("reading an entry", "audit_log"))?;
+                stored
+                    .into_entry()
+                    .map_err(|(seq, reason)| AuditError::CorruptEntry {
+                        seq,
+                        url: self.url.clone(),
+                        reason,
+                    })
+            })
+            .collect()
+    }
+
+    /// Recomputes the whole chain in `seq` order (in pages, so memory stays flat) and reports
+    /// the first entry that was edited, deleted, reordered or cannot be read.
+    ///
+    /// The chain alone cannot detect truncation of the tail (a shorter chain is still valid) or
+    /// a full rewrite (whoever can write the database can recompute every hash from the edit
+    /// on). Compare the reported head with one kept outside the database; signed heads are
+    /// planned to close this gap.
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let mut verifier = verify::Verifier::new();
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+            )))
+            .bind(after)
+            .bind(VERIFY_PAGE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_err(format!("verifying entries after {after}"), "audit_log"))?;
+            let page_len = rows.len();
+            for row in &rows {
+                let stored = StoredRow::from_row(row).map_err(
+                    self.query_err(format!("reading the entry after {after}"), "audit_log"),
+                )?;
+                after = stored.seq;
+                if !verifier.feed(&stored) {
+                    break;
+                }
+            }
+            if !verifier.is_intact() || (page_len as i64) < VERIFY_PAGE {
+                break;
+            }
+        }
+        Ok(verifier.finish())
+    }
+
+    /// The last entry's `(seq, hash)`, `None` when the log is empty.
+    pub async fn head(&self) -> Result<Option<(i64, String)>, AuditError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.query_err("reading the chain head", "audit_log"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let seq: i64 = row
+                    .try_get("seq")
+                    .map_err(self.query_err("reading the chain head", "audit_log"))?;
+                let hash: String = row
+                    .try_get("hash")
+                    .map_err(self.query_err("reading the chain head", "audit_log"))?;
+                Ok(Some((seq, hash)))
+            }
+        }
+    }
+
+    /// Number of entries stored.
+    pub async fn count(&self) -> Result<u64, AuditError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.query_err("counting entries", "audit_log"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Saves (inserts or replaces) the engine's view of one incident.
+    pub async fn save_incident(
+        &self,
+        id: &str,
+        run: &str,
+        state: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), AuditError> {
+        sqlx::query(
+            "INSERT INTO incidents (id, run, state, data, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET
+                run = excluded.run, state = excluded.state,
+                data = excluded.data, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(run)
+        .bind(state)
+        .bind(canonical_json(data))
+        .bind(now_ts())
+        .execute(&self.pool)
+        .await
+        .map_err(self.query_err(format!("saving incident {id}"), "incidents"))?;
+        Ok(())
+    }
+
+    /// Every saved incident with its bookkeeping, ordered by id.
+    pub async fn load_incident_records(&self) -> Result<Vec<IncidentRecord>, AuditError> {
+        let rows =
+            sqlx::query("SELECT id, run, state, data, updated_at FROM incidents ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.query_err("loading incidents", "incidents"))?;
+        rows.iter()
+            .map(|row| {
+                let read = self.query_err("reading an incident", "incidents");
+                let get = |col: &str| row.try_get::<String, _>(col);
+                let (id, run, state, data, updated_at) = match (
+                    get("id"),
+                    get("run"),
+                    get("state"),
+                    get("data"),
+                    get("updated_at"),
+                ) {
+                    (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+                    (Err(e), ..)
+                    | (_, Err(e), ..)
+                    | (_, _, Err(e), ..)
+                    | (_, _, _, Err(e), _)
+                    | (.., Err(e)) => return Err(read(e)),
+                };
+                let data =
+                    serde_json::from_str(&data).map_err(|e| AuditError::CorruptIncident {
+                        id: id.clone(),
+                        url: self.url.clone(),
+                        reason: format!("data is not JSON: {e}"),
+                    })?;
+                Ok(IncidentRecord {
+                    id,
+                    run,
+                    state,
+                    data,
+                    updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The `data` of every saved incident, ordered by id (what the engine saved).
+    pub async fn load_incidents(&self) -> Result<Vec<serde_json::Value>, AuditError> {
+        Ok(self
+            .load_incident_records()
+            .await?
+            .into_iter()
+            .map(|r| r.data)
+            .collect())
+    }
+
+    /// Closes the pool, waiting for in-flight statements. Later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// The backend a URL names, `None` for anything else.
+fn backend_of(url: &str) -> Option<Backend> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = path.trim_start_matches("//");
+        let memory =
+            path.is_empty() || path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
+        Some(Backend::Sqlite { memory })
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(Backend::Postgres)
+    } else {
+        None
+    }
+}
+
+/// The directory that must exist for a `sqlite:` URL's file, if it names one.
+fn sqlite_parent_dir(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    let path = path.strip_prefix("//").unwrap_or(path);
+    let decoded = percent_decode(path);
+    let parent = Path::new(&decoded).parent()?;
+    if parent.as_os_str().is_empty() {
+        None
+    } else {
+        Some(parent.to_path_buf())
+    }
+}
+
+/// `%XX` decoding as sqlx applies it to SQLite paths; malformed escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL with the password (in the authority or a `password=` parameter) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests;
