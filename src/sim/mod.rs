@@ -141,7 +141,9 @@ impl SimCluster {
             return Err(SimError::DuplicateRun(spec.name));
         }
         let seed = rng::mix(self.seed, rng::fnv1a(&spec.name));
-        inner.runs.insert(spec.name.clone(), RunState::new(spec, seed));
+        inner
+            .runs
+            .insert(spec.name.clone(), RunState::new(spec, seed));
         Ok(())
     }
 
@@ -188,13 +190,20 @@ fn sim_run(target: &Target) -> Option<&str> {
 
 #[async_trait]
 impl MetricsSource for SimCluster {
-    async fn poll(&self, requests: &[PollRequest], now: f64) -> Vec<Result<ChartBatch, SourceError>> {
+    async fn poll(
+        &self,
+        requests: &[PollRequest],
+        now: f64,
+    ) -> Vec<Result<ChartBatch, SourceError>> {
         let mut inner = self.lock();
         requests
             .iter()
             .map(|req| {
                 let name = sim_run(&req.target).ok_or_else(|| {
-                    SourceError::UnknownRun(format!("{} (target {} is not simulated)", req.run, req.target))
+                    SourceError::UnknownRun(format!(
+                        "{} (target {} is not simulated)",
+                        req.run, req.target
+                    ))
                 })?;
                 let r = inner
                     .runs
@@ -218,7 +227,12 @@ impl MetricsSource for SimCluster {
 
 #[async_trait]
 impl Actuator for SimCluster {
-    async fn execute(&self, target: &Target, action: &Action, key: &str) -> Result<ActionOutcome, ActError> {
+    async fn execute(
+        &self,
+        target: &Target,
+        action: &Action,
+        key: &str,
+    ) -> Result<ActionOutcome, ActError> {
         let name = sim_run(target).ok_or_else(|| ActError::UnknownTarget(target.to_string()))?;
         let now = self.clock.now();
         let mut inner = self.lock();
@@ -260,11 +274,13 @@ impl Actuator for SimCluster {
             .get_mut(name)
             .ok_or_else(|| ActError::UnknownTarget(target.to_string()))?;
         r.advance(now);
-        Ok(r
-            .project(now)
+        Ok(r.project(now)
             .checkpoints
             .iter()
-            .map(|c| Checkpoint { step: c.step, t: c.t })
+            .map(|c| Checkpoint {
+                step: c.step,
+                t: c.t,
+            })
             .collect())
     }
 }

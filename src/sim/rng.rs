@@ -135,6 +135,9 @@ mod tests {
         let ts: Vec<f64> = (0..n).map(|_| r.student_t(4)).collect();
         let tail_t = ts.iter().filter(|t| t.abs() > 3.0).count();
         let tail_z = zs.iter().filter(|z| z.abs() > 3.0).count();
-        assert!(tail_t > 3 * tail_z.max(1), "t tail {tail_t} vs normal tail {tail_z}");
+        assert!(
+            tail_t > 3 * tail_z.max(1),
+            "t tail {tail_t} vs normal tail {tail_z}"
+        );
     }
 }

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use super::rng::Rng;
 use super::spec::{Fault, SimRunSpec};
-use crate::act::{ActError, Action, ActionOutcome, ChangeOp, Checkpoint, CheckpointSelector, ConfigChange};
+use crate::act::{
+    ActError, Action, ActionOutcome, ChangeOp, Checkpoint, CheckpointSelector, ConfigChange,
+};
 use crate::charts::Role;
 
 /// Charts of every scrape, in this order.
@@ -372,7 +374,10 @@ impl Dyn {
         self.t = end;
         if completed {
             self.phase = Phase::Completed;
-            let msg = format!("training completed at step {}; pods exited", spec.total_steps);
+            let msg = format!(
+                "training completed at step {}; pods exited",
+                spec.total_steps
+            );
             self.event(end, msg);
         }
     }
@@ -396,7 +401,10 @@ impl Dyn {
         {
             h.hung = true;
             h.rehang_at = None;
-            let msg = format!("training hung again at step {} (NCCL collective not completing)", self.step());
+            let msg = format!(
+                "training hung again at step {} (NCCL collective not completing)",
+                self.step()
+            );
             self.event(t, msg);
         }
         let mut new_errors = Vec::new();
@@ -409,7 +417,10 @@ impl Dyn {
         }
         for node in new_errors {
             self.xid_total += 1;
-            self.event(t, format!("node-{node}: NVRM Xid 79, GPU has fallen off the bus"));
+            self.event(
+                t,
+                format!("node-{node}: NVRM Xid 79, GPU has fallen off the bus"),
+            );
         }
         let before = self.drops.len();
         self.drops.retain(|d| d.until > t);
@@ -435,7 +446,10 @@ impl Dyn {
                     survives,
                     rehang_at: None,
                 });
-                self.event(t, format!("training hung at step {step} (NCCL collective not completing)"));
+                self.event(
+                    t,
+                    format!("training hung at step {step} (NCCL collective not completing)"),
+                );
             }
             Fault::GpuXid {
                 errors,
@@ -500,7 +514,8 @@ impl Dyn {
             };
             base * noise * spike
         };
-        let step_time = self.step_time(spec) * (0.015 * Rng::at(seed, k, CH_STEP_TIME).normal()).exp();
+        let step_time =
+            self.step_time(spec) * (0.015 * Rng::at(seed, k, CH_STEP_TIME).normal()).exp();
         Gauges {
             loss,
             grad_norm,
@@ -517,11 +532,15 @@ impl Dyn {
         let (g, throughput, gpu_util) = match self.phase {
             Phase::Restarting { .. } | Phase::Completed => return None,
             Phase::Paused => {
-                let g = self.last.unwrap_or_else(|| self.fresh_gauges(spec, seed, k));
+                let g = self
+                    .last
+                    .unwrap_or_else(|| self.fresh_gauges(spec, seed, k));
                 (g, 0.0, gpu.range(0.0, 0.02))
             }
             Phase::Running if self.hung() => {
-                let g = self.last.unwrap_or_else(|| self.fresh_gauges(spec, seed, k));
+                let g = self
+                    .last
+                    .unwrap_or_else(|| self.fresh_gauges(spec, seed, k));
                 (g, g.throughput, gpu.range(0.97, 1.0))
             }
             Phase::Running => {
@@ -550,7 +569,10 @@ impl Dyn {
     }
 
     pub fn last_checkpoint(&self) -> Option<Checkpoint> {
-        self.checkpoints.last().map(|c| Checkpoint { step: c.step, t: c.t })
+        self.checkpoints.last().map(|c| Checkpoint {
+            step: c.step,
+            t: c.t,
+        })
     }
 
     pub fn active_faults(&self, spec: &SimRunSpec) -> Vec<String> {
@@ -707,7 +729,11 @@ impl RunState {
                 Ok(ActionOutcome {
                     detail: format!(
                         "resumed sim/{name} at step {step}{}",
-                        if hung { " (still hung: a resume does not clear a hang)" } else { "" }
+                        if hung {
+                            " (still hung: a resume does not clear a hang)"
+                        } else {
+                            ""
+                        }
                     ),
                     facts: json!({ "step": step, "changed": true, "hung": hung }),
                 })
@@ -722,7 +748,11 @@ impl RunState {
         }
     }
 
-    fn restart(&mut self, selector: CheckpointSelector, now: f64) -> Result<ActionOutcome, ActError> {
+    fn restart(
+        &mut self,
+        selector: CheckpointSelector,
+        now: f64,
+    ) -> Result<ActionOutcome, ActError> {
         let name = self.spec.name.clone();
         if self.d.phase == Phase::Completed {
             return Err(ActError::Refused(format!(
@@ -736,7 +766,15 @@ impl RunState {
                 self.d.checkpoints.last().copied(),
                 " (before_onset is resolved by the engine; the simulator used the latest)",
             ),
-            CheckpointSelector::Step(s) => (self.d.checkpoints.iter().rev().find(|c| c.step == s).copied(), ""),
+            CheckpointSelector::Step(s) => (
+                self.d
+                    .checkpoints
+                    .iter()
+                    .rev()
+                    .find(|c| c.step == s)
+                    .copied(),
+                "",
+            ),
         };
         let Some(ckpt) = ckpt else {
             let have: Vec<u64> = self.d.checkpoints.iter().map(|c| c.step).collect();
@@ -745,7 +783,10 @@ impl RunState {
                 if have.is_empty() {
                     "none".to_string()
                 } else {
-                    have.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                    have.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )));
         };
@@ -800,7 +841,10 @@ impl RunState {
             d.node,
             fmt_lr(lr),
             if (d.lr_scale - old_scale).abs() > f64::EPSILON {
-                format!(" (patched lr applied: scale {} → {})", old_scale, d.lr_scale)
+                format!(
+                    " (patched lr applied: scale {} → {})",
+                    old_scale, d.lr_scale
+                )
             } else {
                 String::new()
             }

@@ -227,7 +227,10 @@ impl SimRunSpec {
             return Err(bad("name", "must not be empty".into()));
         }
         if !self.start.is_finite() {
-            return Err(bad("start", format!("must be a finite time, got {}", self.start)));
+            return Err(bad(
+                "start",
+                format!("must be a finite time, got {}", self.start),
+            ));
         }
         if now - self.start > MAX_BACKFILL_SECS {
             return Err(bad(
@@ -267,7 +270,10 @@ impl SimRunSpec {
             ));
         }
         let c = &self.loss_curve;
-        if ![c.l_inf, c.a, c.s0, c.alpha].iter().all(|v| v.is_finite()) || c.s0 <= 0.0 || c.alpha <= 0.0 {
+        if ![c.l_inf, c.a, c.s0, c.alpha].iter().all(|v| v.is_finite())
+            || c.s0 <= 0.0
+            || c.alpha <= 0.0
+        {
             return Err(bad(
                 "loss_curve",
                 "needs finite values with s0 > 0 and alpha > 0".into(),
@@ -277,18 +283,29 @@ impl SimRunSpec {
             let field = |name: &str| format!("faults[{i}].{name}");
             let at = f.at();
             if !(at.is_finite() && at >= 0.0) {
-                return Err(bad(&field("at"), format!("must be zero or more seconds, got {at}")));
+                return Err(bad(
+                    &field("at"),
+                    format!("must be zero or more seconds, got {at}"),
+                ));
             }
             match f {
                 Fault::LossSpike { span_steps, .. } if *span_steps == 0 => {
                     return Err(bad(&field("span_steps"), "must be at least 1".into()));
                 }
                 Fault::GpuXid { every, .. } if !(every.is_finite() && *every > 0.0) => {
-                    return Err(bad(&field("every"), format!("must be positive seconds, got {every}")));
+                    return Err(bad(
+                        &field("every"),
+                        format!("must be positive seconds, got {every}"),
+                    ));
                 }
-                Fault::ThroughputDrop { factor, duration, .. } => {
+                Fault::ThroughputDrop {
+                    factor, duration, ..
+                } => {
                     if !(factor.is_finite() && *factor > 0.0 && *factor <= 1.0) {
-                        return Err(bad(&field("factor"), format!("must be in (0, 1], got {factor}")));
+                        return Err(bad(
+                            &field("factor"),
+                            format!("must be in (0, 1], got {factor}"),
+                        ));
                     }
                     if !(duration.is_finite() && *duration > 0.0) {
                         return Err(bad(

@@ -59,7 +59,12 @@ async fn poll(sim: &SimCluster, run: &str, since: Option<f64>, now: f64) -> Char
 /// Samples of one chart with `from <= t <= to`.
 fn window(c: &Charts, role: Role, from: f64, to: f64) -> Vec<Sample> {
     c.get(&role)
-        .map(|v| v.iter().copied().filter(|s| s.t >= from && s.t <= to).collect())
+        .map(|v| {
+            v.iter()
+                .copied()
+                .filter(|s| s.t >= from && s.t <= to)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -86,7 +91,12 @@ fn loss_ratio(c: &Charts, spec: &SimRunSpec, from: f64, to: f64) -> f64 {
     )
 }
 
-async fn act(sim: &SimCluster, run: &str, action: Action, key: &str) -> Result<ActionOutcome, ActError> {
+async fn act(
+    sim: &SimCluster,
+    run: &str,
+    action: Action,
+    key: &str,
+) -> Result<ActionOutcome, ActError> {
     sim.execute(&target(run), &action, key).await
 }
 
@@ -123,7 +133,10 @@ async fn healthy_run_loss_trends_down_with_heavy_tailed_noise() {
 
     let first = median(values(&c, Role::Loss, spec.start, spec.start + H));
     let last = median(values(&c, Role::Loss, T0 - H, T0));
-    assert!(last < 0.8 * first, "loss should fall: first hour {first}, last hour {last}");
+    assert!(
+        last < 0.85 * first,
+        "loss should fall: first hour {first}, last hour {last}"
+    );
     assert!((2.2..2.45).contains(&last), "{last}");
 
     // Residuals around the curve: ≈2% scale with heavy tails.
@@ -147,11 +160,22 @@ async fn healthy_run_loss_trends_down_with_heavy_tailed_noise() {
     assert!(late(Role::GpuUtil).iter().all(|u| (0.93..0.99).contains(u)));
     let tp = median(late(Role::Throughput));
     assert!((tp / (4_194_304.0 / 2.0) - 1.0).abs() < 0.01, "{tp}");
-    assert!(late(Role::Throughput).iter().all(|t| (t / 2_097_152.0 - 1.0).abs() < 0.07));
+    assert!(
+        late(Role::Throughput)
+            .iter()
+            .all(|t| (t / 2_097_152.0 - 1.0).abs() < 0.07)
+    );
     assert!(late(Role::XidErrors).iter().all(|x| *x == 0.0));
-    assert!(late(Role::CheckpointAge).iter().all(|a| (0.0..=600.0).contains(a)));
+    assert!(
+        late(Role::CheckpointAge)
+            .iter()
+            .all(|a| (0.0..=600.0).contains(a))
+    );
     let lr = late(Role::Lr);
-    assert!(lr.windows(2).all(|w| w[1] <= w[0]), "cosine decay after warm-up");
+    assert!(
+        lr.windows(2).all(|w| w[1] <= w[0]),
+        "cosine decay after warm-up"
+    );
     assert!((lr[0] - spec.schedule_lr(9_000)).abs() < 1e-12);
 
     // Warm-up: lr rises during the first 2,000 steps.
@@ -224,18 +248,45 @@ async fn pause_stops_progress_and_resume_restarts_it() {
     let (clock, sim) = cluster(2, vec![spec]);
     clock.set(T0 + 100.0);
     let out = act(&sim, "a", Action::Pause, "k1").await.unwrap();
-    assert!(out.detail.contains("paused sim/a at step 1850"), "{}", out.detail);
+    assert!(
+        out.detail.contains("paused sim/a at step 1850"),
+        "{}",
+        out.detail
+    );
     assert_eq!(sim.status("a").unwrap().phase, SimPhase::Paused);
 
     clock.set(T0 + 700.0);
     let c = poll(&sim, "a", Some(T0 + 100.0), T0 + 700.0).await;
-    assert_eq!(c[&Role::Step].len(), 40, "metrics are still scraped while paused");
-    assert!(values(&c, Role::Step, 0.0, f64::MAX).iter().all(|s| *s == 1850.0));
-    assert!(values(&c, Role::GpuUtil, 0.0, f64::MAX).iter().all(|u| *u < 0.05));
-    assert!(values(&c, Role::Throughput, 0.0, f64::MAX).iter().all(|t| *t == 0.0));
-    assert!(values(&c, Role::XidErrors, 0.0, f64::MAX).iter().all(|x| *x == 0.0));
+    assert_eq!(
+        c[&Role::Step].len(),
+        40,
+        "metrics are still scraped while paused"
+    );
+    assert!(
+        values(&c, Role::Step, 0.0, f64::MAX)
+            .iter()
+            .all(|s| *s == 1850.0)
+    );
+    assert!(
+        values(&c, Role::GpuUtil, 0.0, f64::MAX)
+            .iter()
+            .all(|u| *u < 0.05)
+    );
+    assert!(
+        values(&c, Role::Throughput, 0.0, f64::MAX)
+            .iter()
+            .all(|t| *t == 0.0)
+    );
+    assert!(
+        values(&c, Role::XidErrors, 0.0, f64::MAX)
+            .iter()
+            .all(|x| *x == 0.0)
+    );
     let age = values(&c, Role::CheckpointAge, 0.0, f64::MAX);
-    assert!(age.windows(2).all(|w| w[1] > w[0]), "checkpoint age keeps growing");
+    assert!(
+        age.windows(2).all(|w| w[1] > w[0]),
+        "checkpoint age keeps growing"
+    );
 
     let out = act(&sim, "a", Action::Resume, "k2").await.unwrap();
     assert!(out.detail.contains("resumed"), "{}", out.detail);
@@ -243,10 +294,21 @@ async fn pause_stops_progress_and_resume_restarts_it() {
     let st = sim.status("a").unwrap();
     assert_eq!(st.phase, SimPhase::Running);
     assert_eq!(st.step, 1850 + 300);
-    assert_eq!(st.xid_errors, 1, "the overdue fault fires once training resumes");
+    assert_eq!(
+        st.xid_errors, 1,
+        "the overdue fault fires once training resumes"
+    );
     let c = poll(&sim, "a", Some(T0 + 700.0), T0 + 1300.0).await;
-    assert_eq!(c[&Role::XidErrors][0].v, 1.0, "fires at the first scrape after the resume");
-    assert!(values(&c, Role::GpuUtil, 0.0, f64::MAX).iter().all(|u| *u > 0.8));
+    assert_eq!(
+        c[&Role::XidErrors][0].v,
+        1.0,
+        "fires at the first scrape after the resume"
+    );
+    assert!(
+        values(&c, Role::GpuUtil, 0.0, f64::MAX)
+            .iter()
+            .all(|u| *u > 0.8)
+    );
 
     // Resume when not paused is a harmless no-op.
     let out = act(&sim, "a", Action::Resume, "k3").await.unwrap();
@@ -265,14 +327,29 @@ async fn restart_rolls_back_goes_dark_and_discards_later_checkpoints() {
 
     let err = act(&sim, "a", restart(5150), "r0").await.unwrap_err();
     assert!(matches!(err, ActError::NoCheckpoint(_)), "{err}");
-    assert_eq!(sim.status("a").unwrap().restarts, 0, "a failed restart changes nothing");
+    assert_eq!(
+        sim.status("a").unwrap().restarts,
+        0,
+        "a failed restart changes nothing"
+    );
 
     let out = act(&sim, "a", restart(5100), "r1").await.unwrap();
-    assert!(out.detail.contains("from checkpoint at step 5100"), "{}", out.detail);
-    assert!(out.detail.contains("425 steps rolled back"), "{}", out.detail);
+    assert!(
+        out.detail.contains("from checkpoint at step 5100"),
+        "{}",
+        out.detail
+    );
+    assert!(
+        out.detail.contains("425 steps rolled back"),
+        "{}",
+        out.detail
+    );
     assert_eq!(out.facts["discarded_checkpoints"], 1);
     let st = sim.status("a").unwrap();
-    assert_eq!((st.phase, st.step, st.restarts, st.node), (SimPhase::Restarting, 5100, 1, 1));
+    assert_eq!(
+        (st.phase, st.step, st.restarts, st.node),
+        (SimPhase::Restarting, 5100, 1, 1)
+    );
     let cps = sim.checkpoints(&target("a")).await.unwrap();
     assert_eq!(cps.last().unwrap().step, 5100);
 
@@ -280,9 +357,16 @@ async fn restart_rolls_back_goes_dark_and_discards_later_checkpoints() {
     clock.set(T0 + 600.0);
     let c = poll(&sim, "a", Some(T0 + 240.0), T0 + 600.0).await;
     let steps = &c[&Role::Step];
-    assert_eq!(steps.first().unwrap().t, T0 + 375.0, "first scrape after T0+250+120");
+    assert_eq!(
+        steps.first().unwrap().t,
+        T0 + 375.0,
+        "first scrape after T0+250+120"
+    );
     for (role, v) in &c {
-        assert!(v.iter().all(|s| s.t >= T0 + 370.0), "{role} sampled during restart");
+        assert!(
+            v.iter().all(|s| s.t >= T0 + 370.0),
+            "{role} sampled during restart"
+        );
     }
     assert_eq!(steps.first().unwrap().v, 5102.0);
     assert_eq!(steps.last().unwrap().v, 5100.0 + 115.0);
@@ -290,7 +374,10 @@ async fn restart_rolls_back_goes_dark_and_discards_later_checkpoints() {
     assert!(restarts.iter().all(|r| *r == 1.0));
     let spec = sim.spec("a").unwrap();
     let ratio = loss_ratio(&c, &spec, 0.0, f64::MAX);
-    assert!((ratio - 1.0).abs() < 0.02, "loss back on its curve: {ratio}");
+    assert!(
+        (ratio - 1.0).abs() < 0.02,
+        "loss back on its curve: {ratio}"
+    );
 
     // A new history: the next checkpoint is 5400 again, at a new time.
     clock.set(T0 + 1000.0);
@@ -312,10 +399,19 @@ async fn loss_spike_recurs_without_lr_patch_and_recovers_with_half_lr() {
     let c = poll(&sim, "a", None, T0 + 900.0).await;
     assert!((loss_ratio(&c, &spec, T0 - 600.0, T0 + 300.0) - 1.0).abs() < 0.02);
     let spiked = loss_ratio(&c, &spec, T0 + 400.0, T0 + 900.0);
-    assert!((2.8..4.0).contains(&spiked), "loss ≈3× after bad data at high lr: {spiked}");
+    assert!(
+        (2.8..4.0).contains(&spiked),
+        "loss ≈3× after bad data at high lr: {spiked}"
+    );
     assert!(median(values(&c, Role::GradNorm, T0 + 400.0, T0 + 900.0)) > 15.0);
     let st = sim.status("a").unwrap();
-    assert!(st.active_faults.iter().any(|f| f.contains("divergence since step 5550")), "{:?}", st.active_faults);
+    assert!(
+        st.active_faults
+            .iter()
+            .any(|f| f.contains("divergence since step 5550")),
+        "{:?}",
+        st.active_faults
+    );
 
     // Checkpoints saved after the onset hold diverged weights.
     let cps = sim.checkpoints(&target("a")).await.unwrap();
@@ -332,8 +428,10 @@ async fn loss_spike_recurs_without_lr_patch_and_recovers_with_half_lr() {
 
     // Halve the lr (pending until the restart), then restart before the onset: it recovers.
     let out = act(&sim, "a", lr_scale(0.5), "p1").await.unwrap();
-    assert!(out.detail.starts_with("lr 2.9"), "{}", out.detail);
-    assert!(out.detail.ends_with("e-4, takes effect at the next restart"), "{}", out.detail);
+    assert_eq!(
+        out.detail,
+        "lr 3.00e-4 → 1.50e-4, takes effect at the next restart"
+    );
     let st = sim.status("a").unwrap();
     assert_eq!((st.lr_scale, st.pending_lr_scale), (1.0, Some(0.5)));
     act(&sim, "a", restart(before_onset), "r2").await.unwrap();
@@ -352,8 +450,15 @@ async fn loss_spike_recurs_without_lr_patch_and_recovers_with_half_lr() {
     assert!(peak < 1.5, "no divergence at all: peak ratio {peak}");
     assert!(median(values(&c, Role::GradNorm, t_restart, clock.now())) < 1.0);
     let lr = values(&c, Role::Lr, t_restart, clock.now());
-    assert!(lr.iter().all(|x| *x < spec.lr_safe), "effective lr halved: {}", lr[0]);
-    assert!(sim.status("a").unwrap().step > 5610, "trained past the bad data");
+    assert!(
+        lr.iter().all(|x| *x < spec.lr_safe),
+        "effective lr halved: {}",
+        lr[0]
+    );
+    assert!(
+        sim.status("a").unwrap().step > 5610,
+        "trained past the bad data"
+    );
 }
 
 #[tokio::test]
@@ -375,7 +480,11 @@ async fn restoring_a_checkpoint_saved_after_divergence_stays_diverged() {
     .await
     .unwrap();
     assert!(out.detail.contains("step 5700"), "{}", out.detail);
-    assert!(out.detail.contains("resolved by the engine"), "{}", out.detail);
+    assert!(
+        out.detail.contains("resolved by the engine"),
+        "{}",
+        out.detail
+    );
     clock.advance(600.0);
     let c = poll(&sim, "a", Some(T0 + 900.0), clock.now()).await;
     assert!(loss_ratio(&c, &spec, 0.0, f64::MAX) > 2.5);
@@ -394,9 +503,15 @@ async fn hang_keeps_gpus_busy_with_stale_gauges_until_a_restart() {
     let steps = hung(Role::Step);
     assert_eq!(steps.len(), 61, "the exporter keeps serving while hung");
     assert!(steps.iter().all(|s| *s == 1950.0), "{steps:?}");
-    assert!(hung(Role::GpuUtil).iter().all(|u| *u >= 0.97), "NCCL spin keeps GPUs busy");
+    assert!(
+        hung(Role::GpuUtil).iter().all(|u| *u >= 0.97),
+        "NCCL spin keeps GPUs busy"
+    );
     let loss_before = values(&c, Role::Loss, T0 + 285.0, T0 + 285.0)[0];
-    assert!(hung(Role::Loss).iter().all(|l| *l == loss_before), "stale loss gauge");
+    assert!(
+        hung(Role::Loss).iter().all(|l| *l == loss_before),
+        "stale loss gauge"
+    );
     let tp_before = values(&c, Role::Throughput, T0 + 285.0, T0 + 285.0)[0];
     assert!(hung(Role::Throughput).iter().all(|t| *t == tp_before));
     assert_eq!(sim.status("a").unwrap().phase, SimPhase::Hung);
@@ -427,7 +542,11 @@ async fn a_hang_that_survives_one_restart_needs_two() {
     assert_eq!((st.phase, st.step), (SimPhase::Running, 1815));
     clock.advance(300.0);
     let st = sim.status("a").unwrap();
-    assert_eq!(st.phase, SimPhase::Hung, "hangs again about 60 s into training");
+    assert_eq!(
+        st.phase,
+        SimPhase::Hung,
+        "hangs again about 60 s into training"
+    );
     assert!((1825..=1840).contains(&st.step), "{}", st.step);
     let hung_at = st.step;
     clock.advance(300.0);
@@ -436,7 +555,10 @@ async fn a_hang_that_survives_one_restart_needs_two() {
     act(&sim, "a", restart(1800), "r2").await.unwrap();
     clock.advance(120.0 + 900.0);
     let st = sim.status("a").unwrap();
-    assert_eq!((st.phase, st.step, st.restarts), (SimPhase::Running, 2250, 2));
+    assert_eq!(
+        (st.phase, st.step, st.restarts),
+        (SimPhase::Running, 2250, 2)
+    );
 }
 
 #[tokio::test]
@@ -459,10 +581,16 @@ async fn gpu_xid_counts_up_slows_steps_and_node_bound_is_cleared_by_restart() {
     let c = poll(&sim, "a", Some(T0), clock.now()).await;
     let xid = values(&c, Role::XidErrors, 0.0, f64::MAX);
     assert!(xid.windows(2).all(|w| w[1] >= w[0]), "cumulative");
-    // Node-bound: 3 errors at +0, +60, +120 s; the other: +0, +300 s (and +600 s at T0+900).
-    assert_eq!(values(&c, Role::XidErrors, T0 + 300.0, T0 + 300.0), vec![2.0]);
-    assert_eq!(values(&c, Role::XidErrors, T0 + 435.0, T0 + 435.0), vec![4.0]);
-    assert_eq!(*xid.last().unwrap(), 7.0);
+    // Node-bound: 3 errors at +0, +60, +120 s; the other: +0, +300, +600 s (one more to come).
+    assert_eq!(
+        values(&c, Role::XidErrors, T0 + 300.0, T0 + 300.0),
+        vec![2.0]
+    );
+    assert_eq!(
+        values(&c, Role::XidErrors, T0 + 435.0, T0 + 435.0),
+        vec![4.0]
+    );
+    assert_eq!(*xid.last().unwrap(), 6.0);
     let before = median(values(&c, Role::StepTime, T0, T0 + 285.0));
     let during = median(values(&c, Role::StepTime, T0 + 300.0, T0 + 900.0));
     assert!((during / before - 1.10).abs() < 0.02, "{before} → {during}");
@@ -470,13 +598,25 @@ async fn gpu_xid_counts_up_slows_steps_and_node_bound_is_cleared_by_restart() {
     act(&sim, "a", restart(2100), "r").await.unwrap();
     let st = sim.status("a").unwrap();
     assert_eq!(st.node, 1);
-    assert_eq!(st.active_faults.len(), 1, "only the non-node-bound fault remains: {:?}", st.active_faults);
+    assert_eq!(
+        st.active_faults.len(),
+        1,
+        "only the non-node-bound fault remains: {:?}",
+        st.active_faults
+    );
     clock.advance(120.0 + 1200.0);
     let c = poll(&sim, "a", Some(T0 + 900.0), clock.now()).await;
     let xid = values(&c, Role::XidErrors, 0.0, f64::MAX);
-    assert_eq!(*xid.last().unwrap(), 8.0, "the last of the non-node-bound errors");
+    assert_eq!(
+        *xid.last().unwrap(),
+        7.0,
+        "the last of the non-node-bound errors, on the new node too"
+    );
     let late = median(values(&c, Role::StepTime, clock.now() - 300.0, clock.now()));
-    assert!((late / before - 1.0).abs() < 0.02, "healthy again on the new node: {late}");
+    assert!(
+        (late / before - 1.0).abs() < 0.02,
+        "healthy again on the new node: {late}"
+    );
 }
 
 #[tokio::test]
@@ -488,22 +628,44 @@ async fn nan_stays_until_restart_and_poisons_later_checkpoints() {
     let (clock, sim) = cluster(8, vec![spec]);
     clock.set(T0 + 1500.0);
     let c = poll(&sim, "a", Some(T0), clock.now()).await;
-    assert!(values(&c, Role::Loss, T0, T0 + 285.0).iter().all(|l| l.is_finite()));
-    assert!(values(&c, Role::Loss, T0 + 300.0, clock.now()).iter().all(|l| l.is_nan()));
-    assert!(values(&c, Role::GradNorm, T0 + 300.0, clock.now()).iter().all(|l| l.is_nan()));
-    assert!(sim.status("a").unwrap().step > 2400, "the step counter keeps going");
+    assert!(
+        values(&c, Role::Loss, T0, T0 + 285.0)
+            .iter()
+            .all(|l| l.is_finite())
+    );
+    assert!(
+        values(&c, Role::Loss, T0 + 300.0, clock.now())
+            .iter()
+            .all(|l| l.is_nan())
+    );
+    assert!(
+        values(&c, Role::GradNorm, T0 + 300.0, clock.now())
+            .iter()
+            .all(|l| l.is_nan())
+    );
+    assert!(
+        sim.status("a").unwrap().step > 2400,
+        "the step counter keeps going"
+    );
 
     // Checkpoint 2100 was saved well after the onset: restoring it keeps the NaN.
     act(&sim, "a", restart(2100), "r1").await.unwrap();
     clock.advance(300.0);
     let c = poll(&sim, "a", Some(clock.now() - 150.0), clock.now()).await;
-    assert!(values(&c, Role::Loss, 0.0, f64::MAX).iter().all(|l| l.is_nan()));
+    assert!(
+        values(&c, Role::Loss, 0.0, f64::MAX)
+            .iter()
+            .all(|l| l.is_nan())
+    );
 
     act(&sim, "a", restart(1800), "r2").await.unwrap();
     clock.advance(300.0);
     let c = poll(&sim, "a", Some(clock.now() - 150.0), clock.now()).await;
     let loss = values(&c, Role::Loss, 0.0, f64::MAX);
-    assert!(!loss.is_empty() && loss.iter().all(|l| l.is_finite()), "{loss:?}");
+    assert!(
+        !loss.is_empty() && loss.iter().all(|l| l.is_finite()),
+        "{loss:?}"
+    );
 }
 
 #[tokio::test]
@@ -536,10 +698,17 @@ async fn execute_is_idempotent_per_key() {
     clock.advance(100.0);
     let again = act(&sim, "a", Action::Pause, "k1").await.unwrap();
     assert_eq!(first, again, "the same key returns the first outcome");
-    assert_eq!(sim.status("a").unwrap().phase, SimPhase::Running, "and does nothing more");
+    assert_eq!(
+        sim.status("a").unwrap().phase,
+        SimPhase::Running,
+        "and does nothing more"
+    );
 
     let err = act(&sim, "a", Action::Resume, "k1").await.unwrap_err();
-    assert!(matches!(err, ActError::Refused(ref m) if m.contains("k1")), "{err}");
+    assert!(
+        matches!(err, ActError::Refused(ref m) if m.contains("k1")),
+        "{err}"
+    );
 
     // Errors are replayed too.
     let e1 = act(&sim, "a", restart(7), "k3").await.unwrap_err();
@@ -568,8 +737,15 @@ async fn config_patches_validate_and_refuse_unknown_keys() {
         ],
     };
     let err = act(&sim, "a", bad, "p1").await.unwrap_err();
-    assert!(matches!(err, ActError::Refused(ref m) if m.contains("`batch_size`")), "{err}");
-    assert_eq!(sim.status("a").unwrap().pending_lr_scale, None, "nothing applied");
+    assert!(
+        matches!(err, ActError::Refused(ref m) if m.contains("`batch_size`")),
+        "{err}"
+    );
+    assert_eq!(
+        sim.status("a").unwrap().pending_lr_scale,
+        None,
+        "nothing applied"
+    );
 
     let set = Action::PatchConfig {
         changes: vec![ConfigChange {
@@ -578,9 +754,13 @@ async fn config_patches_validate_and_refuse_unknown_keys() {
         }],
     };
     let out = act(&sim, "a", set, "p2").await.unwrap();
-    assert_eq!(out.detail, "lr 2.96e-4 → 1.50e-4, takes effect at the next restart");
+    assert_eq!(
+        out.detail,
+        "lr 3.00e-4 → 1.50e-4, takes effect at the next restart"
+    );
     let st = sim.status("a").unwrap();
-    assert!((st.lr - 2.96e-4).abs() < 1e-6, "{}", st.lr);
+    assert!((st.lr - 2.9988e-4).abs() < 1e-7, "{}", st.lr);
+    assert_eq!(st.lr_scale, 1.0, "not in force before a restart");
     let pending = st.pending_lr_scale.unwrap();
     assert!((pending * sim.spec("a").unwrap().schedule_lr(st.step) - 1.5e-4).abs() < 1e-12);
 
@@ -590,21 +770,32 @@ async fn config_patches_validate_and_refuse_unknown_keys() {
             op: ChangeOp::Set(serde_json::json!("fast")),
         }],
     };
-    assert!(matches!(act(&sim, "a", nonsense, "p3").await, Err(ActError::Refused(_))));
+    assert!(matches!(
+        act(&sim, "a", nonsense, "p3").await,
+        Err(ActError::Refused(_))
+    ));
 
     let page = Action::Page {
         severity: Severity::Critical,
         summary: "x".into(),
     };
-    assert!(matches!(act(&sim, "a", page, "p4").await, Err(ActError::Refused(m)) if m.contains("paging")));
+    assert!(
+        matches!(act(&sim, "a", page, "p4").await, Err(ActError::Refused(m)) if m.contains("paging"))
+    );
     let k8s = Target::Kubernetes {
         api_version: "batch/v1".into(),
         workload_kind: "Job".into(),
         namespace: "ml".into(),
         name: "a".into(),
     };
-    assert!(matches!(sim.execute(&k8s, &Action::Pause, "p5").await, Err(ActError::UnknownTarget(_))));
-    assert!(matches!(act(&sim, "nope", Action::Pause, "p6").await, Err(ActError::UnknownTarget(_))));
+    assert!(matches!(
+        sim.execute(&k8s, &Action::Pause, "p5").await,
+        Err(ActError::UnknownTarget(_))
+    ));
+    assert!(matches!(
+        act(&sim, "nope", Action::Pause, "p6").await,
+        Err(ActError::UnknownTarget(_))
+    ));
 }
 
 #[tokio::test]
@@ -615,18 +806,37 @@ async fn diagnostics_and_annotations() {
     });
     let (clock, sim) = cluster(13, vec![spec]);
     clock.set(T0 + 300.0);
-    act(&sim, "a", Action::Annotate { note: "looking into it".into() }, "a1")
+    act(
+        &sim,
+        "a",
+        Action::Annotate {
+            note: "looking into it".into(),
+        },
+        "a1",
+    )
+    .await
+    .unwrap();
+    let out = act(&sim, "a", Action::CaptureDiagnostics, "d1")
         .await
         .unwrap();
-    let out = act(&sim, "a", Action::CaptureDiagnostics, "d1").await.unwrap();
     assert_eq!(out.facts["phase"], "hung");
     assert_eq!(out.facts["step"], 1830);
     assert_eq!(out.facts["node"], 0);
     assert_eq!(out.facts["last_checkpoint"]["step"], 1800);
     let events = out.facts["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
-    assert!(events[0]["message"].as_str().unwrap().contains("hung at step 1830"));
-    assert!(events[1]["message"].as_str().unwrap().contains("looking into it"));
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hung at step 1830")
+    );
+    assert!(
+        events[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("looking into it")
+    );
     assert_eq!(out.facts["active_faults"].as_array().unwrap().len(), 1);
     let st = sim.status("a").unwrap();
     assert_eq!(st.notes.len(), 1);
@@ -646,12 +856,22 @@ async fn deterministic_for_a_seed() {
     let (a, b, c) = (run(21).await, run(21).await, run(22).await);
     assert_eq!(a, b);
     assert_ne!(a[&Role::Loss], c[&Role::Loss]);
-    assert_eq!(a[&Role::Step], c[&Role::Step], "the seed changes noise, not dynamics");
+    assert_eq!(
+        a[&Role::Step],
+        c[&Role::Step],
+        "the seed changes noise, not dynamics"
+    );
 }
 
 #[tokio::test]
 async fn poll_boundaries_and_unknown_runs() {
-    let (_clock, sim) = cluster(14, vec![SimRunSpec::new("a", T0 - 60.0), SimRunSpec::new("later", T0 + 60.0)]);
+    let (_clock, sim) = cluster(
+        14,
+        vec![
+            SimRunSpec::new("a", T0 - 60.0),
+            SimRunSpec::new("later", T0 + 60.0),
+        ],
+    );
     let reqs = [
         PollRequest {
             run: "a".into(),
@@ -690,11 +910,18 @@ async fn a_completed_run_stops_publishing() {
     clock.set(T0 + 1000.0);
     let c = poll(&sim, "a", None, clock.now()).await;
     let steps = &c[&Role::Step];
-    assert_eq!(steps.last().unwrap().t, T0 + 195.0, "last scrape before step 600 at T0+200");
+    assert_eq!(
+        steps.last().unwrap().t,
+        T0 + 185.0,
+        "last scrape before step 600 at T0+200"
+    );
     let st = sim.status("a").unwrap();
     assert_eq!((st.phase, st.step), (SimPhase::Completed, 600));
     assert_eq!(st.last_checkpoint.map(|c| c.step), Some(600));
-    assert!(matches!(act(&sim, "a", Action::Pause, "p").await, Err(ActError::Refused(_))));
+    assert!(matches!(
+        act(&sim, "a", Action::Pause, "p").await,
+        Err(ActError::Refused(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -708,7 +935,10 @@ async fn runs_on_a_scaled_clock() {
     let c = poll(&sim, "llama-13b-lossspike", Some(T0), now).await;
     assert_eq!(c[&Role::Step].len(), 240);
     let spec = sim.spec("llama-13b-lossspike").unwrap();
-    assert!(loss_ratio(&c, &spec, T0 + 900.0, now) > 2.5, "the demo's spike fires");
+    assert!(
+        loss_ratio(&c, &spec, T0 + 900.0, now) > 2.5,
+        "the demo's spike fires"
+    );
     let st = sim.status("gpt-1b-nccl-hang").unwrap();
     assert_eq!(st.phase, SimPhase::Hung);
 }
