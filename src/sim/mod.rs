@@ -195,6 +195,9 @@ impl MetricsSource for SimCluster {
         requests: &[PollRequest],
         now: f64,
     ) -> Vec<Result<ChartBatch, SourceError>> {
+        // A scrape cannot be from the future: samples never run ahead of the cluster's clock,
+        // whatever `now` the caller passes (a NaN `now` also falls back to the clock).
+        let now = now.min(self.clock.now());
         let mut inner = self.lock();
         requests
             .iter()

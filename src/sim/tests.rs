@@ -894,6 +894,14 @@ async fn poll_boundaries_and_unknown_runs() {
     let ts: Vec<f64> = a[0].1.iter().map(|s| s.t).collect();
     assert_eq!(ts, vec![T0 - 15.0, T0], "t > since and t <= now");
     assert!(out[1].as_ref().unwrap().is_empty(), "not started yet");
+    // Never ahead of the clock, even if asked (a far-future `now` must not simulate years).
+    let ahead = sim.poll(&reqs[..1], T0 + 1e12).await;
+    let ts: Vec<f64> = ahead[0].as_ref().unwrap()[0]
+        .1
+        .iter()
+        .map(|s| s.t)
+        .collect();
+    assert_eq!(ts, vec![T0 - 15.0, T0]);
     assert_eq!(out[2], Err(SourceError::UnknownRun("x".into())));
     assert!(matches!(
         sim.add_run(SimRunSpec::new("a", T0)),
