@@ -18,7 +18,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     for role in [Role::XidErrors, Role::EccErrors] {
         for (key, series) in ctx.charts.by_role(role) {
             let vis = visible(series, ctx);
-            let start = vis.partition_point(|s| s.t < ctx.now - window).saturating_sub(1);
+            let start = vis
+                .partition_point(|s| s.t < ctx.now - window)
+                .saturating_sub(1);
             let mut prev: Option<f64> = None;
             let mut rise = 0.0;
             let mut first: Option<f64> = None;
@@ -67,7 +69,11 @@ mod tests {
             ChartKey::new(Role::XidErrors).with_label("gpu", "3"),
             (0..=n).map(|i| {
                 let t = i as f64 * 15.0;
-                let v = points.iter().rev().find(|(at, _)| *at <= t).map_or(0.0, |p| p.1);
+                let v = points
+                    .iter()
+                    .rev()
+                    .find(|(at, _)| *at <= t)
+                    .map_or(0.0, |p| p.1);
                 Sample::new(t, v)
             }),
         );
@@ -76,7 +82,13 @@ mod tests {
 
     fn detect_at(c: &ChartSet, now: f64, since: Option<f64>) -> Vec<Finding> {
         let params = DetectorParams::default();
-        let ctx = DetectContext { now, charts: c, since, paused: false, params: &params };
+        let ctx = DetectContext {
+            now,
+            charts: c,
+            since,
+            paused: false,
+            params: &params,
+        };
         let mut out = Vec::new();
         detect(&ctx, &mut out);
         out
@@ -91,7 +103,11 @@ mod tests {
         assert_eq!((f.onset, f.at), (1005.0, 1020.0));
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.chart, "xid_errors{gpu=3}");
-        assert!(f.message.contains("rose by 2 to 2 within the last 10 min"), "{}", f.message);
+        assert!(
+            f.message.contains("rose by 2 to 2 within the last 10 min"),
+            "{}",
+            f.message
+        );
         assert_eq!(detect_at(&c, 1600.0, None).len(), 1);
         assert!(detect_at(&c, 1620.0, None).is_empty());
     }

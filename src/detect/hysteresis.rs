@@ -49,7 +49,8 @@ impl Hysteresis {
             }
         }
         // Whatever was active and is not restated has cleared.
-        t.cleared.extend(std::mem::replace(&mut self.active, next).into_values());
+        t.cleared
+            .extend(std::mem::replace(&mut self.active, next).into_values());
         t
     }
 
@@ -99,7 +100,10 @@ mod tests {
         assert_eq!(t, Transitions::default());
         let kept: Vec<_> = h.active().collect();
         assert_eq!(kept.len(), 1);
-        assert_eq!((kept[0].onset, kept[0].message.as_str()), (90.0, "seen at 100"));
+        assert_eq!(
+            (kept[0].onset, kept[0].message.as_str()),
+            (90.0, "seen at 100")
+        );
         assert!(h.is_active(FindingKind::Stall));
         // Another chart of the same kind is its own condition.
         let t = h.update(vec![
@@ -112,11 +116,20 @@ mod tests {
         let t = h.update(Vec::new());
         assert!(t.started.is_empty());
         assert_eq!(t.cleared.len(), 2);
-        let stall = t.cleared.iter().find(|c| c.kind == FindingKind::Stall).expect("stall cleared");
+        let stall = t
+            .cleared
+            .iter()
+            .find(|c| c.kind == FindingKind::Stall)
+            .expect("stall cleared");
         assert_eq!((stall.at, stall.onset), (100.0, 90.0));
         assert_eq!(h.update(Vec::new()), Transitions::default());
         assert!(!h.is_active(FindingKind::Stall));
         // A new episode starts again.
-        assert_eq!(h.update(vec![f(FindingKind::Stall, "step", 400.0, 380.0)]).started.len(), 1);
+        assert_eq!(
+            h.update(vec![f(FindingKind::Stall, "step", 400.0, 380.0)])
+                .started
+                .len(),
+            1
+        );
     }
 }

@@ -46,13 +46,23 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let last = fresh_start + last;
         let latest = vis[last];
         let upto = &vis[..=last];
-        let Some(shift) = find_shift(upto, ctx.now, &search, &mut buf, |b| anomalous(latest.v, b), anomalous)
-        else {
+        let Some(shift) = find_shift(
+            upto,
+            ctx.now,
+            &search,
+            &mut buf,
+            |b| anomalous(latest.v, b),
+            anomalous,
+        ) else {
             continue;
         };
         let b = shift.base;
         let z = (latest.v - b.median) / b.sigma;
-        let pct = if b.median != 0.0 { (latest.v - b.median) / b.median.abs() * 100.0 } else { f64::INFINITY };
+        let pct = if b.median != 0.0 {
+            (latest.v - b.median) / b.median.abs() * 100.0
+        } else {
+            f64::INFINITY
+        };
         let onset = upto[shift.onset].t;
         out.push(Finding {
             kind: FindingKind::LossSpike,
@@ -84,7 +94,13 @@ mod tests {
 
     fn detect_at(charts: &ChartSet, now: f64, since: Option<f64>) -> Vec<Finding> {
         let params = DetectorParams::default();
-        let ctx = DetectContext { now, charts, since, paused: false, params: &params };
+        let ctx = DetectContext {
+            now,
+            charts,
+            since,
+            paused: false,
+            params: &params,
+        };
         let mut out = Vec::new();
         detect(&ctx, &mut out);
         out
@@ -108,7 +124,13 @@ mod tests {
 
     #[test]
     fn spike_found_within_one_poll_with_its_onset_and_numbers() {
-        let c = loss(7, 4.0 * 3600.0, |t, v| if (7200.0..7260.0).contains(&t) { v * 2.5 } else { v });
+        let c = loss(7, 4.0 * 3600.0, |t, v| {
+            if (7200.0..7260.0).contains(&t) {
+                v * 2.5
+            } else {
+                v
+            }
+        });
         let started = poll_started(&c, 0.0, 4.0 * 3600.0, None, false);
         assert_eq!(started.len(), 1, "{started:#?}");
         let f = &started[0];
@@ -119,7 +141,11 @@ mod tests {
         assert!((b.center - 3.3).abs() < 0.1, "{b:?}");
         assert!(f.value.is_some_and(|v| v > 7.0));
         assert!(f.message.starts_with("loss 8."), "{}", f.message);
-        assert!(f.message.contains("σ above its 30-min median 3.3"), "{}", f.message);
+        assert!(
+            f.message.contains("σ above its 30-min median 3.3"),
+            "{}",
+            f.message
+        );
         // Over: clears once the loss is back.
         assert!(detect_at(&c, 7320.0, None).is_empty());
     }
@@ -129,7 +155,11 @@ mod tests {
         for seed in [1, 2, 3, 4] {
             // A 5 % blip and a learning-rate drop (loss falls 10 %) are ordinary.
             let c = loss(seed, 8.0 * 3600.0, |t, v| {
-                let v = if (3600.0..3615.0).contains(&t) { v * 1.05 } else { v };
+                let v = if (3600.0..3615.0).contains(&t) {
+                    v * 1.05
+                } else {
+                    v
+                };
                 if t > 5.0 * 3600.0 { v * 0.9 } else { v }
             });
             let started = poll_started(&c, 0.0, 8.0 * 3600.0, None, false);
@@ -139,14 +169,26 @@ mod tests {
 
     #[test]
     fn sustained_high_loss_stays_one_episode() {
-        let c = loss(11, 5.0 * 3600.0, |t, v| if (7200.0..7200.0 + 2400.0).contains(&t) { v * 2.0 } else { v });
+        let c = loss(11, 5.0 * 3600.0, |t, v| {
+            if (7200.0..7200.0 + 2400.0).contains(&t) {
+                v * 2.0
+            } else {
+                v
+            }
+        });
         let mut h = Hysteresis::new();
         let params = DetectorParams::default();
         let mut starts = 0;
         let mut clears = 0;
         let mut now = 0.0;
         while now <= 5.0 * 3600.0 {
-            let ctx = DetectContext { now, charts: &c, since: None, paused: false, params: &params };
+            let ctx = DetectContext {
+                now,
+                charts: &c,
+                since: None,
+                paused: false,
+                params: &params,
+            };
             let mut cur = Vec::new();
             detect(&ctx, &mut cur);
             if (7200.0..9600.0).contains(&now) {
@@ -163,7 +205,13 @@ mod tests {
 
     #[test]
     fn since_and_warm_up_need_a_fresh_baseline() {
-        let c = loss(5, 4.0 * 3600.0, |t, v| if (7200.0..7260.0).contains(&t) { v * 2.5 } else { v });
+        let c = loss(5, 4.0 * 3600.0, |t, v| {
+            if (7200.0..7260.0).contains(&t) {
+                v * 2.5
+            } else {
+                v
+            }
+        });
         // Restarted 5 min before the spike: fewer than 20 baseline samples in this life.
         assert!(detect_at(&c, 7215.0, Some(6900.0)).is_empty());
         assert_eq!(detect_at(&c, 7215.0, Some(3600.0)).len(), 1);

@@ -6,8 +6,8 @@
 //! The engine and `babysitter replay` both drive detectors the same way.
 //!
 //! One file per detector, each opening with what it watches, its parameters and why their
-//! defaults are what they are: [`nonfinite`], [`loss_spike`], [`stall`], [`gpu_hardware_error`],
-//! [`throughput_drop`]. `stats` holds what they share (windows, median/MAD, onsets). Detectors
+//! defaults are what they are: `nonfinite`, `loss_spike`, `stall`, `gpu_hardware_error`,
+//! `throughput_drop`. `stats` holds what they share (windows, median/MAD, onsets). Detectors
 //! never panic, whatever the input (empty charts, NaN everywhere, duplicate or huge values), and
 //! cost O(window) per poll: binary searches into the charts and one scratch buffer per detector.
 
@@ -76,7 +76,8 @@ mod tests {
             }
             let decay = if t > 0.6 * hours * 3600.0 { 0.3 } else { 1.0 };
             let lr = 3e-4 * (t / 600.0).min(1.0) * decay;
-            let level = 2.0 + 8.0 * (-t / 300.0).exp() + (-t / 7200.0).exp() - if decay < 1.0 { 0.1 } else { 0.0 };
+            let level = 2.0 + 8.0 * (-t / 300.0).exp() + (-t / 7200.0).exp()
+                - if decay < 1.0 { 0.1 } else { 0.0 };
             let mut put = |role: Role, v: f64| {
                 c.merge(ChartKey::new(role), [Sample::new(t, v)]);
             };
@@ -85,8 +86,22 @@ mod tests {
             put(Role::GradNorm, 1.0 + 0.2 * rng.student_t(4).abs());
             put(Role::Lr, lr);
             put(Role::LossScale, 65536.0);
-            put(Role::Throughput, if saving { 0.0 } else { (1000.0 * (1.0 + 0.03 * rng.student_t(4))).max(0.0) });
-            put(Role::GpuUtil, if saving { 0.1 } else { (0.95 + 0.02 * rng.normal()).clamp(0.0, 1.0) });
+            put(
+                Role::Throughput,
+                if saving {
+                    0.0
+                } else {
+                    (1000.0 * (1.0 + 0.03 * rng.student_t(4))).max(0.0)
+                },
+            );
+            put(
+                Role::GpuUtil,
+                if saving {
+                    0.1
+                } else {
+                    (0.95 + 0.02 * rng.normal()).clamp(0.0, 1.0)
+                },
+            );
             put(Role::XidErrors, 0.0);
             put(Role::EccErrors, 0.0);
         }
@@ -109,17 +124,38 @@ mod tests {
         c.merge(ChartKey::new(Role::Loss), [Sample::new(t, f64::NAN)]);
         c.merge(ChartKey::new(Role::EccErrors), [Sample::new(t, 1.0)]);
         let params = DetectorParams::default();
-        let ctx = DetectContext { now: t, charts: &c, since: None, paused: false, params: &params };
-        let kinds: Vec<_> = detect_all(&ctx).iter().map(|f| (f.kind, f.chart.clone())).collect();
+        let ctx = DetectContext {
+            now: t,
+            charts: &c,
+            since: None,
+            paused: false,
+            params: &params,
+        };
+        let kinds: Vec<_> = detect_all(&ctx)
+            .iter()
+            .map(|f| (f.kind, f.chart.clone()))
+            .collect();
         assert_eq!(
             kinds,
-            vec![(FindingKind::Nonfinite, "loss".into()), (FindingKind::GpuHardwareError, "ecc_errors".into())]
+            vec![
+                (FindingKind::Nonfinite, "loss".into()),
+                (FindingKind::GpuHardwareError, "ecc_errors".into())
+            ]
         );
     }
 
     #[test]
     fn degenerate_inputs_never_panic() {
-        let bad_values = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e300, f64::MAX, 0.0, -0.0];
+        let bad_values = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1e300,
+            f64::MAX,
+            0.0,
+            -0.0,
+        ];
         let mut sets: Vec<ChartSet> = vec![ChartSet::new()];
         // One sample per chart, of each bad value.
         for &v in &bad_values {
@@ -133,8 +169,14 @@ mod tests {
         for &v in &bad_values {
             let mut c = ChartSet::new();
             for role in Role::ALL {
-                c.merge(ChartKey::new(role), (0..2000).map(|i| Sample::new(i as f64 * 5.0, v)));
-                c.merge(ChartKey::new(role), (0..2000).map(|i| Sample::new((i / 3) as f64, -v)));
+                c.merge(
+                    ChartKey::new(role),
+                    (0..2000).map(|i| Sample::new(i as f64 * 5.0, v)),
+                );
+                c.merge(
+                    ChartKey::new(role),
+                    (0..2000).map(|i| Sample::new((i / 3) as f64, -v)),
+                );
                 c.merge(
                     ChartKey::new(role).with_label("rank", "1"),
                     (0..2000).map(|i| Sample::new(i as f64 * 5.0, if i % 2 == 0 { v } else { -v })),
@@ -152,14 +194,35 @@ mod tests {
             throughput_min_recent_samples: 0,
             ..DetectorParams::default()
         };
-        let nows = [f64::NAN, f64::NEG_INFINITY, -1.0, 0.0, 100.0, 5000.0, 1e12, f64::INFINITY];
-        let sinces = [None, Some(f64::NAN), Some(50.0), Some(1e12), Some(f64::NEG_INFINITY)];
+        let nows = [
+            f64::NAN,
+            f64::NEG_INFINITY,
+            -1.0,
+            0.0,
+            100.0,
+            5000.0,
+            1e12,
+            f64::INFINITY,
+        ];
+        let sinces = [
+            None,
+            Some(f64::NAN),
+            Some(50.0),
+            Some(1e12),
+            Some(f64::NEG_INFINITY),
+        ];
         for c in &sets {
             for params in [&DetectorParams::default(), &weird_params] {
                 for &now in &nows {
                     for &since in &sinces {
                         for paused in [false, true] {
-                            let ctx = DetectContext { now, charts: c, since, paused, params };
+                            let ctx = DetectContext {
+                                now,
+                                charts: c,
+                                since,
+                                paused,
+                                params,
+                            };
                             for f in detect_all(&ctx) {
                                 assert!(!f.message.is_empty());
                             }

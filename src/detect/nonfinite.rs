@@ -13,7 +13,13 @@ use super::stats::{between, nonfinite_name, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
 
 /// The charts a non-finite value makes meaningless.
-pub(crate) const ROLES: [Role; 5] = [Role::Loss, Role::GradNorm, Role::EvalLoss, Role::Lr, Role::LossScale];
+pub(crate) const ROLES: [Role; 5] = [
+    Role::Loss,
+    Role::GradNorm,
+    Role::EvalLoss,
+    Role::Lr,
+    Role::LossScale,
+];
 
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let window = ctx.params.nonfinite_window_secs;
@@ -52,7 +58,13 @@ mod tests {
 
     fn run(charts: &ChartSet, now: f64, since: Option<f64>) -> Vec<Finding> {
         let params = DetectorParams::default();
-        let ctx = DetectContext { now, charts, since, paused: false, params: &params };
+        let ctx = DetectContext {
+            now,
+            charts,
+            since,
+            paused: false,
+            params: &params,
+        };
         let mut out = Vec::new();
         detect(&ctx, &mut out);
         out
@@ -88,7 +100,11 @@ mod tests {
         assert_eq!(f[0].at, 900.0);
         assert_eq!(f[0].severity, Severity::Critical);
         assert!(f[0].value.is_some_and(f64::is_nan));
-        assert!(f[0].message.contains("loss is NaN at t=900"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("loss is NaN at t=900"),
+            "{}",
+            f[0].message
+        );
         assert_eq!(run(&c, 1020.0, None).len(), 1);
         assert!(run(&c, 1035.0, None).is_empty());
     }

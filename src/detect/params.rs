@@ -141,17 +141,29 @@ impl DetectorParams {
         if !(self.throughput_drop_ratio > 0.0 && self.throughput_drop_ratio < 1.0) {
             return Err(ParamsError {
                 field: "throughput_drop_ratio",
-                reason: format!("must be between 0 and 1 (exclusive), got {}", self.throughput_drop_ratio),
+                reason: format!(
+                    "must be between 0 and 1 (exclusive), got {}",
+                    self.throughput_drop_ratio
+                ),
             });
         }
         let counts = [
             ("loss_min_baseline_samples", self.loss_min_baseline_samples),
-            ("throughput_min_baseline_samples", self.throughput_min_baseline_samples),
-            ("throughput_min_recent_samples", self.throughput_min_recent_samples),
+            (
+                "throughput_min_baseline_samples",
+                self.throughput_min_baseline_samples,
+            ),
+            (
+                "throughput_min_recent_samples",
+                self.throughput_min_recent_samples,
+            ),
         ];
         for (field, v) in counts {
             if v == 0 {
-                return Err(ParamsError { field, reason: "must be at least 1".into() });
+                return Err(ParamsError {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
             }
         }
         Ok(())
@@ -173,12 +185,29 @@ mod tests {
     #[test]
     fn unknown_and_bad_fields_are_rejected_by_name() {
         assert!(toml::from_str::<DetectorParams>("stall_secs = 1.0").is_err());
-        let p = DetectorParams { throughput_drop_ratio: 1.5, ..DetectorParams::default() };
+        let p = DetectorParams {
+            throughput_drop_ratio: 1.5,
+            ..DetectorParams::default()
+        };
         let e = p.validate().expect_err("ratio above 1");
         assert_eq!(e.field, "throughput_drop_ratio");
-        let p = DetectorParams { loss_baseline_secs: f64::NAN, ..DetectorParams::default() };
-        assert_eq!(p.validate().expect_err("NaN window").field, "loss_baseline_secs");
-        let p = DetectorParams { loss_min_baseline_samples: 0, ..DetectorParams::default() };
-        assert!(p.validate().expect_err("zero").to_string().contains("loss_min_baseline_samples"));
+        let p = DetectorParams {
+            loss_baseline_secs: f64::NAN,
+            ..DetectorParams::default()
+        };
+        assert_eq!(
+            p.validate().expect_err("NaN window").field,
+            "loss_baseline_secs"
+        );
+        let p = DetectorParams {
+            loss_min_baseline_samples: 0,
+            ..DetectorParams::default()
+        };
+        assert!(
+            p.validate()
+                .expect_err("zero")
+                .to_string()
+                .contains("loss_min_baseline_samples")
+        );
     }
 }

@@ -29,13 +29,16 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     for (key, series) in ctx.charts.by_role(Role::Step) {
         let vis = visible(series, ctx);
         let Some(newest) = vis.last() else { continue };
-        if !(ctx.now - newest.t <= p.stall_fresh_secs) {
+        let age = ctx.now - newest.t;
+        if age.is_nan() || age > p.stall_fresh_secs {
             continue;
         }
-        let Some(adv) = last_advance(vis) else { continue };
+        let Some(adv) = last_advance(vis) else {
+            continue;
+        };
         let last = vis[adv];
         let quiet = ctx.now - last.t;
-        if !(quiet >= p.stall_after_secs) {
+        if quiet.is_nan() || quiet < p.stall_after_secs {
             continue;
         }
         let (gpu, severity) = match gpu_util(ctx) {
@@ -43,7 +46,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 format!("; GPUs still busy at {:.0}%{}", g.mean, g.spread()),
                 Severity::Critical,
             ),
-            Some(g) => (format!("; GPU utilisation {:.0}%{}", g.mean, g.spread()), Severity::Error),
+            Some(g) => (
+                format!("; GPU utilisation {:.0}%{}", g.mean, g.spread()),
+                Severity::Error,
+            ),
             None => (String::new(), Severity::Error),
         };
         out.push(Finding {
@@ -72,7 +78,11 @@ struct GpuUtil {
 
 impl GpuUtil {
     fn spread(&self) -> String {
-        if self.n > 1 { format!(" (mean of {} GPUs, min {:.0}%)", self.n, self.min) } else { String::new() }
+        if self.n > 1 {
+            format!(" (mean of {} GPUs, min {:.0}%)", self.n, self.min)
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -97,7 +107,11 @@ fn gpu_util(ctx: &DetectContext<'_>) -> Option<GpuUtil> {
     }
     // FORMATS.md §1: 0–1 or 0–100. A fraction never exceeds 1.
     let scale = if max <= 1.0 { 100.0 } else { 1.0 };
-    Some(GpuUtil { mean: (sum / n as f64 * scale).min(100.0), min: (min * scale).min(100.0), n })
+    Some(GpuUtil {
+        mean: (sum / n as f64 * scale).min(100.0),
+        min: (min * scale).min(100.0),
+        n,
+    })
 }
 
 #[cfg(test)]
@@ -131,7 +145,13 @@ mod tests {
 
     fn detect_at(c: &ChartSet, now: f64, since: Option<f64>, paused: bool) -> Vec<Finding> {
         let params = DetectorParams::default();
-        let ctx = DetectContext { now, charts: c, since, paused, params: &params };
+        let ctx = DetectContext {
+            now,
+            charts: c,
+            since,
+            paused,
+            params: &params,
+        };
         let mut out = Vec::new();
         detect(&ctx, &mut out);
         out
@@ -148,8 +168,17 @@ mod tests {
         assert_eq!(f.at, 3300.0);
         assert_eq!(f.value, Some(2000.0));
         assert_eq!(f.severity, Severity::Critical);
-        assert!(f.message.contains("stuck at 2000 for 300 s"), "{}", f.message);
-        assert!(f.message.contains("GPUs still busy at 96% (mean of 4 GPUs, min 93%)"), "{}", f.message);
+        assert!(
+            f.message.contains("stuck at 2000 for 300 s"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message
+                .contains("GPUs still busy at 96% (mean of 4 GPUs, min 93%)"),
+            "{}",
+            f.message
+        );
         assert!(detect_at(&c, 3285.0, None, false).is_empty());
     }
 
@@ -157,7 +186,11 @@ mod tests {
     fn idle_gpus_paused_stale_and_never_started_are_not_hangs() {
         let f = detect_at(&hung(3000.0, 5000.0, Some(3.0)), 3600.0, None, false);
         assert_eq!(f[0].severity, Severity::Error);
-        assert!(f[0].message.contains("GPU utilisation 3%"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("GPU utilisation 3%"),
+            "{}",
+            f[0].message
+        );
         let c = hung(3000.0, 5000.0, None);
         assert!(detect_at(&c, 3600.0, None, true).is_empty(), "paused");
         // Samples stopped at 3400: at 3700 the data is 300 s old (metrics_absent, not stall).

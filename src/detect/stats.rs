@@ -49,7 +49,10 @@ pub(crate) struct Robust {
 
 impl Robust {
     pub(crate) fn band(&self) -> Band {
-        Band { center: self.median, sigma: self.sigma }
+        Band {
+            center: self.median,
+            sigma: self.sigma,
+        }
     }
 }
 
@@ -87,7 +90,11 @@ pub(crate) fn robust(samples: &[Sample], buf: &mut Vec<f64>) -> Option<Robust> {
     let mad = median_in_place(buf)?;
     let floor = (median.abs() * 1e-3).max(1e-12);
     let sigma = MAD_TO_SIGMA * mad;
-    let sigma = if sigma.is_nan() || sigma < floor { floor } else { sigma };
+    let sigma = if sigma.is_nan() || sigma < floor {
+        floor
+    } else {
+        sigma
+    };
     Some(Robust { median, sigma, n })
 }
 
@@ -171,11 +178,15 @@ pub(crate) fn find_shift(
     probe: impl Fn(&Robust) -> bool,
     hit: impl Fn(f64, &Robust) -> bool,
 ) -> Option<Shift> {
-    if !(p.baseline_secs > 0.0) || !now.is_finite() {
+    if p.baseline_secs.is_nan() || p.baseline_secs <= 0.0 || !now.is_finite() {
         return None;
     }
     let step = p.baseline_secs / 2.0;
-    let hold = if p.hold_secs.is_finite() { p.hold_secs.max(0.0) } else { 0.0 };
+    let hold = if p.hold_secs.is_finite() {
+        p.hold_secs.max(0.0)
+    } else {
+        0.0
+    };
     // Bounded whatever the parameters say.
     let anchors = ((hold / step).ceil() as usize).min(32);
     let first_end = now - p.recent_secs;
@@ -220,7 +231,11 @@ pub(crate) fn num(x: f64) -> String {
     }
     let decimals = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
     let s = format!("{x:.decimals$}");
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 /// `NaN`, `+Inf` or `-Inf`.
@@ -245,7 +260,13 @@ mod tests {
     #[test]
     fn median_and_mad() {
         let mut buf = Vec::new();
-        let s = ser(&[(0.0, 1.0), (1.0, f64::NAN), (2.0, 3.0), (3.0, 2.0), (4.0, 100.0)]);
+        let s = ser(&[
+            (0.0, 1.0),
+            (1.0, f64::NAN),
+            (2.0, 3.0),
+            (3.0, 2.0),
+            (4.0, 100.0),
+        ]);
         let r = robust(&s, &mut buf).expect("finite values");
         assert_eq!(r.n, 4);
         assert_eq!(r.median, 2.5);
@@ -258,14 +279,28 @@ mod tests {
 
     #[test]
     fn stretch_tolerates_short_dips() {
-        let s = ser(&[(0.0, 0.0), (1.0, 0.0), (2.0, 0.0), (3.0, 5.0), (4.0, 0.0), (5.0, 5.0), (6.0, 5.0)]);
+        let s = ser(&[
+            (0.0, 0.0),
+            (1.0, 0.0),
+            (2.0, 0.0),
+            (3.0, 5.0),
+            (4.0, 0.0),
+            (5.0, 5.0),
+            (6.0, 5.0),
+        ]);
         assert_eq!(stretch_onset(&s, |v| v > 1.0), Some(3));
         assert_eq!(stretch_onset(&s[..3], |v| v > 1.0), None);
     }
 
     #[test]
     fn last_advance_ignores_rollbacks_and_nan() {
-        let s = ser(&[(0.0, 10.0), (1.0, 11.0), (2.0, 11.0), (3.0, f64::NAN), (4.0, 11.0)]);
+        let s = ser(&[
+            (0.0, 10.0),
+            (1.0, 11.0),
+            (2.0, 11.0),
+            (3.0, f64::NAN),
+            (4.0, 11.0),
+        ]);
         assert_eq!(last_advance(&s), Some(1));
         let s = ser(&[(0.0, 100.0), (1.0, 101.0), (2.0, 50.0), (3.0, 50.0)]);
         assert_eq!(last_advance(&s), Some(1));

@@ -42,13 +42,25 @@ impl Rng {
 
 /// Polls `detect_all` every 30 s from `from` to `to` (inclusive) with default parameters and
 /// returns every finding that *started* (what the engine would report).
-pub(crate) fn poll_started(charts: &ChartSet, from: f64, to: f64, since: Option<f64>, paused: bool) -> Vec<Finding> {
+pub(crate) fn poll_started(
+    charts: &ChartSet,
+    from: f64,
+    to: f64,
+    since: Option<f64>,
+    paused: bool,
+) -> Vec<Finding> {
     let params = DetectorParams::default();
     let mut h = Hysteresis::new();
     let mut started = Vec::new();
     let mut now = from;
     while now <= to {
-        let ctx = DetectContext { now, charts, since, paused, params: &params };
+        let ctx = DetectContext {
+            now,
+            charts,
+            since,
+            paused,
+            params: &params,
+        };
         started.extend(h.update(detect_all(&ctx)).started);
         now += 30.0;
     }

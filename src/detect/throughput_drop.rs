@@ -27,14 +27,24 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     }
     let p = ctx.params;
     // Progress gate: the time of the step counter's last advance, if recent.
-    let Some(step) = ctx.charts.get(Role::Step) else { return };
+    let Some(step) = ctx.charts.get(Role::Step) else {
+        return;
+    };
     let steps = visible(step, ctx);
-    let Some(adv) = last_advance(steps) else { return };
+    let Some(adv) = last_advance(steps) else {
+        return;
+    };
     let t_adv = steps[adv].t;
-    if !(ctx.now - t_adv < p.stall_after_secs) {
+    let since_advance = ctx.now - t_adv;
+    if since_advance.is_nan() || since_advance >= p.stall_after_secs {
         return;
     }
-    let resumed = progress_start(steps, adv, p.stall_after_secs, ctx.now - p.throughput_recent_secs);
+    let resumed = progress_start(
+        steps,
+        adv,
+        p.stall_after_secs,
+        ctx.now - p.throughput_recent_secs,
+    );
     let search = ShiftSearch {
         baseline_secs: p.throughput_baseline_secs,
         recent_secs: p.throughput_recent_secs,
@@ -46,13 +56,21 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     for (key, series) in ctx.charts.by_role(Role::Throughput) {
         let vis = visible(series, ctx);
         let upto = &vis[..vis.partition_point(|s| s.t <= t_adv)];
-        let recent = between(upto, (ctx.now - p.throughput_recent_secs).max(resumed), f64::INFINITY);
-        let Some((level, n)) = median(recent, &mut buf) else { continue };
+        let recent = between(
+            upto,
+            (ctx.now - p.throughput_recent_secs).max(resumed),
+            f64::INFINITY,
+        );
+        let Some((level, n)) = median(recent, &mut buf) else {
+            continue;
+        };
         if n < p.throughput_min_recent_samples {
             continue;
         }
         let low = |b: &Robust| b.median > 0.0 && level < ratio * b.median;
-        let Some(shift) = find_shift(upto, ctx.now, &search, &mut buf, low, |v, b| v < ratio * b.median) else {
+        let Some(shift) = find_shift(upto, ctx.now, &search, &mut buf, low, |v, b| {
+            v < ratio * b.median
+        }) else {
             continue;
         };
         let b = shift.base;
@@ -121,15 +139,27 @@ mod tests {
                 step += 10.0;
             }
             c.merge(ChartKey::new(Role::Step), [Sample::new(t, step)]);
-            let v = if hung(t) { 0.0 } else { tp(t) * (1.0 + 0.03 * rng.student_t(4)) };
-            c.merge(ChartKey::new(Role::Throughput), [Sample::new(t, v.max(0.0))]);
+            let v = if hung(t) {
+                0.0
+            } else {
+                tp(t) * (1.0 + 0.03 * rng.student_t(4))
+            };
+            c.merge(
+                ChartKey::new(Role::Throughput),
+                [Sample::new(t, v.max(0.0))],
+            );
         }
         c
     }
 
     #[test]
     fn a_slowdown_is_found_with_its_onset() {
-        let c = run(3, 4.0 * 3600.0, |_| false, |t| if t >= 7200.0 { 500.0 } else { 1000.0 });
+        let c = run(
+            3,
+            4.0 * 3600.0,
+            |_| false,
+            |t| if t >= 7200.0 { 500.0 } else { 1000.0 },
+        );
         let started = poll_started(&c, 0.0, 4.0 * 3600.0, None, false);
         assert_eq!(started.len(), 1, "{started:#?}");
         let f = &started[0];
@@ -139,7 +169,8 @@ mod tests {
         assert!(f.at <= 7200.0 + 150.0 + 30.0, "{}", f.at);
         assert!(f.value.is_some_and(|v| (v - 500.0).abs() < 60.0), "{f:#?}");
         assert!(
-            f.message.contains("is 54% of its 60-min baseline 999.7 (threshold 70%); low since t=7200"),
+            f.message
+                .contains("is 54% of its 60-min baseline 999.7 (threshold 70%); low since t=7200"),
             "{}",
             f.message
         );
@@ -154,7 +185,12 @@ mod tests {
         let kinds: Vec<_> = started.iter().map(|f| (f.kind, f.onset)).collect();
         // The hang is a stall (from its last advance), and never a throughput drop.
         assert_eq!(kinds, vec![(FindingKind::Stall, 7185.0)]);
-        let slow = run(3, 4.0 * 3600.0, |_| false, |t| if t >= 7200.0 { 500.0 } else { 1000.0 });
+        let slow = run(
+            3,
+            4.0 * 3600.0,
+            |_| false,
+            |t| if t >= 7200.0 { 500.0 } else { 1000.0 },
+        );
         assert!(poll_started(&slow, 0.0, 4.0 * 3600.0, None, true).is_empty());
         // Restarted at 7150: this life's baseline is (almost) all at the slower rate.
         assert!(poll_started(&slow, 7150.0, 9000.0, Some(7150.0), false).is_empty());
@@ -166,7 +202,10 @@ mod tests {
             // Every 30 min the run saves a checkpoint for 60 s: no steps, zero throughput.
             let save = |t: f64| t % 1800.0 < 60.0 && t > 60.0;
             let c = run(seed, 8.0 * 3600.0, save, |t| 1000.0 * (1.0 - t / 1e6));
-            assert!(poll_started(&c, 0.0, 8.0 * 3600.0, None, false).is_empty(), "seed {seed}");
+            assert!(
+                poll_started(&c, 0.0, 8.0 * 3600.0, None, false).is_empty(),
+                "seed {seed}"
+            );
         }
     }
 }

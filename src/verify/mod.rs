@@ -89,7 +89,13 @@ pub const LOSS_TAIL: usize = 5;
 /// post-action value.
 pub const LOSS_MAX_RISE: f64 = 0.2;
 /// The charts whose NaN/Inf fails `finite`.
-const TRAINING_ROLES: [Role; 5] = [Role::Loss, Role::GradNorm, Role::EvalLoss, Role::Lr, Role::LossScale];
+const TRAINING_ROLES: [Role; 5] = [
+    Role::Loss,
+    Role::GradNorm,
+    Role::EvalLoss,
+    Role::Lr,
+    Role::LossScale,
+];
 
 /// The verdict on one expectation.
 enum Verdict {
@@ -151,7 +157,7 @@ pub fn evaluate(spec: &VerifySpec, ctx: &VerifyContext<'_>) -> VerifyStatus {
 
 /// A chart's samples after the action: `since < t <= now`.
 fn after<'c>(ctx: &VerifyContext<'c>, samples: &'c [Sample]) -> &'c [Sample] {
-    let lo = samples.partition_point(|s| !(s.t > ctx.since));
+    let lo = samples.partition_point(|s| ctx.since.is_nan() || s.t <= ctx.since);
     let hi = samples.partition_point(|s| s.t <= ctx.now);
     if lo >= hi { &[] } else { &samples[lo..hi] }
 }
@@ -167,7 +173,8 @@ fn progress(ctx: &VerifyContext<'_>) -> Verdict {
     };
     // Advances: increases between consecutive finite samples; a rollback (restart from a
     // checkpoint) resets the count of steps made, not of advances.
-    let (mut prev, mut advances, mut last_adv, mut gained, mut low) = (first.v, 0usize, None, 0.0, first.v);
+    let (mut prev, mut advances, mut last_adv, mut gained, mut low) =
+        (first.v, 0usize, None, 0.0, first.v);
     for x in finite {
         if x.v > prev {
             advances += 1;
@@ -178,7 +185,10 @@ fn progress(ctx: &VerifyContext<'_>) -> Verdict {
         gained = x.v - low;
     }
     let Some(last_adv) = last_adv else {
-        return Verdict::NotYet(format!("step has not advanced since the action (at {})", first.v));
+        return Verdict::NotYet(format!(
+            "step has not advanced since the action (at {})",
+            first.v
+        ));
     };
     let quiet = ctx.now - last_adv;
     if gained < PROGRESS_MIN_STEPS || advances < 2 {
@@ -191,7 +201,9 @@ fn progress(ctx: &VerifyContext<'_>) -> Verdict {
             "step advanced {gained} after the action but not in the last {quiet:.0} s (stuck at {prev})"
         ));
     }
-    Verdict::Holds(format!("step advanced {gained} to {prev} in {advances} advances, last {quiet:.0} s ago"))
+    Verdict::Holds(format!(
+        "step advanced {gained} to {prev} in {advances} advances, last {quiet:.0} s ago"
+    ))
 }
 
 fn loss_in_band(ctx: &VerifyContext<'_>) -> Verdict {
@@ -200,7 +212,10 @@ fn loss_in_band(ctx: &VerifyContext<'_>) -> Verdict {
     };
     let s = after(ctx, loss.samples());
     if s.len() < LOSS_TAIL {
-        return Verdict::NotYet(format!("{} of {LOSS_TAIL} loss samples since the action", s.len()));
+        return Verdict::NotYet(format!(
+            "{} of {LOSS_TAIL} loss samples since the action",
+            s.len()
+        ));
     }
     let tail = &s[s.len() - LOSS_TAIL..];
     if let Some(bad) = tail.iter().find(|x| !x.v.is_finite()) {
@@ -210,20 +225,33 @@ fn loss_in_band(ctx: &VerifyContext<'_>) -> Verdict {
     let (limit, what) = match ctx.baseline_loss {
         Some(b) if b.center.is_finite() && b.sigma.is_finite() => {
             let limit = b.center + (4.0 * b.sigma).max(0.05 * b.center.abs());
-            (limit, format!("pre-incident band {:.4} + max(4σ, 5%) = {limit:.4}", b.center))
+            (
+                limit,
+                format!(
+                    "pre-incident band {:.4} + max(4σ, 5%) = {limit:.4}",
+                    b.center
+                ),
+            )
         }
         _ => {
             let Some(first) = s.iter().find(|x| x.v.is_finite()) else {
                 return Verdict::NotYet("no finite loss since the action".into());
             };
             let limit = first.v + LOSS_MAX_RISE * first.v.abs();
-            (limit, format!("first post-action loss {:.4} + 20% = {limit:.4}", first.v))
+            (
+                limit,
+                format!("first post-action loss {:.4} + 20% = {limit:.4}", first.v),
+            )
         }
     };
     if worst <= limit {
-        Verdict::Holds(format!("last {LOSS_TAIL} losses ≤ {worst:.4}, within {what}"))
+        Verdict::Holds(format!(
+            "last {LOSS_TAIL} losses ≤ {worst:.4}, within {what}"
+        ))
     } else {
-        Verdict::NotYet(format!("last {LOSS_TAIL} losses reach {worst:.4}, above {what}"))
+        Verdict::NotYet(format!(
+            "last {LOSS_TAIL} losses reach {worst:.4}, above {what}"
+        ))
     }
 }
 
@@ -233,11 +261,17 @@ fn no_new_hardware_errors(ctx: &VerifyContext<'_>) -> Verdict {
         for (key, series) in ctx.charts.by_role(role) {
             charts += 1;
             let mut prev: Option<f64> = None;
-            for x in after(ctx, series.samples()).iter().filter(|x| x.v.is_finite()) {
+            for x in after(ctx, series.samples())
+                .iter()
+                .filter(|x| x.v.is_finite())
+            {
                 if let Some(p) = prev
                     && x.v > p
                 {
-                    return Verdict::FailNow(format!("{key} rose from {p} to {} at t={:.0}", x.v, x.t));
+                    return Verdict::FailNow(format!(
+                        "{key} rose from {p} to {} at t={:.0}",
+                        x.v, x.t
+                    ));
                 }
                 prev = Some(x.v);
             }
@@ -260,7 +294,9 @@ fn finite(ctx: &VerifyContext<'_>) -> Verdict {
     if seen == 0 {
         return Verdict::NotYet("no training samples since the action yet".into());
     }
-    Verdict::Holds(format!("{seen} training samples since the action, all finite"))
+    Verdict::Holds(format!(
+        "{seen} training samples since the action, all finite"
+    ))
 }
 
 #[cfg(test)]
@@ -269,7 +305,10 @@ mod tests {
     use crate::charts::ChartKey;
 
     fn spec(secs: u64, expect: &[Expectation]) -> VerifySpec {
-        VerifySpec { within: Duration::from_secs(secs), expect: expect.to_vec() }
+        VerifySpec {
+            within: Duration::from_secs(secs),
+            expect: expect.to_vec(),
+        }
     }
 
     /// Before 1000 the run hung at step 500 with a high loss; restarted from the checkpoint at
@@ -283,11 +322,17 @@ mod tests {
             } else if t < 1060.0 {
                 (400.0, 2.05)
             } else {
-                (400.0 + ((t - 1060.0) / 15.0).floor() * 10.0, 2.0 + 0.01 * ((t / 15.0) % 3.0))
+                (
+                    400.0 + ((t - 1060.0) / 15.0).floor() * 10.0,
+                    2.0 + 0.01 * ((t / 15.0) % 3.0),
+                )
             };
             c.merge(ChartKey::new(Role::Step), [Sample::new(t, step)]);
             c.merge(ChartKey::new(Role::Loss), [Sample::new(t, loss)]);
-            c.merge(ChartKey::new(Role::XidErrors), [Sample::new(t, if t < 900.0 { 0.0 } else { 3.0 })]);
+            c.merge(
+                ChartKey::new(Role::XidErrors),
+                [Sample::new(t, if t < 900.0 { 0.0 } else { 3.0 })],
+            );
             t += 15.0;
         }
         c
@@ -298,7 +343,10 @@ mod tests {
             charts,
             since: 1000.0,
             now,
-            baseline_loss: Some(Band { center: 2.0, sigma: 0.02 }),
+            baseline_loss: Some(Band {
+                center: 2.0,
+                sigma: 0.02,
+            }),
             findings_active: active,
         }
     }
@@ -317,20 +365,38 @@ mod tests {
         let sp = spec(600, &ALL);
         match evaluate(&sp, &ctx(&c, 1030.0, true)) {
             VerifyStatus::Pending(d) => {
-                assert!(d.contains("progress: step has not advanced since the action (at 400)"), "{d}");
+                assert!(
+                    d.contains("progress: step has not advanced since the action (at 400)"),
+                    "{d}"
+                );
                 assert!(d.contains("loss_in_band: 2 of 5 loss samples"), "{d}");
-                assert!(d.contains("findings_cleared: the incident's findings still hold"), "{d}");
+                assert!(
+                    d.contains("findings_cleared: the incident's findings still hold"),
+                    "{d}"
+                );
                 assert!(!d.contains("finite:"), "{d}");
             }
             other => panic!("expected pending, got {other:?}"),
         }
         // Findings still active: pending even though the charts recovered.
-        assert!(matches!(evaluate(&sp, &ctx(&c, 1200.0, true)), VerifyStatus::Pending(_)));
+        assert!(matches!(
+            evaluate(&sp, &ctx(&c, 1200.0, true)),
+            VerifyStatus::Pending(_)
+        ));
         match evaluate(&sp, &ctx(&c, 1200.0, false)) {
             VerifyStatus::Passed(d) => {
-                assert!(d.contains("progress: step advanced 90 to 490 in 9 advances, last 0 s ago"), "{d}");
-                assert!(d.contains("within pre-incident band 2.0000 + max(4σ, 5%) = 2.1000"), "{d}");
-                assert!(d.contains("no_new_hardware_errors: no increase on 1 Xid/ECC chart(s)"), "{d}");
+                assert!(
+                    d.contains("progress: step advanced 90 to 490 in 9 advances, last 0 s ago"),
+                    "{d}"
+                );
+                assert!(
+                    d.contains("within pre-incident band 2.0000 + max(4σ, 5%) = 2.1000"),
+                    "{d}"
+                );
+                assert!(
+                    d.contains("no_new_hardware_errors: no increase on 1 Xid/ECC chart(s)"),
+                    "{d}"
+                );
             }
             other => panic!("expected passed, got {other:?}"),
         }
@@ -340,13 +406,21 @@ mod tests {
     fn timeout_names_the_unmet_expectation() {
         // Restarted, but the run hangs again right after two advances.
         let mut c = recovering(1100.0);
-        c.merge(ChartKey::new(Role::Step), (0..20).map(|i| Sample::new(1115.0 + i as f64 * 15.0, 420.0)));
+        c.merge(
+            ChartKey::new(Role::Step),
+            (0..20).map(|i| Sample::new(1115.0 + i as f64 * 15.0, 420.0)),
+        );
         let sp = spec(300, &[Expectation::Progress, Expectation::Finite]);
         let at_deadline = evaluate(&sp, &ctx(&c, 1300.0, false));
-        assert!(matches!(at_deadline, VerifyStatus::Pending(ref d) if d.contains("not in the last 205 s")));
+        assert!(
+            matches!(at_deadline, VerifyStatus::Pending(ref d) if d.contains("not in the last 205 s"))
+        );
         match evaluate(&sp, &ctx(&c, 1301.0, false)) {
             VerifyStatus::Failed(d) => {
-                assert!(d.starts_with("not met within 5m: progress: step advanced 20"), "{d}");
+                assert!(
+                    d.starts_with("not met within 5m: progress: step advanced 20"),
+                    "{d}"
+                );
                 assert!(!d.contains("finite"), "{d}");
             }
             other => panic!("expected failed, got {other:?}"),
@@ -356,20 +430,32 @@ mod tests {
     #[test]
     fn nan_and_new_hardware_errors_fail_at_once() {
         let mut c = recovering(1300.0);
-        c.merge(ChartKey::new(Role::GradNorm), [Sample::new(1100.0, f64::NAN)]);
+        c.merge(
+            ChartKey::new(Role::GradNorm),
+            [Sample::new(1100.0, f64::NAN)],
+        );
         match evaluate(&spec(3600, &ALL), &ctx(&c, 1110.0, false)) {
             VerifyStatus::Failed(d) => assert_eq!(d, "finite: grad_norm is NaN at t=1100"),
             other => panic!("expected failed, got {other:?}"),
         }
         let mut c = recovering(1300.0);
         c.merge(ChartKey::new(Role::XidErrors), [Sample::new(1150.0, 4.0)]);
-        match evaluate(&spec(3600, &[Expectation::NoNewHardwareErrors]), &ctx(&c, 1160.0, false)) {
-            VerifyStatus::Failed(d) => assert_eq!(d, "no_new_hardware_errors: xid_errors rose from 3 to 4 at t=1150"),
+        match evaluate(
+            &spec(3600, &[Expectation::NoNewHardwareErrors]),
+            &ctx(&c, 1160.0, false),
+        ) {
+            VerifyStatus::Failed(d) => assert_eq!(
+                d,
+                "no_new_hardware_errors: xid_errors rose from 3 to 4 at t=1150"
+            ),
             other => panic!("expected failed, got {other:?}"),
         }
         // The Xid increase at 900 was before the action: not a new error.
         assert!(matches!(
-            evaluate(&spec(3600, &[Expectation::NoNewHardwareErrors]), &ctx(&recovering(1300.0), 1160.0, false)),
+            evaluate(
+                &spec(3600, &[Expectation::NoNewHardwareErrors]),
+                &ctx(&recovering(1300.0), 1160.0, false)
+            ),
             VerifyStatus::Passed(_)
         ));
     }
@@ -377,39 +463,88 @@ mod tests {
     #[test]
     fn loss_without_a_baseline_must_not_rise() {
         let mut c = recovering(1300.0);
-        let cx = VerifyContext { baseline_loss: None, ..ctx(&c, 1300.0, false) };
-        assert!(matches!(evaluate(&spec(600, &[Expectation::LossInBand]), &cx), VerifyStatus::Passed(_)));
-        c.merge(ChartKey::new(Role::Loss), (0..5).map(|i| Sample::new(1315.0 + i as f64 * 15.0, 2.6)));
-        let cx = VerifyContext { baseline_loss: None, ..ctx(&c, 1400.0, false) };
+        let cx = VerifyContext {
+            baseline_loss: None,
+            ..ctx(&c, 1300.0, false)
+        };
+        assert!(matches!(
+            evaluate(&spec(600, &[Expectation::LossInBand]), &cx),
+            VerifyStatus::Passed(_)
+        ));
+        c.merge(
+            ChartKey::new(Role::Loss),
+            (0..5).map(|i| Sample::new(1315.0 + i as f64 * 15.0, 2.6)),
+        );
+        let cx = VerifyContext {
+            baseline_loss: None,
+            ..ctx(&c, 1400.0, false)
+        };
         match evaluate(&spec(600, &[Expectation::LossInBand]), &cx) {
-            VerifyStatus::Pending(d) => assert!(d.contains("reach 2.6000, above first post-action loss 2.0500"), "{d}"),
+            VerifyStatus::Pending(d) => assert!(
+                d.contains("reach 2.6000, above first post-action loss 2.0500"),
+                "{d}"
+            ),
             other => panic!("expected pending, got {other:?}"),
         }
     }
 
     #[test]
     fn degenerate_inputs_never_panic() {
-        let values = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e300, 0.0];
+        let values = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1e300,
+            0.0,
+        ];
         let mut sets = vec![ChartSet::new()];
         for &v in &values {
             let mut c = ChartSet::new();
             for role in Role::ALL {
-                c.merge(ChartKey::new(role), (0..50).map(|i| Sample::new(i as f64, if i % 2 == 0 { v } else { -v })));
+                c.merge(
+                    ChartKey::new(role),
+                    (0..50).map(|i| Sample::new(i as f64, if i % 2 == 0 { v } else { -v })),
+                );
             }
             sets.push(c);
         }
-        let bands = [None, Some(Band { center: f64::NAN, sigma: f64::INFINITY }), Some(Band { center: 1e300, sigma: 1e300 })];
+        let bands = [
+            None,
+            Some(Band {
+                center: f64::NAN,
+                sigma: f64::INFINITY,
+            }),
+            Some(Band {
+                center: 1e300,
+                sigma: 1e300,
+            }),
+        ];
         for c in &sets {
-            for &(since, now) in &[(0.0, 10.0), (f64::NAN, f64::NAN), (100.0, 0.0), (-1.0, f64::INFINITY)] {
+            for &(since, now) in &[
+                (0.0, 10.0),
+                (f64::NAN, f64::NAN),
+                (100.0, 0.0),
+                (-1.0, f64::INFINITY),
+            ] {
                 for &baseline_loss in &bands {
                     for within in [0, 60, u64::MAX / 4] {
                         let sp = spec(within, &ALL);
-                        let cx = VerifyContext { charts: c, since, now, baseline_loss, findings_active: false };
+                        let cx = VerifyContext {
+                            charts: c,
+                            since,
+                            now,
+                            baseline_loss,
+                            findings_active: false,
+                        };
                         let _ = evaluate(&sp, &cx);
                     }
                 }
             }
         }
-        assert!(matches!(evaluate(&spec(60, &[]), &ctx(&ChartSet::new(), 0.0, true)), VerifyStatus::Passed(_)));
+        assert!(matches!(
+            evaluate(&spec(60, &[]), &ctx(&ChartSet::new(), 0.0, true)),
+            VerifyStatus::Passed(_)
+        ));
     }
 }
