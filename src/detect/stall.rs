@@ -1,0 +1,204 @@
+//! `stall`: the step counter stopped advancing while the run should be running (a hang).
+//!
+//! Watches every `step` chart. The condition holds when the step has not increased for
+//! `stall_after_secs` (300 s) although its samples keep arriving (the newest `step` sample is
+//! at most `stall_fresh_secs`, 180 s, old: when the data stops too, that is `metrics_absent`).
+//! The run must have advanced at least once among the samples since `since`: right after a
+//! start or restart, loading a checkpoint is not a hang. Paused runs are quiet. 300 s is above
+//! a checkpoint save or an evaluation pass of most runs and below PyTorch's 10-min NCCL timeout,
+//! so a hang is caught before (or when) the job's own watchdog gives up.
+//!
+//! The onset is the time of the last advance. A hang with busy GPUs is the costliest failure
+//! (processes alive, NCCL spinning at 100 %, nothing else fires: BLOOM lost 3+ h this way), so
+//! the message says what `gpu_util` shows, and severity is critical when GPUs are busy (mean
+//! ≥ 50 %), error otherwise.
+
+use crate::charts::Role;
+
+use super::stats::{last_advance, num, visible};
+use super::{DetectContext, Finding, FindingKind, Severity};
+
+/// GPUs at or above this mean utilisation are "busy" (a hang in a collective, not a crash).
+const BUSY_PERCENT: f64 = 50.0;
+
+pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
+    if ctx.paused {
+        return;
+    }
+    let p = ctx.params;
+    for (key, series) in ctx.charts.by_role(Role::Step) {
+        let vis = visible(series, ctx);
+        let Some(newest) = vis.last() else { continue };
+        let age = ctx.now - newest.t;
+        if age.is_nan() || age > p.stall_fresh_secs {
+            continue;
+        }
+        let Some(adv) = last_advance(vis) else {
+            continue;
+        };
+        let last = vis[adv];
+        let quiet = ctx.now - last.t;
+        if quiet.is_nan() || quiet < p.stall_after_secs {
+            continue;
+        }
+        let (gpu, severity) = match gpu_util(ctx) {
+            Some(g) if g.mean >= BUSY_PERCENT => (
+                format!("; GPUs still busy at {:.0}%{}", g.mean, g.spread()),
+                Severity::Critical,
+            ),
+            Some(g) => (
+                format!("; GPU utilisation {:.0}%{}", g.mean, g.spread()),
+                Severity::Error,
+            ),
+            None => (String::new(), Severity::Error),
+        };
+        out.push(Finding {
+            kind: FindingKind::Stall,
+            chart: key.to_string(),
+            at: ctx.now,
+            onset: last.t,
+            severity,
+            message: format!(
+                "{key} stuck at {} for {quiet:.0} s (last advance at t={:.0}) while samples keep arriving{gpu}",
+                num(last.v),
+                last.t
+            ),
+            value: Some(last.v),
+            baseline: None,
+        });
+    }
+}
+
+/// Utilisation of the GPUs now: the newest fresh sample of every `gpu_util` chart, in percent.
+struct GpuUtil {
+    mean: f64,
+    min: f64,
+    n: usize,
+}
+
+impl GpuUtil {
+    fn spread(&self) -> String {
+        if self.n > 1 {
+            format!(" (mean of {} GPUs, min {:.0}%)", self.n, self.min)
+        } else {
+            String::new()
+        }
+    }
+}
+
+fn gpu_util(ctx: &DetectContext<'_>) -> Option<GpuUtil> {
+    let (mut sum, mut min, mut max, mut n) = (0.0, f64::INFINITY, f64::NEG_INFINITY, 0usize);
+    for (_, series) in ctx.charts.by_role(Role::GpuUtil) {
+        let vis = visible(series, ctx);
+        let fresh = vis
+            .iter()
+            .rev()
+            .take_while(|s| ctx.now - s.t <= ctx.params.stall_fresh_secs)
+            .find(|s| s.v.is_finite() && s.v >= 0.0);
+        if let Some(s) = fresh {
+            sum += s.v;
+            min = min.min(s.v);
+            max = max.max(s.v);
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    // FORMATS.md §1: 0–1 or 0–100. A fraction never exceeds 1.
+    let scale = if max <= 1.0 { 100.0 } else { 1.0 };
+    Some(GpuUtil {
+        mean: (sum / n as f64 * scale).min(100.0),
+        min: (min * scale).min(100.0),
+        n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charts::{ChartKey, ChartSet, Sample};
+    use crate::detect::DetectorParams;
+    use crate::detect::testkit::poll_started;
+
+    /// Steps advance every 15 s until `hang`, then the counter freezes; samples continue to `end`.
+    fn hung(hang: f64, end: f64, util: Option<f64>) -> ChartSet {
+        let mut c = ChartSet::new();
+        let n = (end / 15.0) as usize;
+        c.merge(
+            ChartKey::new(Role::Step),
+            (0..=n).map(|i| {
+                let t = i as f64 * 15.0;
+                Sample::new(t, (t.min(hang) / 15.0).floor() * 10.0)
+            }),
+        );
+        if let Some(u) = util {
+            for gpu in 0..4 {
+                c.merge(
+                    ChartKey::new(Role::GpuUtil).with_label("gpu", gpu.to_string()),
+                    (0..=n).map(|i| Sample::new(i as f64 * 15.0, u - gpu as f64 * 0.02)),
+                );
+            }
+        }
+        c
+    }
+
+    fn detect_at(c: &ChartSet, now: f64, since: Option<f64>, paused: bool) -> Vec<Finding> {
+        let params = DetectorParams::default();
+        let ctx = DetectContext {
+            now,
+            charts: c,
+            since,
+            paused,
+            params: &params,
+        };
+        let mut out = Vec::new();
+        detect(&ctx, &mut out);
+        out
+    }
+
+    #[test]
+    fn hang_with_busy_gpus_is_found_at_the_threshold() {
+        let c = hung(3000.0, 5000.0, Some(0.99));
+        let started = poll_started(&c, 0.0, 5000.0, None, false);
+        assert_eq!(started.len(), 1, "{started:#?}");
+        let f = &started[0];
+        assert_eq!(f.kind, FindingKind::Stall);
+        assert_eq!(f.onset, 3000.0);
+        assert_eq!(f.at, 3300.0);
+        assert_eq!(f.value, Some(2000.0));
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(
+            f.message.contains("stuck at 2000 for 300 s"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message
+                .contains("GPUs still busy at 96% (mean of 4 GPUs, min 93%)"),
+            "{}",
+            f.message
+        );
+        assert!(detect_at(&c, 3285.0, None, false).is_empty());
+    }
+
+    #[test]
+    fn idle_gpus_paused_stale_and_never_started_are_not_hangs() {
+        let f = detect_at(&hung(3000.0, 5000.0, Some(3.0)), 3600.0, None, false);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert!(
+            f[0].message.contains("GPU utilisation 3%"),
+            "{}",
+            f[0].message
+        );
+        let c = hung(3000.0, 5000.0, None);
+        assert!(detect_at(&c, 3600.0, None, true).is_empty(), "paused");
+        // Samples stopped at 3400: at 3700 the data is 300 s old (metrics_absent, not stall).
+        let stale = hung(3000.0, 3400.0, None);
+        assert_eq!(detect_at(&stale, 3550.0, None, false).len(), 1);
+        assert!(detect_at(&stale, 3700.0, None, false).is_empty());
+        // Restarted at 3100 (after the hang began): no advance in this life yet.
+        assert!(detect_at(&c, 4000.0, Some(3100.0), false).is_empty());
+        assert_eq!(detect_at(&c, 4000.0, Some(2900.0), false)[0].onset, 3000.0);
+    }
+}

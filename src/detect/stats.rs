@@ -1,0 +1,319 @@
+//! Shared helpers of the detectors: causal windows, robust statistics (median / MAD), the scan
+//! for the onset of an anomalous stretch, the last advance of a step counter, and the search
+//! for a level shift measured against the band *before* its onset.
+//!
+//! Everything works on borrowed slices of a [`Series`] (binary searches, no copies of a whole
+//! series); the only allocation is the caller's scratch buffer for a window's median.
+
+use crate::charts::{Sample, Series};
+
+use super::{Band, DetectContext};
+
+/// 1.4826 × MAD estimates the standard deviation of normal data, robustly.
+pub(crate) const MAD_TO_SIGMA: f64 = 1.4826;
+
+/// Consecutive non-anomalous samples tolerated inside an anomalous stretch: one or two noisy
+/// samples dipping back into the band do not end an episode (that would re-report it).
+pub(crate) const MAX_DIPS: usize = 2;
+
+/// The samples a detector may use: `since <= t <= now`.
+pub(crate) fn visible<'s>(series: &'s Series, ctx: &DetectContext<'_>) -> &'s [Sample] {
+    let lo = match ctx.since {
+        Some(s) if !s.is_nan() => s,
+        _ => f64::NEG_INFINITY,
+    };
+    series.range(lo, ctx.now)
+}
+
+/// Samples of a time-sorted slice with `from <= t < to`.
+pub(crate) fn between(s: &[Sample], from: f64, to: f64) -> &[Sample] {
+    let lo = s.partition_point(|x| x.t < from);
+    let hi = s.partition_point(|x| x.t < to);
+    if lo >= hi { &[] } else { &s[lo..hi] }
+}
+
+/// Samples of a time-sorted slice with `t >= from`.
+pub(crate) fn from(s: &[Sample], from: f64) -> &[Sample] {
+    let lo = s.partition_point(|x| x.t < from);
+    &s[lo..]
+}
+
+/// Median and robust sigma of a window's finite values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Robust {
+    pub median: f64,
+    pub sigma: f64,
+    /// How many finite values the window held.
+    pub n: usize,
+}
+
+impl Robust {
+    pub(crate) fn band(&self) -> Band {
+        Band {
+            center: self.median,
+            sigma: self.sigma,
+        }
+    }
+}
+
+/// Median of a slice, reordering it. `None` when empty.
+pub(crate) fn median_in_place(v: &mut [f64]) -> Option<f64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let (left, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let mid = *mid;
+    if n % 2 == 1 {
+        return Some(mid);
+    }
+    let below = left.iter().copied().max_by(f64::total_cmp)?;
+    // Halves first: the sum of two huge values would overflow.
+    Some(below / 2.0 + mid / 2.0)
+}
+
+/// Median of the finite values of a window, using `buf` as scratch.
+pub(crate) fn median(samples: &[Sample], buf: &mut Vec<f64>) -> Option<(f64, usize)> {
+    buf.clear();
+    buf.extend(samples.iter().map(|s| s.v).filter(|v| v.is_finite()));
+    let n = buf.len();
+    median_in_place(buf).map(|m| (m, n))
+}
+
+/// Median and robust sigma (1.4826 × MAD) of the finite values of a window. The sigma has a
+/// floor of 0.1 % of |median| (and 1e-12): a constant chart must not make every wiggle infinite.
+pub(crate) fn robust(samples: &[Sample], buf: &mut Vec<f64>) -> Option<Robust> {
+    let (median, n) = median(samples, buf)?;
+    for x in buf.iter_mut() {
+        *x = (*x - median).abs();
+    }
+    let mad = median_in_place(buf)?;
+    let floor = (median.abs() * 1e-3).max(1e-12);
+    let sigma = MAD_TO_SIGMA * mad;
+    let sigma = if sigma.is_nan() || sigma < floor {
+        floor
+    } else {
+        sigma
+    };
+    Some(Robust { median, sigma, n })
+}
+
+/// Walks back from the end of `s` over samples for which `hit` holds, tolerating up to
+/// [`MAX_DIPS`] consecutive misses (a non-finite value is a miss); returns the index of the
+/// earliest hit of that stretch, or `None` if the stretch is empty.
+pub(crate) fn stretch_onset(s: &[Sample], hit: impl Fn(f64) -> bool) -> Option<usize> {
+    let mut onset = None;
+    let mut dips = 0;
+    for (i, x) in s.iter().enumerate().rev() {
+        if x.v.is_finite() && hit(x.v) {
+            onset = Some(i);
+            dips = 0;
+        } else {
+            dips += 1;
+            if dips > MAX_DIPS {
+                break;
+            }
+        }
+    }
+    onset
+}
+
+/// Index of the sample at which a counter last increased (the first sample showing the new
+/// value), ignoring non-finite values. A decrease (rollback, reset) is not an advance. Scans
+/// back from the end and stops at the first advance, so a progressing run costs O(1).
+pub(crate) fn last_advance(s: &[Sample]) -> Option<usize> {
+    let mut later: Option<(usize, f64)> = None;
+    for (i, x) in s.iter().enumerate().rev() {
+        if !x.v.is_finite() {
+            continue;
+        }
+        if let Some((j, v)) = later
+            && v > x.v
+        {
+            return Some(j);
+        }
+        later = Some((i, x.v));
+    }
+    None
+}
+
+/// How to search for a level shift (see [`find_shift`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShiftSearch {
+    /// Length of a baseline window.
+    pub baseline_secs: f64,
+    /// The newest part of the chart kept out of the first baseline window.
+    pub recent_secs: f64,
+    /// How long after its onset a sustained shift is still reported.
+    pub hold_secs: f64,
+    /// Minimum finite samples in a baseline window.
+    pub min_samples: usize,
+}
+
+/// A level shift: the band before it and the index of its first anomalous sample.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shift {
+    pub base: Robust,
+    pub onset: usize,
+}
+
+/// Is the chart's current state (`probe`) anomalous against the band before the anomaly began?
+///
+/// The first baseline window ends `recent_secs` before `now`. A shift that lasts longer pollutes
+/// that window (at half of it the median moves and the condition would flap and be reported
+/// again), so older windows, stepped back by half a baseline each up to `hold_secs`, are tried
+/// too; from an older window the anomalous stretch must reach back past the first window's end
+/// (it is a sustained shift, not a new blip). Once the onset is found, the band is recomputed
+/// from the window just before it, which the anomaly cannot have polluted: the condition then
+/// holds as long as the level stays shifted, up to `hold_secs` after the onset.
+///
+/// `s` is the visible chart up to the newest sample that may belong to the stretch; `hit` says
+/// whether one sample is anomalous against a band. Cost: at most `hold/(baseline/2) + 2`
+/// medians of one window, plus one pass over the stretch.
+pub(crate) fn find_shift(
+    s: &[Sample],
+    now: f64,
+    p: &ShiftSearch,
+    buf: &mut Vec<f64>,
+    probe: impl Fn(&Robust) -> bool,
+    hit: impl Fn(f64, &Robust) -> bool,
+) -> Option<Shift> {
+    if p.baseline_secs.is_nan() || p.baseline_secs <= 0.0 || !now.is_finite() {
+        return None;
+    }
+    let step = p.baseline_secs / 2.0;
+    let hold = if p.hold_secs.is_finite() {
+        p.hold_secs.max(0.0)
+    } else {
+        0.0
+    };
+    // Bounded whatever the parameters say.
+    let anchors = ((hold / step).ceil() as usize).min(32);
+    let first_end = now - p.recent_secs;
+    for j in 0..=anchors {
+        let end = first_end - j as f64 * step;
+        let Some(b) = robust(between(s, end - p.baseline_secs, end), buf) else {
+            continue;
+        };
+        if b.n < p.min_samples.max(1) || !probe(&b) {
+            continue;
+        }
+        let Some(onset) = stretch_onset(s, |v| hit(v, &b)) else {
+            continue;
+        };
+        let t_onset = s[onset].t;
+        if j > 0 && t_onset > first_end {
+            continue;
+        }
+        let base = match robust(between(s, t_onset - p.baseline_secs, t_onset), buf) {
+            Some(pre) if pre.n >= p.min_samples.max(1) => pre,
+            _ => b,
+        };
+        if !probe(&base) || now - t_onset > hold.max(p.recent_secs) {
+            return None;
+        }
+        return Some(Shift { base, onset });
+    }
+    None
+}
+
+/// A number with about four significant digits, for messages.
+pub(crate) fn num(x: f64) -> String {
+    if !x.is_finite() {
+        return nonfinite_name(x).to_string();
+    }
+    let a = x.abs();
+    if a == 0.0 {
+        return "0".into();
+    }
+    if !(1e-3..1e6).contains(&a) {
+        return format!("{x:.3e}");
+    }
+    let decimals = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// `NaN`, `+Inf` or `-Inf`.
+pub(crate) fn nonfinite_name(x: f64) -> &'static str {
+    if x.is_nan() {
+        "NaN"
+    } else if x > 0.0 {
+        "+Inf"
+    } else {
+        "-Inf"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ser(vals: &[(f64, f64)]) -> Vec<Sample> {
+        vals.iter().map(|&(t, v)| Sample::new(t, v)).collect()
+    }
+
+    #[test]
+    fn median_and_mad() {
+        let mut buf = Vec::new();
+        let s = ser(&[
+            (0.0, 1.0),
+            (1.0, f64::NAN),
+            (2.0, 3.0),
+            (3.0, 2.0),
+            (4.0, 100.0),
+        ]);
+        let r = robust(&s, &mut buf).expect("finite values");
+        assert_eq!(r.n, 4);
+        assert_eq!(r.median, 2.5);
+        // deviations 1.5, 0.5, 0.5, 97.5 → MAD 1.0
+        assert!((r.sigma - MAD_TO_SIGMA).abs() < 1e-12);
+        assert!(robust(&ser(&[(0.0, f64::NAN)]), &mut buf).is_none());
+        let huge = ser(&[(0.0, 1e308), (1.0, 1.5e308)]);
+        assert!(robust(&huge, &mut buf).expect("finite").median.is_finite());
+    }
+
+    #[test]
+    fn stretch_tolerates_short_dips() {
+        let s = ser(&[
+            (0.0, 0.0),
+            (1.0, 0.0),
+            (2.0, 0.0),
+            (3.0, 5.0),
+            (4.0, 0.0),
+            (5.0, 5.0),
+            (6.0, 5.0),
+        ]);
+        assert_eq!(stretch_onset(&s, |v| v > 1.0), Some(3));
+        assert_eq!(stretch_onset(&s[..3], |v| v > 1.0), None);
+    }
+
+    #[test]
+    fn last_advance_ignores_rollbacks_and_nan() {
+        let s = ser(&[
+            (0.0, 10.0),
+            (1.0, 11.0),
+            (2.0, 11.0),
+            (3.0, f64::NAN),
+            (4.0, 11.0),
+        ]);
+        assert_eq!(last_advance(&s), Some(1));
+        let s = ser(&[(0.0, 100.0), (1.0, 101.0), (2.0, 50.0), (3.0, 50.0)]);
+        assert_eq!(last_advance(&s), Some(1));
+        assert_eq!(last_advance(&ser(&[(0.0, 5.0), (1.0, 5.0)])), None);
+        assert_eq!(last_advance(&[]), None);
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(num(7.91), "7.91");
+        assert_eq!(num(0.12), "0.12");
+        assert_eq!(num(1000.0), "1000");
+        assert_eq!(num(f64::NAN), "NaN");
+        assert_eq!(num(1e300), "1.000e300");
+    }
+}
