@@ -249,7 +249,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let sim = Arc::new(SimCluster::new(clock.clone(), 1));
     for w in &cfg.watches {
         match &w.target {
-            Target::Simulated { run } => sim.add_run(SimRunSpec::new(run, unix_now() - 3600.0)),
+            Target::Simulated { run } => sim
+                .add_run(SimRunSpec::new(run, unix_now() - 3600.0))
+                .with_context(|| format!("watch `{}`", w.run))?,
             Target::Kubernetes { .. } => anyhow::bail!(
                 "watch `{}`: Kubernetes targets are not supported by this build yet (only `simulated`)",
                 w.run

@@ -183,6 +183,15 @@ impl Config {
             ));
         }
         self.policy.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.detectors
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (i, w) in self.watches.iter().enumerate() {
+            if let Some(d) = &w.detectors {
+                d.validate()
+                    .map_err(|e| ConfigError::Invalid(format!("watches[{i}].{e}")))?;
+            }
+        }
         Ok(())
     }
 

@@ -40,7 +40,11 @@ pub struct DemoOptions {
 
 /// The three runs of the demo and their watches. Faults fire a few simulated minutes after
 /// `origin` (the demo's start); each run has hours of healthy history before it.
-pub fn scenario(clock: SharedClock, origin: f64, seed: u64) -> (Arc<SimCluster>, Vec<WatchConfig>) {
+pub fn scenario(
+    clock: SharedClock,
+    origin: f64,
+    seed: u64,
+) -> Result<(Arc<SimCluster>, Vec<WatchConfig>), crate::sim::SimError> {
     let sim = Arc::new(SimCluster::new(clock, seed));
     let history = 3.0 * 3600.0;
     let start = origin - history;
@@ -73,7 +77,7 @@ pub fn scenario(clock: SharedClock, origin: f64, seed: u64) -> (Arc<SimCluster>,
     for (name, faults) in runs {
         let mut spec = SimRunSpec::new(name, start);
         spec.faults = faults;
-        sim.add_run(spec);
+        sim.add_run(spec)?;
         watches.push(WatchConfig {
             run: name.to_string(),
             target: Target::Simulated {
@@ -85,7 +89,7 @@ pub fn scenario(clock: SharedClock, origin: f64, seed: u64) -> (Arc<SimCluster>,
             detectors: None,
         });
     }
-    (sim, watches)
+    Ok((sim, watches))
 }
 
 /// One story line: `[T+12:30] run-a   ! loss_spike: …`.
@@ -113,7 +117,7 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
     let origin = unix_now();
     let clock = ScaledClock::new(origin, opts.speed);
     let shared: SharedClock = Arc::new(clock);
-    let (sim, watches) = scenario(shared.clone(), origin, opts.seed);
+    let (sim, watches) = scenario(shared.clone(), origin, opts.seed)?;
     if cfg.watches.is_empty() {
         cfg.watches = watches;
     }

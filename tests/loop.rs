@@ -280,7 +280,7 @@ async fn healthy_runs_raise_nothing() {
 async fn the_demo_story_runs_end_to_end() {
     let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
     let shared: babysitter::clock::SharedClock = clock.clone();
-    let (sim, watches) = babysitter::demo::scenario(shared.clone(), common::ORIGIN, 7);
+    let (sim, watches) = babysitter::demo::scenario(shared.clone(), common::ORIGIN, 7).unwrap();
     let cfg = babysitter::config::Config {
         watches,
         ..Default::default()

@@ -51,7 +51,7 @@ impl Harness {
         for (name, faults) in runs {
             let mut spec = SimRunSpec::new(name, ORIGIN - HISTORY);
             spec.faults = faults;
-            sim.add_run(spec);
+            sim.add_run(spec).unwrap();
             cfg.watches.push(watch(name));
         }
         Self::with_parts(cfg, shared, clock, sim.clone(), sim, tweak).await
