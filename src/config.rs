@@ -182,7 +182,9 @@ impl Config {
                 "poll_interval: must be positive".into(),
             ));
         }
-        self.policy.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.policy
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.detectors
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -235,6 +237,24 @@ pub mod duration {
             Raw::Secs(x) => Err(serde::de::Error::custom(format!("invalid duration {x}"))),
             Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// Serde for optional durations (`None` when absent).
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct D(#[serde(with = "super::duration")] Duration);
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(D).serialize(s)
+    }
+
+    pub fn deserialize<'de, De: Deserializer<'de>>(d: De) -> Result<Option<Duration>, De::Error> {
+        Ok(Option::<D>::deserialize(d)?.map(|x| x.0))
     }
 }
 

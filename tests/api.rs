@@ -25,14 +25,23 @@ async fn call(h: &Harness, method: &str, uri: &str, body: Option<Value>) -> (Sta
     let res = router.oneshot(req).await.unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
 }
 
 async fn gpu_harness() -> Harness {
     Harness::new(
         vec![
-            ("run-c", vec![Fault::GpuXid { at: HISTORY + 600.0, errors: 3, every: 60.0, node_bound: true }]),
+            (
+                "run-c",
+                vec![Fault::GpuXid {
+                    at: HISTORY + 600.0,
+                    errors: 3,
+                    every: 60.0,
+                    node_bound: true,
+                }],
+            ),
             ("run-h", vec![]),
         ],
         |_| {},
@@ -53,13 +62,22 @@ async fn health_readiness_and_metrics() {
     assert_eq!(body["ready"], true);
     let (status, body) = call(&h, "GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.as_str().unwrap().contains("babysitter_polls_total 1"), "{body}");
+    assert!(
+        body.as_str().unwrap().contains("babysitter_polls_total 1"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn watches_incidents_approval_and_audit() {
     let h = gpu_harness().await;
-    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval))
+            .await
+    );
 
     let (status, body) = call(&h, "GET", "/api/v1/watches", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -68,7 +86,10 @@ async fn watches_incidents_approval_and_audit() {
     let c = watches.iter().find(|w| w["run"] == "run-c").unwrap();
     assert_eq!(c["status"], "paused");
     assert!(c["latest"]["xid_errors"].as_f64().unwrap() >= 1.0, "{c}");
-    assert_eq!(call(&h, "GET", "/api/v1/watches/run-h", None).await.1["status"], "running");
+    assert_eq!(
+        call(&h, "GET", "/api/v1/watches/run-h", None).await.1["status"],
+        "running"
+    );
     let (status, body) = call(&h, "GET", "/api/v1/watches/nope", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["error"].as_str().unwrap().contains("nope"));
@@ -99,16 +120,31 @@ async fn watches_incidents_approval_and_audit() {
     let (status, body) = call(&h, "POST", &approve, Some(json!({"by": "  "}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("by"));
-    let (status, _) = call(&h, "POST", "/api/v1/actions/nope/approve", Some(json!({"by": "a"}))).await;
+    let (status, _) = call(
+        &h,
+        "POST",
+        "/api/v1/actions/nope/approve",
+        Some(json!({"by": "a"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (status, body) = call(&h, "POST", &approve, Some(json!({"by": "alice", "reason": "go"}))).await;
+    let (status, body) = call(
+        &h,
+        "POST",
+        &approve,
+        Some(json!({"by": "alice", "reason": "go"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["pending"]["approved_by"], "alice");
     let (status, _) = call(&h, "POST", &approve, Some(json!({"by": "bob"}))).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
-    assert!(h.until(3600.0, |v| v.incidents.values().all(|i| i.state.is_final())).await);
+    assert!(
+        h.until(3600.0, |v| v.incidents.values().all(|i| i.state.is_final()))
+            .await
+    );
     let (_, inc) = call(&h, "GET", &format!("/api/v1/incidents/{id}"), None).await;
     assert_eq!(inc["state"], "resolved", "{inc}");
 
@@ -120,12 +156,24 @@ async fn watches_incidents_approval_and_audit() {
     let approved = entries.iter().find(|e| e["kind"] == "approved").unwrap();
     assert_eq!(approved["actor"], "api:alice");
     let (_, body) = call(&h, "GET", "/api/v1/audit?run=run-h", None).await;
-    assert!(body["entries"].as_array().unwrap().iter().all(|e| e["run"] == "run-h"));
+    assert!(
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["run"] == "run-h")
+    );
     let (_, body) = call(&h, "GET", "/api/v1/audit?kind=approved", None).await;
     assert_eq!(body["entries"].as_array().unwrap().len(), 1);
     let (status, _) = call(&h, "GET", "/api/v1/audit?since=yesterday", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, body) = call(&h, "GET", "/api/v1/audit?since=2000-01-01T00:00:00Z&limit=5", None).await;
+    let (status, body) = call(
+        &h,
+        "GET",
+        "/api/v1/audit?since=2000-01-01T00:00:00Z&limit=5",
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["entries"].as_array().unwrap().len(), 5);
     let (status, body) = call(&h, "GET", "/api/v1/audit/verify", None).await;
@@ -141,5 +189,8 @@ async fn unknown_endpoints_and_oversized_bodies() {
     assert!(body["error"].is_string());
     let big = json!({"by": "a", "reason": "x".repeat(100_000)});
     let (status, _) = call(&h, "POST", "/api/v1/actions/x/approve", Some(big)).await;
-    assert!(status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::BAD_REQUEST, "{status}");
+    assert!(
+        status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::BAD_REQUEST,
+        "{status}"
+    );
 }

@@ -12,14 +12,27 @@ async fn demo_tells_three_stories_and_the_audit_log_catches_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = Command::new(bin())
-        .args(["demo", "--speed", "180", "--for", "35s", "--approve-after", "5s", "--listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--speed",
+            "180",
+            "--for",
+            "35s",
+            "--approve-after",
+            "5s",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data")
         .arg(&data)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 
     // The story, one readable line per step.
     assert!(stdout.contains("API:"), "{stdout}");
@@ -53,7 +66,11 @@ async fn demo_tells_three_stories_and_the_audit_log_catches_tampering() {
             .arg(&db)
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.status.success(), expect_ok, "{text}");
         text
     };
@@ -75,10 +92,20 @@ async fn demo_tells_three_stories_and_the_audit_log_catches_tampering() {
 #[test]
 fn check_validates_the_shipped_config_and_runbooks() {
     let out = Command::new(bin())
-        .args(["check", "--config", "examples/babysitter.toml", "--runbooks", "runbooks"])
+        .args([
+            "check",
+            "--config",
+            "examples/babysitter.toml",
+            "--runbooks",
+            "runbooks",
+        ])
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("runbooks: OK"), "{text}");
 }
@@ -96,7 +123,11 @@ fn check_names_the_file_and_line_of_a_broken_runbook() {
         .arg(dir.path())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("bad.md:7"), "{text}");
 }

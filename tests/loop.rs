@@ -36,7 +36,11 @@ async fn assert_intents_have_outcomes(h: &Harness, incident: &str) {
             EntryKind::ActionIntent => open.push(e.payload["key"].as_str().unwrap().to_string()),
             EntryKind::ActionOutcome => {
                 let key = e.payload["key"].as_str().unwrap();
-                assert_eq!(open.pop().as_deref(), Some(key), "outcome {key} without its intent");
+                assert_eq!(
+                    open.pop().as_deref(),
+                    Some(key),
+                    "outcome {key} without its intent"
+                );
             }
             _ => {}
         }
@@ -47,16 +51,28 @@ async fn assert_intents_have_outcomes(h: &Harness, incident: &str) {
 #[tokio::test]
 async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
     let h = Harness::new(
-        vec![("run-a", vec![Fault::LossSpike { at: HISTORY + 600.0, span_steps: 40 }])],
+        vec![(
+            "run-a",
+            vec![Fault::LossSpike {
+                at: HISTORY + 600.0,
+                span_steps: 40,
+            }],
+        )],
         |_| {},
     )
     .await;
     let resolved = h
         .until(3.0 * 3600.0, |v| {
-            v.incidents.values().any(|i| i.run == "run-a" && i.state.is_final())
+            v.incidents
+                .values()
+                .any(|i| i.run == "run-a" && i.state.is_final())
         })
         .await;
-    assert!(resolved, "incident did not finish: {:#?}", h.incidents_of("run-a"));
+    assert!(
+        resolved,
+        "incident did not finish: {:#?}",
+        h.incidents_of("run-a")
+    );
     let incs = h.incidents_of("run-a");
     assert_eq!(incs.len(), 1, "one incident for one spike: {incs:#?}");
     let inc = &incs[0];
@@ -65,8 +81,14 @@ async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
     assert_eq!(inc.diagnosis.as_ref().unwrap().runbook, "loss-spike");
     // lr × 0.5 was patched before the restart, and the restart went back before the onset.
     let kinds: Vec<ActionKind> = inc.actions.iter().map(|a| a.action.kind()).collect();
-    let patch = kinds.iter().position(|k| *k == ActionKind::PatchConfig).unwrap();
-    let restart = kinds.iter().position(|k| *k == ActionKind::RestartFromCheckpoint).unwrap();
+    let patch = kinds
+        .iter()
+        .position(|k| *k == ActionKind::PatchConfig)
+        .unwrap();
+    let restart = kinds
+        .iter()
+        .position(|k| *k == ActionKind::RestartFromCheckpoint)
+        .unwrap();
     assert!(patch < restart, "{kinds:?}");
     match &inc.actions[patch].action {
         Action::PatchConfig { changes } => {
@@ -79,12 +101,22 @@ async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
         .engine
         .handles()
         .actuator
-        .checkpoints(&babysitter::act::Target::Simulated { run: "run-a".into() })
+        .checkpoints(&babysitter::act::Target::Simulated {
+            run: "run-a".into(),
+        })
         .await
         .unwrap();
     let step = restarts(inc)[0];
-    let cp = cps.iter().find(|c| c.step == step).expect("restarted from a real checkpoint");
-    assert!(cp.t < inc.onset(), "checkpoint at {} is not before onset {}", cp.t, inc.onset());
+    let cp = cps
+        .iter()
+        .find(|c| c.step == step)
+        .expect("restarted from a real checkpoint");
+    assert!(
+        cp.t < inc.onset(),
+        "checkpoint at {} is not before onset {}",
+        cp.t,
+        inc.onset()
+    );
     // No human was needed.
     assert!(h.pager.sent().is_empty(), "{:#?}", h.pager.sent());
     let kinds = h.kinds(&inc.id).await;
@@ -107,41 +139,81 @@ async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
 #[tokio::test]
 async fn hang_with_busy_gpus_is_restarted_and_verified() {
     let h = Harness::new(
-        vec![("run-b", vec![Fault::Hang { at: HISTORY + 600.0, survives_restarts: 0 }])],
+        vec![(
+            "run-b",
+            vec![Fault::Hang {
+                at: HISTORY + 600.0,
+                survives_restarts: 0,
+            }],
+        )],
         |_| {},
     )
     .await;
-    assert!(h.until(3.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    assert!(
+        h.until(3.0 * 3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state.is_final()))
+            .await
+    );
     let inc = &h.incidents_of("run-b")[0];
     assert_eq!(inc.state, IncidentState::Resolved, "{inc:#?}");
     assert_eq!(inc.findings[0].kind, FindingKind::Stall);
-    assert!(inc.findings[0].message.to_lowercase().contains("gpu"), "{}", inc.findings[0].message);
+    assert!(
+        inc.findings[0].message.to_lowercase().contains("gpu"),
+        "{}",
+        inc.findings[0].message
+    );
     assert_eq!(inc.diagnosis.as_ref().unwrap().runbook, "hang");
     assert_eq!(restarts(inc).len(), 1);
-    assert!(inc.actions.iter().any(|a| a.action.kind() == ActionKind::CaptureDiagnostics));
+    assert!(
+        inc.actions
+            .iter()
+            .any(|a| a.action.kind() == ActionKind::CaptureDiagnostics)
+    );
     assert_intents_have_outcomes(&h, &inc.id).await;
 }
 
 #[tokio::test]
 async fn a_hang_that_survives_restarts_fails_verification_and_escalates() {
     let h = Harness::new(
-        vec![("run-b", vec![Fault::Hang { at: HISTORY + 600.0, survives_restarts: 5 }])],
+        vec![(
+            "run-b",
+            vec![Fault::Hang {
+                at: HISTORY + 600.0,
+                survives_restarts: 5,
+            }],
+        )],
         |_| {},
     )
     .await;
-    assert!(h.until(6.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    assert!(
+        h.until(6.0 * 3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state.is_final()))
+            .await
+    );
     let inc = &h.incidents_of("run-b")[0];
     assert_eq!(inc.state, IncidentState::Escalated, "{inc:#?}");
     let plan = &inc.diagnosis.as_ref().unwrap().plan;
     // Every allowed attempt was made, then a human was paged with the evidence.
     assert_eq!(inc.attempt, plan.max_attempts);
     assert_eq!(restarts(inc).len() as u32, plan.max_attempts);
-    assert!(inc.outcome.as_ref().unwrap().contains("did not recover"), "{:?}", inc.outcome);
+    assert!(
+        inc.outcome.as_ref().unwrap().contains("did not recover"),
+        "{:?}",
+        inc.outcome
+    );
     let pages = h.pager.sent();
     assert_eq!(pages.len(), 1, "{pages:#?}");
     assert_eq!(pages[0].action, PageAction::Trigger);
     assert_eq!(pages[0].dedup_key, format!("babysitter/{}", inc.id));
-    assert!(pages[0].details.iter().any(|(k, _)| k == "verification"), "{:#?}", pages[0]);
+    assert!(
+        pages[0].details.iter().any(|(k, _)| k == "verification"),
+        "{:#?}",
+        pages[0]
+    );
     let kinds = h.kinds(&inc.id).await;
     assert!(kinds.contains(&EntryKind::IncidentEscalated));
     assert!(kinds.contains(&EntryKind::Page));
@@ -153,21 +225,47 @@ async fn gpu_errors_pause_page_and_wait_for_approval() {
     let h = Harness::new(
         vec![(
             "run-c",
-            vec![Fault::GpuXid { at: HISTORY + 600.0, errors: 3, every: 60.0, node_bound: true }],
+            vec![Fault::GpuXid {
+                at: HISTORY + 600.0,
+                errors: 3,
+                every: 60.0,
+                node_bound: true,
+            }],
         )],
         |_| {},
     )
     .await;
-    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval))
+            .await
+    );
     let inc = h.incidents_of("run-c").remove(0);
-    assert_eq!(inc.diagnosis.as_ref().unwrap().runbook, "gpu-hardware-error");
+    assert_eq!(
+        inc.diagnosis.as_ref().unwrap().runbook,
+        "gpu-hardware-error"
+    );
     assert_eq!(inc.actions[0].action, Action::Pause);
     let pending = inc.pending.clone().unwrap();
-    assert!(matches!(pending.action, Action::RestartFromCheckpoint { .. }));
+    assert!(matches!(
+        pending.action,
+        Action::RestartFromCheckpoint { .. }
+    ));
     // The page carries the exact approve command for this action.
     let pages = h.pager.sent();
-    let approval_page = pages.iter().find(|p| p.approve_command.is_some()).expect("approval page");
-    assert!(approval_page.approve_command.as_ref().unwrap().contains(&format!("/api/v1/actions/{}/approve", pending.id)));
+    let approval_page = pages
+        .iter()
+        .find(|p| p.approve_command.is_some())
+        .expect("approval page");
+    assert!(
+        approval_page
+            .approve_command
+            .as_ref()
+            .unwrap()
+            .contains(&format!("/api/v1/actions/{}/approve", pending.id))
+    );
     // Nothing happens while nobody answers: the run stays paused, no restart.
     h.until(1800.0, |_| false).await;
     let inc = h.incidents_of("run-c").remove(0);
@@ -175,15 +273,28 @@ async fn gpu_errors_pause_page_and_wait_for_approval() {
     assert!(restarts(&inc).is_empty());
     assert_eq!(h.engine.view().watches[0].status, "paused");
 
-    h.engine.approve(&pending.id, "alice", Some("node looks bad".into())).await.unwrap();
-    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    h.engine
+        .approve(&pending.id, "alice", Some("node looks bad".into()))
+        .await
+        .unwrap();
+    assert!(
+        h.until(3600.0, |v| v.incidents.values().any(|i| i.state.is_final()))
+            .await
+    );
     let inc = h.incidents_of("run-c").remove(0);
     assert_eq!(inc.state, IncidentState::Resolved, "{inc:#?}");
     assert_eq!(restarts(&inc).len(), 1);
-    let approved = inc.actions.iter().find(|a| a.action.kind() == ActionKind::RestartFromCheckpoint).unwrap();
+    let approved = inc
+        .actions
+        .iter()
+        .find(|a| a.action.kind() == ActionKind::RestartFromCheckpoint)
+        .unwrap();
     assert_eq!(approved.decision.rule, "approved");
     let entries = h.entries(&inc.id).await;
-    let approval = entries.iter().find(|e| e.kind == EntryKind::Approved).unwrap();
+    let approval = entries
+        .iter()
+        .find(|e| e.kind == EntryKind::Approved)
+        .unwrap();
     assert_eq!(approval.actor, "api:alice");
     // The resolve reaches the same page.
     let last = h.pager.sent().pop().unwrap();
@@ -199,14 +310,28 @@ async fn a_rejected_action_escalates_without_acting() {
     let h = Harness::new(
         vec![(
             "run-c",
-            vec![Fault::GpuXid { at: HISTORY + 600.0, errors: 3, every: 60.0, node_bound: true }],
+            vec![Fault::GpuXid {
+                at: HISTORY + 600.0,
+                errors: 3,
+                every: 60.0,
+                node_bound: true,
+            }],
         )],
         |_| {},
     )
     .await;
-    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval))
+            .await
+    );
     let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
-    h.engine.reject(&id, "carol", Some("draining the node first".into())).await.unwrap();
+    h.engine
+        .reject(&id, "carol", Some("draining the node first".into()))
+        .await
+        .unwrap();
     h.tick().await;
     let inc = h.incidents_of("run-c").remove(0);
     assert_eq!(inc.state, IncidentState::Escalated);
@@ -219,16 +344,34 @@ async fn a_rejected_action_escalates_without_acting() {
 #[tokio::test]
 async fn a_denied_step_stops_the_plan_and_pages() {
     let h = Harness::new(
-        vec![("run-a", vec![Fault::LossSpike { at: HISTORY + 600.0, span_steps: 40 }])],
+        vec![(
+            "run-a",
+            vec![Fault::LossSpike {
+                at: HISTORY + 600.0,
+                span_steps: 40,
+            }],
+        )],
         |cfg| {
-            cfg.policy.modes.insert(ActionKind::PatchConfig, Mode::Never);
+            cfg.policy
+                .modes
+                .insert(ActionKind::PatchConfig, Mode::Never);
         },
     )
     .await;
-    assert!(h.until(3.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    assert!(
+        h.until(3.0 * 3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state.is_final()))
+            .await
+    );
     let inc = h.incidents_of("run-a").remove(0);
     assert_eq!(inc.state, IncidentState::Escalated);
-    assert!(inc.outcome.as_ref().unwrap().contains("policy refused"), "{:?}", inc.outcome);
+    assert!(
+        inc.outcome.as_ref().unwrap().contains("policy refused"),
+        "{:?}",
+        inc.outcome
+    );
     // The restart after the refused patch never ran.
     assert!(restarts(&inc).is_empty());
     let entries = h.entries(&inc.id).await;
@@ -245,7 +388,13 @@ async fn a_denied_step_stops_the_plan_and_pages() {
 #[tokio::test]
 async fn the_circuit_breaker_stops_a_restart_storm() {
     let h = Harness::new(
-        vec![("run-b", vec![Fault::Hang { at: HISTORY + 600.0, survives_restarts: 10 }])],
+        vec![(
+            "run-b",
+            vec![Fault::Hang {
+                at: HISTORY + 600.0,
+                survives_restarts: 10,
+            }],
+        )],
         |cfg| {
             cfg.policy.limits = vec![RateLimit {
                 action: ActionKind::RestartFromCheckpoint,
@@ -255,12 +404,24 @@ async fn the_circuit_breaker_stops_a_restart_storm() {
         },
     )
     .await;
-    assert!(h.until(6.0 * 3600.0, |v| v.incidents.values().any(|i| i.state.is_final())).await);
+    assert!(
+        h.until(6.0 * 3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state.is_final()))
+            .await
+    );
     let inc = h.incidents_of("run-b").remove(0);
     assert_eq!(inc.state, IncidentState::Escalated);
-    assert_eq!(restarts(&inc).len(), 1, "the breaker allows exactly one restart");
+    assert_eq!(
+        restarts(&inc).len(),
+        1,
+        "the breaker allows exactly one restart"
+    );
     assert!(
-        inc.decisions.iter().any(|(k, d)| *k == ActionKind::RestartFromCheckpoint && d.rule == "circuit_breaker"),
+        inc.decisions
+            .iter()
+            .any(|(k, d)| *k == ActionKind::RestartFromCheckpoint && d.rule == "circuit_breaker"),
         "{:#?}",
         inc.decisions
     );
@@ -286,24 +447,106 @@ async fn the_demo_story_runs_end_to_end() {
         ..Default::default()
     };
     let h = Harness::with_parts(cfg, shared, clock, sim.clone(), sim, |_| {}).await;
-    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| i.state == IncidentState::AwaitingApproval)).await);
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval))
+            .await
+    );
     let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
     h.engine.approve(&id, "demo", None).await.unwrap();
     let all_done = h
-        .until(2.0 * 3600.0, |v| v.incidents.len() >= 3 && v.incidents.values().all(|i| i.state.is_final()))
+        .until(2.0 * 3600.0, |v| {
+            v.incidents.len() >= 3 && v.incidents.values().all(|i| i.state.is_final())
+        })
         .await;
     let view = h.engine.view();
     assert!(all_done, "{:#?}", view.incidents);
     for run in ["run-a", "run-b", "run-c"] {
         let incs = h.incidents_of(run);
         assert_eq!(incs.len(), 1, "{run}: {incs:#?}");
-        assert_eq!(incs[0].state, IncidentState::Resolved, "{run}: {:#?}", incs[0]);
+        assert_eq!(
+            incs[0].state,
+            IncidentState::Resolved,
+            "{run}: {:#?}",
+            incs[0]
+        );
     }
     let runbooks: Vec<String> = ["run-a", "run-b", "run-c"]
         .iter()
-        .map(|r| h.incidents_of(r)[0].diagnosis.as_ref().unwrap().runbook.clone())
+        .map(|r| {
+            h.incidents_of(r)[0]
+                .diagnosis
+                .as_ref()
+                .unwrap()
+                .runbook
+                .clone()
+        })
         .collect();
     assert_eq!(runbooks, ["loss-spike", "hang", "gpu-hardware-error"]);
     let report = h.audit.verify().await.unwrap();
     assert!(report.ok(), "{report}");
+}
+
+#[tokio::test]
+async fn a_restart_without_the_lr_patch_trains_into_the_spike_again_and_escalates() {
+    // The same runbook without its `patch_config lr × 0.5` step.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir("runbooks").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if path.file_name().unwrap() == "loss-spike.md" {
+                text = text.replace(
+                    "  - action: patch_config\n    changes: [{key: lr, scale: 0.5}]\n",
+                    "",
+                );
+                assert!(
+                    !text.contains("patch_config\n"),
+                    "the test must remove the patch step"
+                );
+            }
+            std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+    let runbooks = dir.path().to_path_buf();
+    let h = Harness::new(
+        vec![(
+            "run-a",
+            vec![Fault::LossSpike {
+                at: HISTORY + 600.0,
+                span_steps: 40,
+            }],
+        )],
+        move |cfg| cfg.runbooks_dir = Some(runbooks),
+    )
+    .await;
+    assert!(
+        h.until(3.0 * 3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state.is_final()))
+            .await
+    );
+    let inc = h.incidents_of("run-a").remove(0);
+    assert_eq!(inc.state, IncidentState::Escalated, "{inc:#?}");
+    assert!(
+        !inc.actions
+            .iter()
+            .any(|a| a.action.kind() == ActionKind::PatchConfig)
+    );
+    assert_eq!(restarts(&inc).len(), 1);
+    let outcome = inc.outcome.clone().unwrap();
+    assert!(
+        outcome.contains("loss_spike came back") || outcome.contains("relapsed"),
+        "{outcome}"
+    );
+    let pages = h.pager.sent();
+    assert_eq!(pages.len(), 1);
+    assert!(
+        pages[0].summary.contains("needs a human"),
+        "{:#?}",
+        pages[0]
+    );
 }

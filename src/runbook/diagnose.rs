@@ -89,6 +89,7 @@ fn no_runbook(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Dia
             }],
             verify: VerifySpec {
                 within: NO_RUNBOOK_VERIFY_WITHIN,
+                settle: Some(Duration::ZERO),
                 expect: vec![Expectation::FindingsCleared],
             },
             max_attempts: 1,

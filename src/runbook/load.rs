@@ -472,6 +472,14 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
             "verify.within must be longer than 0: how long may recovery take?",
         );
     }
+    if verify.settle.is_some_and(|s| s >= verify.within) && verify.within != Duration::ZERO {
+        let line = find_key_line(split.yaml, verify_line.max(1), "settle").unwrap_or(verify_line);
+        errs.push(
+            line,
+            Some("verify"),
+            "verify.settle must be shorter than verify.within",
+        );
+    }
     if verify.expect.is_empty() {
         let line = find_key_line(split.yaml, verify_line.max(1), "expect").unwrap_or(verify_line);
         errs.push(

@@ -121,7 +121,7 @@ fn nonfinite_restarts_before_onset_twice_at_most() {
             }),
         ]
     );
-    assert_eq!(rb.verify.within, Duration::from_secs(20 * 60));
+    assert_eq!(rb.verify.within, Duration::from_secs(30 * 60));
     assert_eq!(
         rb.verify.expect,
         vec![Expectation::Progress, Expectation::Finite]
@@ -172,7 +172,7 @@ fn gpu_hardware_error_pauses_pages_and_needs_approval_to_restart() {
             },
         ]
     );
-    assert_eq!(rb.verify.within, Duration::from_secs(20 * 60));
+    assert_eq!(rb.verify.within, Duration::from_secs(30 * 60));
     assert_eq!(
         rb.verify.expect,
         vec![Expectation::Progress, Expectation::NoNewHardwareErrors]

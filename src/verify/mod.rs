@@ -21,7 +21,24 @@ pub struct VerifySpec {
     /// Deadline after the last action; not all expectations met by then → failed.
     #[serde(with = "crate::config::duration")]
     pub within: Duration,
+    /// How long every expectation must have had to show itself before babysitter calls the run
+    /// recovered: a run that makes a few steps and hangs again, or trains back into the data
+    /// that blew it up, must not pass. Default: 5 min, or half of `within` if that is shorter.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::config::opt_duration"
+    )]
+    pub settle: Option<Duration>,
     pub expect: Vec<Expectation>,
+}
+
+impl VerifySpec {
+    /// The settle time in effect.
+    pub fn settle(&self) -> Duration {
+        self.settle
+            .unwrap_or_else(|| Duration::from_secs(300).min(self.within / 2))
+    }
 }
 
 /// One condition of recovery.
@@ -132,14 +149,22 @@ pub fn evaluate(spec: &VerifySpec, ctx: &VerifyContext<'_>) -> VerifyStatus {
     if !failed.is_empty() {
         return VerifyStatus::Failed(failed.join("; "));
     }
+    let within = spec.within.as_secs_f64();
+    let waited = ctx.now - ctx.since;
     if waiting.is_empty() {
         if held.is_empty() {
             return VerifyStatus::Passed("no expectations to verify".into());
         }
+        let settle = spec.settle().as_secs_f64();
+        if waited < settle {
+            return VerifyStatus::Pending(format!(
+                "{} — watching {:.0} s more before calling it recovered",
+                held.join("; "),
+                settle - waited
+            ));
+        }
         return VerifyStatus::Passed(held.join("; "));
     }
-    let within = spec.within.as_secs_f64();
-    let waited = ctx.now - ctx.since;
     if waited > within {
         return VerifyStatus::Failed(format!(
             "not met within {}: {}",
@@ -245,10 +270,28 @@ fn loss_in_band(ctx: &VerifyContext<'_>) -> Verdict {
         }
     };
     if worst <= limit {
-        Verdict::Holds(format!(
+        return Verdict::Holds(format!(
             "last {LOSS_TAIL} losses ≤ {worst:.4}, within {what}"
-        ))
-    } else {
+        ));
+    }
+    // A relapse: the loss came back into band after the action, then the whole tail left it by
+    // far (≥ 1.5× the band's centre and ≥ 10σ). Waiting for the deadline would only burn GPU time.
+    if let Some(b) = ctx
+        .baseline_loss
+        .filter(|b| b.center > 0.0 && b.sigma.is_finite())
+    {
+        let relapse = (1.5 * b.center).max(b.center + 10.0 * b.sigma);
+        let was_in_band = s[..s.len() - LOSS_TAIL]
+            .iter()
+            .any(|x| x.v.is_finite() && x.v <= limit);
+        let best = tail.iter().map(|x| x.v).fold(f64::INFINITY, f64::min);
+        if was_in_band && best > relapse {
+            return Verdict::FailNow(format!(
+                "the loss came back into band, then relapsed: last {LOSS_TAIL} losses all above {relapse:.4} (≥ {best:.4}); {what}"
+            ));
+        }
+    }
+    {
         Verdict::NotYet(format!(
             "last {LOSS_TAIL} losses reach {worst:.4}, above {what}"
         ))
@@ -307,8 +350,76 @@ mod tests {
     fn spec(secs: u64, expect: &[Expectation]) -> VerifySpec {
         VerifySpec {
             within: Duration::from_secs(secs),
+            settle: Some(Duration::ZERO),
             expect: expect.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_loss_that_relapses_fails_at_once() {
+        let mut c = ChartSet::new();
+        let k = ChartKey::new(Role::Loss);
+        // In band (≈2.0) for 10 samples after the action at 1000, then 6 samples near 7.
+        let mut t = 1000.0;
+        for i in 0..16 {
+            t += 15.0;
+            let v = if i < 10 {
+                2.0 + 0.01 * (i % 3) as f64
+            } else {
+                7.0 + 0.1 * i as f64
+            };
+            c.merge(k.clone(), [Sample::new(t, v)]);
+        }
+        let s = spec(1800, &[Expectation::LossInBand]);
+        let ctx = VerifyContext {
+            charts: &c,
+            since: 1000.0,
+            now: t,
+            baseline_loss: Some(Band {
+                center: 2.0,
+                sigma: 0.02,
+            }),
+            findings_active: false,
+        };
+        match evaluate(&s, &ctx) {
+            VerifyStatus::Failed(d) => assert!(d.contains("relapsed"), "{d}"),
+            other => panic!("{other:?}"),
+        }
+        // Never in band since the action: not a relapse, wait for the deadline.
+        let ctx = VerifyContext {
+            since: t - 5.0 * 15.0 - 1.0,
+            ..ctx
+        };
+        assert!(matches!(evaluate(&s, &ctx), VerifyStatus::Pending(_)));
+    }
+
+    #[test]
+    fn passing_waits_for_the_settle_time() {
+        let charts = recovering(2000.0);
+        let mut s = spec(1800, &[Expectation::Progress]);
+        s.settle = Some(Duration::from_secs(600));
+        let at = |now: f64| {
+            evaluate(
+                &s,
+                &VerifyContext {
+                    charts: &charts,
+                    since: 1000.0,
+                    now,
+                    baseline_loss: None,
+                    findings_active: false,
+                },
+            )
+        };
+        // Progress already holds at 1200, but the run must keep it up for 10 min.
+        match at(1200.0) {
+            VerifyStatus::Pending(d) => assert!(d.contains("400 s more"), "{d}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(at(1650.0), VerifyStatus::Passed(_)),
+            "{:?}",
+            at(1650.0)
+        );
     }
 
     /// Before 1000 the run hung at step 500 with a high loss; restarted from the checkpoint at

@@ -12,7 +12,6 @@ use babysitter::engine::{Engine, Handles, View};
 use babysitter::incident::Incident;
 use babysitter::notify::ConsolePager;
 use babysitter::policy::Autonomy;
-use babysitter::runbook::RunbookSet;
 use babysitter::sim::{Fault, SimCluster, SimRunSpec};
 use babysitter::sources::MetricsSource;
 use babysitter::telemetry::Metrics;
@@ -33,7 +32,9 @@ pub struct Harness {
 pub fn watch(run: &str) -> WatchConfig {
     WatchConfig {
         run: run.to_string(),
-        target: Target::Simulated { run: run.to_string() },
+        target: Target::Simulated {
+            run: run.to_string(),
+        },
         autonomy: Autonomy::Act,
         route: "ml-oncall".into(),
         runbooks: Vec::new(),
@@ -76,11 +77,19 @@ impl Harness {
             actuator: sim.clone(),
             pager: pager.clone(),
             audit: audit.clone(),
-            runbooks: Arc::new(RunbookSet::embedded()),
+            runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
         };
         let engine = Engine::new(Arc::new(cfg.clone()), handles, Arc::new(Metrics::new()));
         engine.start("test").await;
-        Harness { engine, clock, sim, pager, audit, dir, cfg }
+        Harness {
+            engine,
+            clock,
+            sim,
+            pager,
+            audit,
+            dir,
+            cfg,
+        }
     }
 
     /// One poll interval later, one tick.
@@ -102,7 +111,13 @@ impl Harness {
     }
 
     pub fn incidents_of(&self, run: &str) -> Vec<Incident> {
-        self.engine.view().incidents.values().filter(|i| i.run == run).cloned().collect()
+        self.engine
+            .view()
+            .incidents
+            .values()
+            .filter(|i| i.run == run)
+            .cloned()
+            .collect()
     }
 
     pub async fn entries(&self, incident: &str) -> Vec<Entry> {
@@ -117,6 +132,10 @@ impl Harness {
     }
 
     pub async fn kinds(&self, incident: &str) -> Vec<EntryKind> {
-        self.entries(incident).await.iter().map(|e| e.kind).collect()
+        self.entries(incident)
+            .await
+            .iter()
+            .map(|e| e.kind)
+            .collect()
     }
 }
