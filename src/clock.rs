@@ -89,3 +89,16 @@ impl Clock for ManualClock {
         self.t.lock().map(|t| *t).unwrap_or(0.0)
     }
 }
+
+/// A clock time for messages: Unix times as `HH:MM:SSZ` (UTC), trace times (seconds since the
+/// start of a run) as `t=1234s`.
+pub fn fmt_t(t: f64) -> String {
+    if t.is_finite() && t > 1e9 {
+        match chrono::DateTime::from_timestamp(t as i64, 0) {
+            Some(d) => d.format("%H:%M:%SZ").to_string(),
+            None => format!("t={t:.0}s"),
+        }
+    } else {
+        format!("t={t:.0}s")
+    }
+}

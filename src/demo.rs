@@ -186,7 +186,8 @@ async fn print_story(mut rx: tokio::sync::broadcast::Receiver<Event>, origin: f6
         match rx.recv().await {
             Ok(ev) => {
                 // Cleared findings of a run that babysitter is handling are noise on a terminal.
-                if ev.kind == EventKind::FindingCleared {
+                // A page is printed by the console pager itself, framed.
+                if matches!(ev.kind, EventKind::FindingCleared | EventKind::Paged) {
                     continue;
                 }
                 println!("{}", format_event(origin, &ev));

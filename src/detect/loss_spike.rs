@@ -71,13 +71,22 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Warning,
             message: format!(
-                "{key} {} is {}σ above its {:.0}-min median {} (σ {}), +{}%; high since t={onset:.0}",
+                "{key} {} is {}σ above its {:.0}-min median {} (σ {}), +{}%; high since {}",
                 num(latest.v),
-                if z.abs() >= 10.0 { format!("{z:.0}") } else { format!("{z:.1}") },
+                if z.abs() >= 10.0 {
+                    format!("{z:.0}")
+                } else {
+                    format!("{z:.1}")
+                },
                 p.loss_baseline_secs / 60.0,
                 num(b.median),
                 num(b.sigma),
-                if pct.abs() >= 10.0 { format!("{pct:.0}") } else { format!("{pct:.1}") },
+                if pct.abs() >= 10.0 {
+                    format!("{pct:.0}")
+                } else {
+                    format!("{pct:.1}")
+                },
+                crate::clock::fmt_t(onset),
             ),
             value: Some(latest.v),
             baseline: Some(b.band()),

@@ -36,12 +36,12 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 onset: first.t,
                 severity: Severity::Critical,
                 message: format!(
-                    "{key} is {} at t={:.0}: {count} of {} samples in the last {:.0} s are not finite (first at t={:.0})",
+                    "{key} is {} at {}: {count} of {} samples in the last {:.0} s are not finite (first at {})",
                     nonfinite_name(last.v),
-                    last.t,
+                    crate::clock::fmt_t(last.t),
                     win.len(),
                     window,
-                    first.t
+                    crate::clock::fmt_t(first.t)
                 ),
                 value: Some(last.v),
                 baseline: None,

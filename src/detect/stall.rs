@@ -59,9 +59,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset: last.t,
             severity,
             message: format!(
-                "{key} stuck at {} for {quiet:.0} s (last advance at t={:.0}) while samples keep arriving{gpu}",
+                "{key} stuck at {} for {quiet:.0} s (last advance at {}) while samples keep arriving{gpu}",
                 num(last.v),
-                last.t
+                crate::clock::fmt_t(last.t)
             ),
             value: Some(last.v),
             baseline: None,

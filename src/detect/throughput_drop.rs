@@ -82,13 +82,14 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Warning,
             message: format!(
-                "{key} median {} over the last {:.0} min is {:.0}% of its {:.0}-min baseline {} (threshold {:.0}%); low since t={onset:.0}",
+                "{key} median {} over the last {:.0} min is {:.0}% of its {:.0}-min baseline {} (threshold {:.0}%); low since {}",
                 num(level),
                 p.throughput_recent_secs / 60.0,
                 level / b.median * 100.0,
                 p.throughput_baseline_secs / 60.0,
                 num(b.median),
-                ratio * 100.0
+                ratio * 100.0,
+                crate::clock::fmt_t(onset)
             ),
             value: Some(level),
             baseline: Some(b.band()),

@@ -298,7 +298,12 @@ impl Engine {
                         pending.id
                     ),
                 );
-                let summary = format!("approval needed on {}: {action}", inc.run);
+                let what = inc
+                    .findings
+                    .first()
+                    .map(|f| format!("{} on {}", f.kind, f.chart))
+                    .unwrap_or_default();
+                let summary = format!("{}: {what} — approve {action}?", inc.run);
                 self.page(inc, PageAction::Trigger, Severity::Critical, summary, now)
                     .await;
                 Step::Waiting
@@ -427,7 +432,7 @@ impl Engine {
         self.transition(inc, IncidentEvent::StepsDone, now);
         let within = spec.as_ref().map_or(0.0, |s| s.within.as_secs_f64());
         let expect: Vec<String> = spec
-            .map(|s| s.expect.iter().map(|e| format!("{e:?}")).collect())
+            .map(|s| s.expect.iter().map(|e| e.as_str().to_string()).collect())
             .unwrap_or_default();
         self.record(
             EntryKind::Verification,
@@ -444,7 +449,7 @@ impl Engine {
             format!(
                 "verifying (attempt {}): expecting {} within {}",
                 inc.attempt,
-                expect.join(", ").to_lowercase(),
+                expect.join(", "),
                 humantime::format_duration(std::time::Duration::from_secs(within as u64))
             ),
         );

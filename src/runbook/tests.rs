@@ -158,12 +158,6 @@ fn gpu_hardware_error_pauses_pages_and_needs_approval_to_restart() {
         rb.steps,
         vec![
             step(Action::Pause),
-            step(Action::Page {
-                severity: Severity::Critical,
-                summary: "GPU Xid/ECC errors: run paused; approve the restart from the latest \
-                          checkpoint on healthy nodes"
-                    .into()
-            }),
             PlanStep {
                 action: Action::RestartFromCheckpoint {
                     checkpoint: CheckpointSelector::Latest
@@ -172,7 +166,7 @@ fn gpu_hardware_error_pauses_pages_and_needs_approval_to_restart() {
             },
         ]
     );
-    assert_eq!(rb.verify.within, Duration::from_secs(30 * 60));
+    assert_eq!(rb.verify.within, Duration::from_secs(20 * 60));
     assert_eq!(
         rb.verify.expect,
         vec![Expectation::Progress, Expectation::NoNewHardwareErrors]

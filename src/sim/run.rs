@@ -835,10 +835,11 @@ impl RunState {
         );
         d.event(now, msg);
         let mut detail = format!(
-            "restarted sim/{name} from checkpoint at step {} (was at step {from_step}, {} steps rolled back, {discarded} later checkpoint(s) discarded); pods on node-{}, training resumes at t={until:.0}; lr {}{}",
+            "restarted sim/{name} from checkpoint at step {} (was at step {from_step}, {} steps rolled back, {discarded} later checkpoint(s) discarded); pods on node-{}, training resumes at {}; lr {}{}",
             ckpt.step,
             from_step.saturating_sub(ckpt.step),
             d.node,
+            crate::clock::fmt_t(until),
             fmt_lr(lr),
             if (d.lr_scale - old_scale).abs() > f64::EPSILON {
                 format!(

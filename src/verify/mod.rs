@@ -244,7 +244,11 @@ fn loss_in_band(ctx: &VerifyContext<'_>) -> Verdict {
     }
     let tail = &s[s.len() - LOSS_TAIL..];
     if let Some(bad) = tail.iter().find(|x| !x.v.is_finite()) {
-        return Verdict::NotYet(format!("loss is {} at t={:.0}", bad.v, bad.t));
+        return Verdict::NotYet(format!(
+            "loss is {} at {}",
+            bad.v,
+            crate::clock::fmt_t(bad.t)
+        ));
     }
     let worst = tail.iter().map(|x| x.v).fold(f64::NEG_INFINITY, f64::max);
     let (limit, what) = match ctx.baseline_loss {
@@ -312,8 +316,9 @@ fn no_new_hardware_errors(ctx: &VerifyContext<'_>) -> Verdict {
                     && x.v > p
                 {
                     return Verdict::FailNow(format!(
-                        "{key} rose from {p} to {} at t={:.0}",
-                        x.v, x.t
+                        "{key} rose from {p} to {} at {}",
+                        x.v,
+                        crate::clock::fmt_t(x.t)
                     ));
                 }
                 prev = Some(x.v);
@@ -329,7 +334,11 @@ fn finite(ctx: &VerifyContext<'_>) -> Verdict {
         for (key, series) in ctx.charts.by_role(role) {
             let s = after(ctx, series.samples());
             if let Some(bad) = s.iter().find(|x| !x.v.is_finite()) {
-                return Verdict::FailNow(format!("{key} is {} at t={:.0}", bad.v, bad.t));
+                return Verdict::FailNow(format!(
+                    "{key} is {} at {}",
+                    bad.v,
+                    crate::clock::fmt_t(bad.t)
+                ));
             }
             seen += s.len();
         }
@@ -546,7 +555,7 @@ mod tests {
             [Sample::new(1100.0, f64::NAN)],
         );
         match evaluate(&spec(3600, &ALL), &ctx(&c, 1110.0, false)) {
-            VerifyStatus::Failed(d) => assert_eq!(d, "finite: grad_norm is NaN at t=1100"),
+            VerifyStatus::Failed(d) => assert_eq!(d, "finite: grad_norm is NaN at t=1100s"),
             other => panic!("expected failed, got {other:?}"),
         }
         let mut c = recovering(1300.0);
@@ -557,7 +566,7 @@ mod tests {
         ) {
             VerifyStatus::Failed(d) => assert_eq!(
                 d,
-                "no_new_hardware_errors: xid_errors rose from 3 to 4 at t=1150"
+                "no_new_hardware_errors: xid_errors rose from 3 to 4 at t=1150s"
             ),
             other => panic!("expected failed, got {other:?}"),
         }
