@@ -550,3 +550,248 @@ async fn a_restart_without_the_lr_patch_trains_into_the_spike_again_and_escalate
         pages[0]
     );
 }
+
+/// The demo's story on tokio's paused clock: the engine reads a 60× `ScaledClock`, and the test
+/// moves tokio's time one poll interval (0.5 s of wall time) at a time.
+#[tokio::test]
+async fn the_demo_story_on_paused_tokio_time() {
+    tokio::time::pause();
+    let clock = babysitter::clock::ScaledClock::new(common::ORIGIN, 60.0);
+    let shared: babysitter::clock::SharedClock = std::sync::Arc::new(clock);
+    let (sim, watches) = babysitter::demo::scenario(shared.clone(), common::ORIGIN, 7).unwrap();
+    let cfg = babysitter::config::Config {
+        watches,
+        ..Default::default()
+    };
+    let manual = babysitter::clock::ManualClock::new(0.0);
+    // The audit database is opened (connections made) while time still runs; from then on,
+    // appends use no timers and the paused clock moves only when the test advances it.
+    tokio::time::resume();
+    let mut h = Harness::with_parts(cfg, shared.clone(), manual, sim.clone(), sim, |_| {}).await;
+    tokio::time::pause();
+    h.paused = Some(clock);
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval))
+            .await
+    );
+    let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
+    h.engine.approve(&id, "demo", None).await.unwrap();
+    assert!(
+        h.until(2.0 * 3600.0, |v| v.incidents.len() >= 3
+            && v.incidents.values().all(|i| i.state.is_final()))
+            .await
+    );
+    for run in ["run-a", "run-b", "run-c"] {
+        assert_eq!(
+            h.incidents_of(run)[0].state,
+            IncidentState::Resolved,
+            "{run}"
+        );
+    }
+    // Simulated time went by at 60× tokio's (paused) time.
+    let elapsed = shared.now() - common::ORIGIN;
+    assert!(elapsed > 19.0 * 60.0, "{elapsed}");
+}
+
+#[tokio::test]
+async fn a_restarted_babysitter_continues_its_incidents() {
+    let h = Harness::new(
+        vec![(
+            "run-c",
+            vec![Fault::GpuXid {
+                at: HISTORY + 600.0,
+                errors: 3,
+                every: 60.0,
+                node_bound: true,
+            }],
+        )],
+        |_| {},
+    )
+    .await;
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval))
+            .await
+    );
+    let before = h.incidents_of("run-c").remove(0);
+    let pending = before.pending.clone().unwrap().id;
+
+    // A second babysitter on the same database (the first one is gone), same workload.
+    let shared: babysitter::clock::SharedClock = h.clock.clone();
+    let cfg = h.cfg.clone();
+    let audit = std::sync::Arc::new(
+        babysitter::audit::AuditLog::open(&cfg.audit_url())
+            .await
+            .unwrap(),
+    );
+    let handles = babysitter::engine::Handles {
+        clock: shared,
+        source: h.sim.clone(),
+        actuator: h.sim.clone(),
+        pager: h.pager.clone(),
+        audit: audit.clone(),
+        runbooks: std::sync::Arc::new(babysitter::runbook::RunbookSet::embedded()),
+    };
+    let engine2 = babysitter::engine::Engine::new(
+        std::sync::Arc::new(cfg),
+        handles,
+        std::sync::Arc::new(babysitter::telemetry::Metrics::new()),
+    );
+    assert_eq!(engine2.restore().await, 1);
+    engine2.start("test").await;
+    let restored = engine2.view().incidents.remove(&before.id).unwrap();
+    assert_eq!(restored.state, IncidentState::AwaitingApproval);
+    assert_eq!(
+        restored.actions, before.actions,
+        "what was done is remembered"
+    );
+    engine2.approve(&pending, "alice", None).await.unwrap();
+    for _ in 0..120 {
+        h.clock.advance(30.0);
+        engine2.tick().await;
+    }
+    let after = engine2.view().incidents.remove(&before.id).unwrap();
+    assert_eq!(after.state, IncidentState::Resolved, "{after:#?}");
+    // The pause was not repeated: one pause, one restart in all.
+    let kinds: Vec<_> = after.actions.iter().map(|a| a.action.kind()).collect();
+    assert_eq!(
+        kinds,
+        [ActionKind::Pause, ActionKind::RestartFromCheckpoint]
+    );
+    // New incidents do not reuse the ids of old ones.
+    assert!(audit.verify().await.unwrap().ok());
+}
+
+#[tokio::test]
+async fn when_the_audit_log_cannot_be_written_nothing_acts() {
+    let h = Harness::new(
+        vec![(
+            "run-b",
+            vec![Fault::Hang {
+                at: HISTORY + 600.0,
+                survives_restarts: 0,
+            }],
+        )],
+        |_| {},
+    )
+    .await;
+    // Someone fills the disk: every insert into the audit log fails from now on.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&h.cfg.audit_url()).await.unwrap();
+    sqlx::query("CREATE TRIGGER no_space BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(&pool)
+        .await
+        .unwrap();
+    h.until(3600.0, |_| false).await;
+    let status = h.sim.status("run-b").unwrap();
+    assert_eq!(
+        status.restarts, 0,
+        "babysitter acted without an audit record: {status:?}"
+    );
+    let incs = h.incidents_of("run-b");
+    assert_eq!(incs.len(), 1);
+    assert!(
+        incs[0]
+            .actions
+            .iter()
+            .all(|a| !a.action.kind().mutates_workload()),
+        "{:#?}",
+        incs[0].actions
+    );
+    assert!(
+        incs[0]
+            .decisions
+            .iter()
+            .any(|(_, d)| d.rule == "audit_unavailable"),
+        "{:#?}",
+        incs[0].decisions
+    );
+    assert!(!h.audit.is_healthy());
+    assert!(
+        h.engine
+            .metrics()
+            .encode()
+            .contains("babysitter_audit_healthy 0")
+    );
+}
+
+/// A source that fails while `down` is set.
+struct Flaky {
+    inner: std::sync::Arc<babysitter::sim::SimCluster>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl babysitter::sources::MetricsSource for Flaky {
+    async fn poll(
+        &self,
+        requests: &[babysitter::sources::PollRequest],
+        now: f64,
+    ) -> Vec<Result<babysitter::sources::ChartBatch, babysitter::sources::SourceError>> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return requests
+                .iter()
+                .map(|_| {
+                    Err(babysitter::sources::SourceError::Unavailable(
+                        "connection refused".into(),
+                    ))
+                })
+                .collect();
+        }
+        self.inner.poll(requests, now).await
+    }
+}
+
+#[tokio::test]
+async fn a_blind_watch_detects_nothing_and_does_nothing_until_it_sees_again() {
+    let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
+    let shared: babysitter::clock::SharedClock = clock.clone();
+    let sim = std::sync::Arc::new(babysitter::sim::SimCluster::new(shared.clone(), 7));
+    let mut spec = babysitter::sim::SimRunSpec::new("run-b", common::ORIGIN - HISTORY);
+    spec.faults = vec![Fault::Hang {
+        at: HISTORY + 600.0,
+        survives_restarts: 0,
+    }];
+    sim.add_run(spec).unwrap();
+    let flaky = std::sync::Arc::new(Flaky {
+        inner: sim.clone(),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let cfg = babysitter::config::Config {
+        watches: vec![common::watch("run-b")],
+        ..Default::default()
+    };
+    let h = Harness::with_parts(cfg, shared, clock, sim.clone(), flaky.clone(), |_| {}).await;
+    h.until(300.0, |_| false).await;
+    assert_eq!(h.engine.view().watches[0].status, "running");
+    // The source goes down before the hang; it stays down for an hour of run time.
+    flaky.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    h.until(3600.0, |_| false).await;
+    let w = h.engine.view().watches[0].clone();
+    assert_eq!(w.status, "blind");
+    assert!(w.source_error.unwrap().contains("connection refused"));
+    assert!(
+        h.engine.view().incidents.is_empty(),
+        "missing data is not an anomaly of the run"
+    );
+    assert_eq!(h.sim.status("run-b").unwrap().restarts, 0);
+    assert!(
+        h.engine
+            .metrics()
+            .encode()
+            .contains("babysitter_watch_blind{run=\"run-b\"} 1")
+    );
+    // Sight returns: the hang is now visible and handled.
+    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        h.until(3600.0, |v| v.incidents.values().any(|i| i.state.is_final()))
+            .await
+    );
+    assert_eq!(h.incidents_of("run-b")[0].state, IncidentState::Resolved);
+    assert_eq!(h.engine.view().watches[0].status, "running");
+}

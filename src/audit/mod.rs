@@ -374,7 +374,16 @@ impl AuditLog {
                         .idle_timeout(None)
                         .max_lifetime(None)
                 } else {
-                    options.max_connections(4)
+                    // A local file: connections do not go stale, so keep them (no reaper task,
+                    // no ping before use). Besides saving work on every append, this keeps
+                    // appends free of timers, so tests on tokio's paused clock do not see the
+                    // pool time out while SQLite works on its own thread.
+                    options
+                        .max_connections(4)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .test_before_acquire(false)
                 };
                 options = options.after_connect(move |conn, _meta| {
                     Box::pin(async move {

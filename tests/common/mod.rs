@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use babysitter::act::Target;
 use babysitter::audit::{AuditLog, Entry, EntryKind, Filter};
-use babysitter::clock::{ManualClock, SharedClock};
+use babysitter::clock::{ManualClock, ScaledClock, SharedClock};
 use babysitter::config::{Config, WatchConfig};
 use babysitter::engine::{Engine, Handles, View};
 use babysitter::incident::Incident;
@@ -27,6 +27,8 @@ pub struct Harness {
     pub audit: Arc<AuditLog>,
     pub dir: tempfile::TempDir,
     pub cfg: Config,
+    /// Set when the engine runs on tokio's paused clock instead of the manual one.
+    pub paused: Option<ScaledClock>,
 }
 
 pub fn watch(run: &str) -> WatchConfig {
@@ -89,12 +91,18 @@ impl Harness {
             audit,
             dir,
             cfg,
+            paused: None,
         }
     }
 
     /// One poll interval later, one tick.
     pub async fn tick(&self) {
-        self.clock.advance(self.cfg.poll_interval.as_secs_f64());
+        let secs = self.cfg.poll_interval.as_secs_f64();
+        match &self.paused {
+            // The engine reads a ScaledClock on tokio's paused clock: move tokio's time.
+            Some(clock) => tokio::time::advance(clock.wall(secs)).await,
+            None => self.clock.advance(secs),
+        }
         self.engine.tick().await;
     }
 
