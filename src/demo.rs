@@ -120,6 +120,15 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
     let (sim, watches) = scenario(shared.clone(), origin, opts.seed)?;
     if cfg.watches.is_empty() {
         cfg.watches = watches;
+    } else {
+        // Watches from --config replace the demo's; their simulated runs start healthy.
+        for w in &cfg.watches {
+            if let Target::Simulated { run } = &w.target
+                && sim.status(run).is_none()
+            {
+                sim.add_run(SimRunSpec::new(run, origin - 3.0 * 3600.0))?;
+            }
+        }
     }
     let pager = ConsolePager::new();
     let tick_every = clock.wall(cfg.poll_interval.as_secs_f64());

@@ -60,14 +60,14 @@ impl Engine {
                         }
                         Step::Waiting => break,
                         Step::Escalate(why) => {
-                            self.escalate(st, &mut inc, why, now).await;
+                            self.escalate(&mut inc, why, now).await;
                         }
                     }
                 }
                 IncidentState::AwaitingApproval => {
                     let Some(p) = inc.pending.clone() else {
                         // Cannot happen through the API; treat it as a lost approval.
-                        self.escalate(st, &mut inc, "approval state lost".into(), now)
+                        self.escalate(&mut inc, "approval state lost".into(), now)
                             .await;
                         continue;
                     };
@@ -78,7 +78,7 @@ impl Engine {
                             p.action,
                             p.reason.map(|r| format!(": {r}")).unwrap_or_default()
                         );
-                        self.escalate(st, &mut inc, why, now).await;
+                        self.escalate(&mut inc, why, now).await;
                     } else if let Some(by) = p.approved_by.clone() {
                         self.transition(&mut inc, IncidentEvent::Act, now);
                         match self.run_step(st, &mut inc, Some(by), now).await {
@@ -89,7 +89,7 @@ impl Engine {
                             Step::Waiting => break,
                             Step::Escalate(why) => {
                                 inc.pending = None;
-                                self.escalate(st, &mut inc, why, now).await;
+                                self.escalate(&mut inc, why, now).await;
                             }
                         }
                     } else {
@@ -458,7 +458,7 @@ impl Engine {
     /// Returns true when the incident changed state (the caller loops again).
     async fn check_verification(&self, st: &mut State, inc: &mut Incident, now: f64) -> bool {
         let Some(plan) = inc.diagnosis.as_ref().map(|d| d.plan.clone()) else {
-            self.escalate(st, inc, "no diagnosis to verify".into(), now)
+            self.escalate(inc, "no diagnosis to verify".into(), now)
                 .await;
             return true;
         };
@@ -467,7 +467,7 @@ impl Engine {
             VerifyStatus::Failed(format!("{} came back: {}", f.kind, f.message))
         } else {
             let Some(w) = st.watches.get(&inc.run) else {
-                self.escalate(st, inc, "run no longer watched".into(), now)
+                self.escalate(inc, "run no longer watched".into(), now)
                     .await;
                 return true;
             };
@@ -542,14 +542,14 @@ impl Engine {
                     self.transition(inc, IncidentEvent::Retry, now);
                 } else {
                     let why = format!("did not recover after {} attempt(s): {detail}", inc.attempt);
-                    self.escalate(st, inc, why, now).await;
+                    self.escalate(inc, why, now).await;
                 }
                 true
             }
         }
     }
 
-    async fn escalate(&self, _st: &mut State, inc: &mut Incident, why: String, now: f64) {
+    async fn escalate(&self, inc: &mut Incident, why: String, now: f64) {
         self.transition(inc, IncidentEvent::Escalate, now);
         inc.outcome = Some(why.clone());
         self.record(

@@ -311,8 +311,11 @@ impl Engine {
             self.drive(&mut st, &id, now).await;
         }
         st.ticks += 1;
-        // Breakers look back at most a day.
+        // Breakers look back at most a day; finished incidents stay in memory (and in the API)
+        // for a day, and in the database for good.
         st.history.retain(|p| p.at > now - 86_400.0);
+        st.incidents
+            .retain(|_, i| !i.state.is_final() || i.updated_at > now - 86_400.0);
         self.publish(&st, now);
     }
 
