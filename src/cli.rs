@@ -75,25 +75,22 @@ pub enum Command {
         command: AuditCommand,
     },
     /// Approve a pending action through the API.
-    Approve {
-        id: String,
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        api: String,
-        #[arg(long, env = "USER", default_value = "cli")]
-        by: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Approve(SettleArgs),
     /// Reject a pending action through the API (the incident goes to a human).
-    Reject {
-        id: String,
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        api: String,
-        #[arg(long, env = "USER", default_value = "cli")]
-        by: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Reject(SettleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SettleArgs {
+    /// The pending action's id (printed in the page and by `GET /api/v1/actions/pending`).
+    pub id: String,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// Who decides (recorded in the audit log).
+    #[arg(long, env = "USER", default_value = "cli")]
+    pub by: String,
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,18 +161,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Approve {
-            id,
-            api,
-            by,
-            reason,
-        } => settle(&api, &id, "approve", &by, reason).await,
-        Command::Reject {
-            id,
-            api,
-            by,
-            reason,
-        } => settle(&api, &id, "reject", &by, reason).await,
+        Command::Approve(a) => settle(a, "approve").await,
+        Command::Reject(a) => settle(a, "reject").await,
     }
 }
 
@@ -217,13 +204,13 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn settle(
-    api: &str,
-    id: &str,
-    verb: &str,
-    by: &str,
-    reason: Option<String>,
-) -> anyhow::Result<ExitCode> {
+async fn settle(a: SettleArgs, verb: &str) -> anyhow::Result<ExitCode> {
+    let SettleArgs {
+        id,
+        api,
+        by,
+        reason,
+    } = a;
     let url = format!("{}/api/v1/actions/{id}/{verb}", api.trim_end_matches('/'));
     let res = reqwest::Client::new()
         .post(&url)

@@ -60,7 +60,6 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
 mod tests {
     use super::*;
     use crate::charts::{ChartKey, ChartSet, Sample};
-    use crate::detect::DetectorParams;
     use crate::detect::testkit::poll_started;
 
     fn counter(points: &[(f64, f64)], end: f64) -> ChartSet {
@@ -82,17 +81,7 @@ mod tests {
     }
 
     fn detect_at(c: &ChartSet, now: f64, since: Option<f64>) -> Vec<Finding> {
-        let params = DetectorParams::default();
-        let ctx = DetectContext {
-            now,
-            charts: c,
-            since,
-            paused: false,
-            params: &params,
-        };
-        let mut out = Vec::new();
-        detect(&ctx, &mut out);
-        out
+        crate::detect::testkit::run_detector(detect, c, now, since, false)
     }
 
     #[test]

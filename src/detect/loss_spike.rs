@@ -102,17 +102,7 @@ mod tests {
     use crate::detect::{DetectorParams, Hysteresis};
 
     fn detect_at(charts: &ChartSet, now: f64, since: Option<f64>) -> Vec<Finding> {
-        let params = DetectorParams::default();
-        let ctx = DetectContext {
-            now,
-            charts,
-            since,
-            paused: false,
-            params: &params,
-        };
-        let mut out = Vec::new();
-        detect(&ctx, &mut out);
-        out
+        crate::detect::testkit::run_detector(detect, charts, now, since, false)
     }
 
     /// A loss with heavy-tailed noise every 15 s for `secs`, `f(t, noisy)` applied on top.

@@ -54,20 +54,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
 mod tests {
     use super::*;
     use crate::charts::{ChartKey, ChartSet, Sample};
-    use crate::detect::DetectorParams;
 
     fn run(charts: &ChartSet, now: f64, since: Option<f64>) -> Vec<Finding> {
-        let params = DetectorParams::default();
-        let ctx = DetectContext {
-            now,
-            charts,
-            since,
-            paused: false,
-            params: &params,
-        };
-        let mut out = Vec::new();
-        detect(&ctx, &mut out);
-        out
+        crate::detect::testkit::run_detector(detect, charts, now, since, false)
     }
 
     fn charts() -> ChartSet {

@@ -118,7 +118,6 @@ fn gpu_util(ctx: &DetectContext<'_>) -> Option<GpuUtil> {
 mod tests {
     use super::*;
     use crate::charts::{ChartKey, ChartSet, Sample};
-    use crate::detect::DetectorParams;
     use crate::detect::testkit::poll_started;
 
     /// Steps advance every 15 s until `hang`, then the counter freezes; samples continue to `end`.
@@ -144,17 +143,7 @@ mod tests {
     }
 
     fn detect_at(c: &ChartSet, now: f64, since: Option<f64>, paused: bool) -> Vec<Finding> {
-        let params = DetectorParams::default();
-        let ctx = DetectContext {
-            now,
-            charts: c,
-            since,
-            paused,
-            params: &params,
-        };
-        let mut out = Vec::new();
-        detect(&ctx, &mut out);
-        out
+        crate::detect::testkit::run_detector(detect, c, now, since, paused)
     }
 
     #[test]

@@ -66,3 +66,24 @@ pub(crate) fn poll_started(
     }
     started
 }
+
+/// One detector's conditions at `now`, with default parameters.
+pub(crate) fn run_detector(
+    detect: fn(&DetectContext<'_>, &mut Vec<Finding>),
+    charts: &ChartSet,
+    now: f64,
+    since: Option<f64>,
+    paused: bool,
+) -> Vec<Finding> {
+    let params = DetectorParams::default();
+    let ctx = DetectContext {
+        now,
+        charts,
+        since,
+        paused,
+        params: &params,
+    };
+    let mut out = Vec::new();
+    detect(&ctx, &mut out);
+    out
+}
