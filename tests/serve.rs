@@ -114,3 +114,39 @@ fn serve_refuses_a_bad_config_with_the_field_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_broken_runbook_stops_start_up_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    for entry in std::fs::read_dir("runbooks").unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, runbooks.join(path.file_name().unwrap())).unwrap();
+    }
+    // Line 5 of hang.md names a finding kind that does not exist.
+    let hang = runbooks.join("hang.md");
+    let text = std::fs::read_to_string(&hang).unwrap();
+    std::fs::write(&hang, text.replace("kinds: [stall]", "kinds: [stal]")).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "runbooks_dir = \"{}\"\ndata_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n",
+            runbooks.display(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_babysitter"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("hang.md:5"), "{err}");
+    assert!(err.contains("stal"), "{err}");
+    // Nothing half-started: no audit entry was written.
+    assert!(!dir.path().join("data/audit.db").exists(), "{err}");
+}
