@@ -9,7 +9,7 @@
 //! clock: samples are produced lazily on a fixed scrape grid `start + k · scrape_interval` up to
 //! `now`, so the series does not depend on how often it is polled.
 //!
-//! Layout: [`spec`] (what a run is, its faults, the demo's runs), [`run`] (the dynamics),
+//! Layout: [`spec`] (what a run is and its faults; the demo's runs are in [`crate::demo::scenario`]), [`run`] (the dynamics),
 //! [`rng`] (xoshiro256** / splitmix64), this file (the cluster, its traits, status).
 
 pub mod rng;
@@ -28,7 +28,7 @@ use crate::clock::SharedClock;
 use crate::sources::{ChartBatch, MetricsSource, PollRequest, SourceError};
 
 pub use run::{Annotation, CHARTS, SimEvent, SimPhase};
-pub use spec::{Fault, LossCurve, SimRunSpec, demo_specs};
+pub use spec::{Fault, LossCurve, SimRunSpec};
 
 use run::RunState;
 
@@ -115,16 +115,6 @@ impl SimCluster {
             seed,
             inner: Mutex::new(Inner::default()),
         }
-    }
-
-    /// The demo's embedded default: [`demo_specs`] around the clock's `now`.
-    pub fn demo(clock: SharedClock, seed: u64) -> Result<Self, SimError> {
-        let now = clock.now();
-        let sim = SimCluster::new(clock, seed);
-        for spec in demo_specs(now) {
-            sim.add_run(spec)?;
-        }
-        Ok(sim)
     }
 
     /// The mutex only guards plain data and is never held across an await; a panic while it

@@ -321,39 +321,6 @@ impl SimRunSpec {
     }
 }
 
-/// The demo's embedded default: six runs started a few hours before `now`, each with one
-/// classic failure a little after `now` (seconds are clock seconds), plus a healthy control.
-pub fn demo_specs(now: f64) -> Vec<SimRunSpec> {
-    let start = now - 3.0 * 3600.0;
-    let soon = 3.0 * 3600.0; // `at` offsets are relative to the run's start
-    vec![
-        SimRunSpec::new("llama-7b-healthy", start),
-        SimRunSpec::new("llama-13b-lossspike", start).with_fault(Fault::LossSpike {
-            at: soon + 600.0,
-            span_steps: 60,
-        }),
-        SimRunSpec::new("gpt-1b-nccl-hang", start).with_fault(Fault::Hang {
-            at: soon + 900.0,
-            survives_restarts: 0,
-        }),
-        SimRunSpec::new("mixtral-xid79", start).with_fault(Fault::GpuXid {
-            at: soon + 1200.0,
-            errors: 6,
-            every: 60.0,
-            node_bound: true,
-        }),
-        SimRunSpec::new("olmo-nan", start).with_fault(Fault::Nan {
-            at: soon + 1500.0,
-            steps: 20,
-        }),
-        SimRunSpec::new("t5-slow-storage", start).with_fault(Fault::ThroughputDrop {
-            at: soon + 1800.0,
-            factor: 0.5,
-            duration: 1800.0,
-        }),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,14 +377,5 @@ mod tests {
             }]
         );
         assert!(serde_saphyr::from_str::<SimRunSpec>("name: a\nstart: 1\nbogus: 2\n").is_err());
-    }
-
-    #[test]
-    fn demo_specs_are_valid() {
-        let specs = demo_specs(1.8e9);
-        assert_eq!(specs.len(), 6);
-        for s in &specs {
-            s.validate(1.8e9).unwrap();
-        }
     }
 }

@@ -935,18 +935,18 @@ async fn a_completed_run_stops_publishing() {
 #[tokio::test(start_paused = true)]
 async fn runs_on_a_scaled_clock() {
     let clock = Arc::new(ScaledClock::new(T0, 60.0));
-    let sim = SimCluster::demo(clock.clone(), 99).unwrap();
-    assert_eq!(sim.runs().len(), 6);
+    let (sim, _) = crate::demo::scenario(clock.clone(), T0, 99).unwrap();
+    assert_eq!(sim.runs().len(), 3);
     tokio::time::advance(std::time::Duration::from_secs(60)).await; // one simulated hour
     let now = clock.now();
     assert!((now - (T0 + H)).abs() < 1.0);
-    let c = poll(&sim, "llama-13b-lossspike", Some(T0), now).await;
+    let c = poll(&sim, "run-a", Some(T0), now).await;
     assert_eq!(c[&Role::Step].len(), 240);
-    let spec = sim.spec("llama-13b-lossspike").unwrap();
+    let spec = sim.spec("run-a").unwrap();
     assert!(
-        loss_ratio(&c, &spec, T0 + 900.0, now) > 2.5,
+        loss_ratio(&c, &spec, T0 + 600.0, now) > 2.5,
         "the demo's spike fires"
     );
-    let st = sim.status("gpt-1b-nccl-hang").unwrap();
+    let st = sim.status("run-b").unwrap();
     assert_eq!(st.phase, SimPhase::Hung);
 }
