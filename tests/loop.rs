@@ -552,10 +552,9 @@ async fn a_restart_without_the_lr_patch_trains_into_the_spike_again_and_escalate
 }
 
 /// The demo's story on tokio's paused clock: the engine reads a 60× `ScaledClock`, and the test
-/// moves tokio's time one poll interval (0.5 s of wall time) at a time.
+/// moves tokio's time one poll interval (0.5 s of wall time) at a time (see `Harness::tick`).
 #[tokio::test]
 async fn the_demo_story_on_paused_tokio_time() {
-    tokio::time::pause();
     let clock = babysitter::clock::ScaledClock::new(common::ORIGIN, 60.0);
     let shared: babysitter::clock::SharedClock = std::sync::Arc::new(clock);
     let (sim, watches) = babysitter::demo::scenario(shared.clone(), common::ORIGIN, 7).unwrap();
@@ -564,11 +563,7 @@ async fn the_demo_story_on_paused_tokio_time() {
         ..Default::default()
     };
     let manual = babysitter::clock::ManualClock::new(0.0);
-    // The audit database is opened (connections made) while time still runs; from then on,
-    // appends use no timers and the paused clock moves only when the test advances it.
-    tokio::time::resume();
     let mut h = Harness::with_parts(cfg, shared.clone(), manual, sim.clone(), sim, |_| {}).await;
-    tokio::time::pause();
     h.paused = Some(clock);
     assert!(
         h.until(3600.0, |v| v

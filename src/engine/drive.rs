@@ -237,17 +237,24 @@ impl Engine {
             })
             .inc();
         inc.decisions.push((action.kind(), decision.clone()));
-        self.record_as(
-            EntryKind::Decision,
-            Some(&inc.run),
-            Some(&inc.id),
-            "policy",
-            json!({
-                "action": action, "step": inc.next_step, "attempt": inc.attempt,
-                "verdict": decision.verdict, "rule": decision.rule, "reason": decision.reason,
-            }),
-        )
-        .await;
+        let recorded = self
+            .record_as(
+                EntryKind::Decision,
+                Some(&inc.run),
+                Some(&inc.id),
+                "policy",
+                json!({
+                    "action": action, "step": inc.next_step, "attempt": inc.attempt,
+                    "verdict": decision.verdict, "rule": decision.rule, "reason": decision.reason,
+                }),
+            )
+            .await;
+        // A decision that is not on record is not acted on (fail closed).
+        if !recorded && decision.verdict != Verdict::Deny {
+            return Step::Escalate(format!(
+                "{action} not run: its policy decision could not be written to the audit log"
+            ));
+        }
         let verdict_text = match decision.verdict {
             Verdict::Allow => "allowed",
             Verdict::NeedsApproval => "needs approval",

@@ -99,8 +99,15 @@ impl Harness {
     pub async fn tick(&self) {
         let secs = self.cfg.poll_interval.as_secs_f64();
         match &self.paused {
-            // The engine reads a ScaledClock on tokio's paused clock: move tokio's time.
-            Some(clock) => tokio::time::advance(clock.wall(secs)).await,
+            // The engine reads a ScaledClock on tokio's clock, which stays paused except while
+            // the engine works: the test moves it one poll interval at a time. (While paused,
+            // tokio would auto-advance to the audit pool's acquire timeout whenever SQLite works
+            // on its own thread; letting real time run during the tick costs only milliseconds.)
+            Some(clock) => {
+                tokio::time::pause();
+                tokio::time::advance(clock.wall(secs)).await;
+                tokio::time::resume();
+            }
             None => self.clock.advance(secs),
         }
         self.engine.tick().await;
