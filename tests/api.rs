@@ -179,6 +179,14 @@ async fn watches_incidents_approval_and_audit() {
     let (status, body) = call(&h, "GET", "/api/v1/audit/verify", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ok"], true);
+
+    // A day later the finished incident has left memory, but the API still serves it.
+    h.clock.advance(25.0 * 3600.0);
+    h.engine.tick().await;
+    assert!(!h.engine.view().incidents.contains_key(&id));
+    let (status, inc) = call(&h, "GET", &format!("/api/v1/incidents/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{inc}");
+    assert_eq!(inc["state"], "resolved");
 }
 
 #[tokio::test]

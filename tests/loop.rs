@@ -296,10 +296,23 @@ async fn gpu_errors_pause_page_and_wait_for_approval() {
         .find(|e| e.kind == EntryKind::Approved)
         .unwrap();
     assert_eq!(approval.actor, "api:alice");
-    // The resolve reaches the same page.
-    let last = h.pager.sent().pop().unwrap();
-    assert_eq!(last.action, PageAction::Resolve);
-    assert_eq!(last.dedup_key, format!("babysitter/{}", inc.id));
+    // One page for the incident: triggered for the approval, acknowledged once automation acts
+    // on it, resolved when verification passes — all under one dedup key.
+    let lifecycle: Vec<PageAction> = h.pager.sent().iter().map(|p| p.action).collect();
+    assert_eq!(
+        lifecycle,
+        [
+            PageAction::Trigger,
+            PageAction::Acknowledge,
+            PageAction::Resolve
+        ]
+    );
+    assert!(
+        h.pager
+            .sent()
+            .iter()
+            .all(|p| p.dedup_key == format!("babysitter/{}", inc.id))
+    );
     // Approving twice is refused.
     assert!(h.engine.approve(&pending.id, "bob", None).await.is_err());
     assert_intents_have_outcomes(&h, &inc.id).await;

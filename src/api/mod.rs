@@ -208,12 +208,20 @@ async fn list_incidents(
 }
 
 async fn get_incident(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Api<Incident> {
-    engine
-        .view()
-        .incidents
-        .remove(&id)
+    if let Some(inc) = engine.view().incidents.remove(&id) {
+        return Ok(Json(inc));
+    }
+    // Finished incidents leave memory after a day; the database keeps them.
+    let record = engine
+        .handles()
+        .audit
+        .load_incident(&id)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no incident `{id}`")))?;
+    serde_json::from_value(record.data)
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no incident `{id}`")))
+        .map_err(|e| ApiError::Unavailable(format!("incident `{id}` is unreadable: {e}")))
 }
 
 async fn pending_actions(State(engine): State<Arc<Engine>>) -> Api<serde_json::Value> {

@@ -762,39 +762,49 @@ impl AuditLog {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(self.query_err("loading incidents", "incidents"))?;
-        rows.iter()
-            .map(|row| {
-                let read = self.query_err("reading an incident", "incidents");
-                let get = |col: &str| row.try_get::<String, _>(col);
-                let (id, run, state, data, updated_at) = match (
-                    get("id"),
-                    get("run"),
-                    get("state"),
-                    get("data"),
-                    get("updated_at"),
-                ) {
-                    (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
-                    (Err(e), ..)
-                    | (_, Err(e), ..)
-                    | (_, _, Err(e), ..)
-                    | (_, _, _, Err(e), _)
-                    | (.., Err(e)) => return Err(read(e)),
-                };
-                let data =
-                    serde_json::from_str(&data).map_err(|e| AuditError::CorruptIncident {
-                        id: id.clone(),
-                        url: self.url.clone(),
-                        reason: format!("data is not JSON: {e}"),
-                    })?;
-                Ok(IncidentRecord {
-                    id,
-                    run,
-                    state,
-                    data,
-                    updated_at,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| self.incident_record(row)).collect()
+    }
+
+    /// One incident by id (finished incidents leave the engine's memory; the table keeps them).
+    pub async fn load_incident(&self, id: &str) -> Result<Option<IncidentRecord>, AuditError> {
+        let row =
+            sqlx::query("SELECT id, run, state, data, updated_at FROM incidents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.query_err("loading an incident", "incidents"))?;
+        row.map(|row| self.incident_record(&row)).transpose()
+    }
+
+    fn incident_record(&self, row: &AnyRow) -> Result<IncidentRecord, AuditError> {
+        let read = self.query_err("reading an incident", "incidents");
+        let get = |col: &str| row.try_get::<String, _>(col);
+        let (id, run, state, data, updated_at) = match (
+            get("id"),
+            get("run"),
+            get("state"),
+            get("data"),
+            get("updated_at"),
+        ) {
+            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+            (Err(e), ..)
+            | (_, Err(e), ..)
+            | (_, _, Err(e), ..)
+            | (_, _, _, Err(e), _)
+            | (.., Err(e)) => return Err(read(e)),
+        };
+        let data = serde_json::from_str(&data).map_err(|e| AuditError::CorruptIncident {
+            id: id.clone(),
+            url: self.url.clone(),
+            reason: format!("data is not JSON: {e}"),
+        })?;
+        Ok(IncidentRecord {
+            id,
+            run,
+            state,
+            data,
+            updated_at,
+        })
     }
 
     /// The `data` of every saved incident, ordered by id (what the engine saved).

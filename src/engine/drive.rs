@@ -81,10 +81,26 @@ impl Engine {
                         self.escalate(&mut inc, why, now).await;
                     } else if let Some(by) = p.approved_by.clone() {
                         self.transition(&mut inc, IncidentEvent::Act, now);
-                        match self.run_step(st, &mut inc, Some(by), now).await {
+                        match self.run_step(st, &mut inc, Some(by.clone()), now).await {
                             Step::Done => {
                                 inc.pending = None;
                                 inc.next_step += 1;
+                                if inc.paged {
+                                    // The human said yes and automation carries on: the page is
+                                    // acknowledged (it resolves when verification passes).
+                                    let summary = format!(
+                                        "{}: approved by {by}; babysitter is acting and will verify",
+                                        inc.run
+                                    );
+                                    self.page(
+                                        &mut inc,
+                                        PageAction::Acknowledge,
+                                        Severity::Info,
+                                        summary,
+                                        now,
+                                    )
+                                    .await;
+                                }
                             }
                             Step::Waiting => break,
                             Step::Escalate(why) => {
