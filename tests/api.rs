@@ -202,3 +202,135 @@ async fn unknown_endpoints_and_oversized_bodies() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn runbooks_are_listed_rendered_and_executed_through_the_gate() {
+    let h = gpu_harness().await;
+    h.tick().await;
+    let (status, body) = call(&h, "GET", "/api/v1/runbooks", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = body["runbooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"hang") && ids.contains(&"loss-spike"),
+        "{ids:?}"
+    );
+    let (status, rb) = call(&h, "GET", "/api/v1/runbooks/hang", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(rb["html"].as_str().unwrap().contains("<h1>"), "{rb}");
+    assert!(rb["markdown"].as_str().unwrap().starts_with("# "));
+    assert_eq!(
+        call(&h, "GET", "/api/v1/runbooks/nope", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Dry run: the plan with resolved checkpoints and the gate's decisions; nothing happens.
+    let (status, plan) = call(
+        &h,
+        "POST",
+        "/api/v1/runbooks/hang/execute",
+        Some(json!({"run": "run-h", "by": "alice", "dry_run": true, "reason": "looks stuck"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["mode"], "dry_run");
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["action"]["type"], "capture_diagnostics");
+    assert!(
+        steps[1]["action"]["checkpoint"]["step"].as_u64().is_some(),
+        "{plan}"
+    );
+    assert!(
+        steps.iter().all(|s| s["decision"]["verdict"] == "allow"),
+        "{plan}"
+    );
+    assert_eq!(h.sim.status("run-h").unwrap().restarts, 0);
+    let (_, audit) = call(&h, "GET", "/api/v1/audit?kind=runbook_dry_run", None).await;
+    let e = &audit["entries"][0];
+    assert_eq!(e["actor"], "api:alice");
+    assert_eq!(e["run"], "run-h");
+
+    // Bad requests name the field; unknown runs are 404.
+    let url = "/api/v1/runbooks/hang/execute";
+    let (status, body) = call(&h, "POST", url, Some(json!({"run": "run-h"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("by"), "{body}");
+    let (status, _) = call(&h, "POST", url, Some(json!({"run": "nope", "by": "a"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Real execution: an incident runs the plan through the same gate and audit log.
+    let (status, res) = call(
+        &h,
+        "POST",
+        url,
+        Some(json!({"run": "run-h", "by": "alice"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{res}");
+    let id = res["incident"]["id"].as_str().unwrap().to_string();
+    assert_eq!(res["incident"]["requested_by"], "alice");
+    assert_eq!(res["incident"]["state"], "verifying", "{res}");
+    assert_eq!(h.sim.status("run-h").unwrap().restarts, 1);
+    // A second request while it is live is refused.
+    let (status, body) = call(&h, "POST", url, Some(json!({"run": "run-h", "by": "bob"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .get(&id)
+            .is_some_and(|i| i.state.is_final()))
+            .await
+    );
+    assert_eq!(
+        h.engine.view().incidents[&id].state,
+        IncidentState::Resolved
+    );
+    let (_, audit) = call(&h, "GET", &format!("/api/v1/audit?incident={id}"), None).await;
+    let kinds: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "runbook_executed",
+        "incident_opened",
+        "decision",
+        "action_intent",
+        "action_outcome",
+        "incident_resolved",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(audit["entries"][0]["actor"], "api:alice");
+}
+
+#[tokio::test]
+async fn an_executed_runbook_cannot_get_past_the_policy() {
+    let h = Harness::new(vec![("run-h", vec![])], |cfg| cfg.policy.read_only = true).await;
+    h.tick().await;
+    let url = "/api/v1/runbooks/hang/execute";
+    let (_, plan) = call(
+        &h,
+        "POST",
+        url,
+        Some(json!({"run": "run-h", "by": "mallory", "dry_run": true})),
+    )
+    .await;
+    assert_eq!(plan["steps"][1]["decision"]["verdict"], "deny", "{plan}");
+    assert_eq!(plan["steps"][1]["decision"]["rule"], "read_only");
+    let (status, res) = call(
+        &h,
+        "POST",
+        url,
+        Some(json!({"run": "run-h", "by": "mallory"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(res["incident"]["state"], "escalated", "{res}");
+    assert_eq!(h.sim.status("run-h").unwrap().restarts, 0);
+}

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{EntryKind, Filter};
-use crate::engine::{ApprovalError, Engine};
+use crate::engine::{ApprovalError, Engine, ExecuteError, ExecuteRequest, ExecuteResult};
 use crate::incident::{Incident, IncidentState};
 
 /// Largest request body accepted (approve / reject bodies are tiny).
@@ -33,6 +33,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/actions/pending", get(pending_actions))
         .route("/actions/{id}/approve", post(approve))
         .route("/actions/{id}/reject", post(reject))
+        .route("/runbooks", get(list_runbooks))
+        .route("/runbooks/{id}", get(get_runbook))
+        .route("/runbooks/{id}/execute", post(execute_runbook))
         .route("/audit", get(audit))
         .route("/audit/verify", get(audit_verify));
     Router::new()
@@ -53,6 +56,8 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
@@ -63,6 +68,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -79,6 +85,19 @@ impl From<ApprovalError> for ApiError {
             ApprovalError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ApprovalError::NotPending { .. } => ApiError::Conflict(e.to_string()),
             ApprovalError::Audit(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<ExecuteError> for ApiError {
+    fn from(e: ExecuteError) -> Self {
+        match e {
+            ExecuteError::UnknownRunbook(_) | ExecuteError::UnknownRun(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            ExecuteError::NotAllowed { .. } => ApiError::Forbidden(e.to_string()),
+            ExecuteError::Busy { .. } => ApiError::Conflict(e.to_string()),
+            ExecuteError::Audit => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -370,4 +389,105 @@ async fn audit_verify(State(engine): State<Arc<Engine>>) -> Response {
         }
         Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
     }
+}
+
+/// A runbook as listed: what it reacts to and what it does.
+fn runbook_summary(r: &crate::runbook::Runbook) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "title": r.title,
+        "path": r.path,
+        "sha256": r.sha256,
+        "triggers": r.triggers,
+        "priority": r.priority,
+        "steps": r.steps.iter().map(|s| json!({
+            "action": s.action,
+            "description": s.action.to_string(),
+            "requires_approval": s.requires_approval,
+        })).collect::<Vec<_>>(),
+        "verify": r.verify,
+        "max_attempts": r.max_attempts,
+        "escalation_severity": r.escalation_severity,
+    })
+}
+
+async fn list_runbooks(State(engine): State<Arc<Engine>>) -> Api<serde_json::Value> {
+    let list: Vec<_> = engine
+        .handles()
+        .runbooks
+        .iter()
+        .map(runbook_summary)
+        .collect();
+    Ok(Json(json!({ "runbooks": list })))
+}
+
+async fn get_runbook(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+) -> Api<serde_json::Value> {
+    let rb = engine
+        .handles()
+        .runbooks
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no runbook `{id}`")))?;
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(
+        &mut html,
+        pulldown_cmark::Parser::new_ext(&rb.body, pulldown_cmark::Options::ENABLE_TABLES),
+    );
+    let mut v = runbook_summary(rb);
+    v["markdown"] = json!(rb.body);
+    v["html"] = json!(html);
+    Ok(Json(v))
+}
+
+/// Body of `POST /api/v1/runbooks/{id}/execute`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Execute {
+    /// The watched run to execute it on.
+    run: String,
+    /// Who asks (recorded in the audit log).
+    by: String,
+    /// Return the plan and every policy decision without acting.
+    #[serde(default)]
+    dry_run: bool,
+    reason: Option<String>,
+}
+
+async fn execute_runbook(
+    State(engine): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    body: Result<Json<Execute>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) =
+        body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
+    let by = b.by.trim();
+    if by.is_empty() || by.len() > 200 {
+        return Err(ApiError::BadRequest(
+            "field `by`: a name of 1 to 200 characters is required".into(),
+        ));
+    }
+    if b.run.trim().is_empty() {
+        return Err(ApiError::BadRequest("field `run`: required".into()));
+    }
+    if b.reason.as_ref().is_some_and(|r| r.len() > 2000) {
+        return Err(ApiError::BadRequest(
+            "field `reason`: at most 2000 characters".into(),
+        ));
+    }
+    let result = engine
+        .execute_runbook(ExecuteRequest {
+            runbook: id,
+            run: b.run,
+            by: by.to_string(),
+            reason: b.reason,
+            dry_run: b.dry_run,
+        })
+        .await?;
+    let status = match result {
+        ExecuteResult::DryRun { .. } => StatusCode::OK,
+        ExecuteResult::Executed { .. } => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(result)).into_response())
 }

@@ -50,11 +50,15 @@ pub enum EntryKind {
     IncidentResolved,
     IncidentEscalated,
     Stopped,
+    /// A runbook was executed over the API (who, which run, why).
+    RunbookExecuted,
+    /// A runbook's plan and decisions were computed over the API without acting.
+    RunbookDryRun,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 19] = [
+    pub const ALL: [EntryKind; 21] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -74,6 +78,8 @@ impl EntryKind {
         EntryKind::IncidentResolved,
         EntryKind::IncidentEscalated,
         EntryKind::Stopped,
+        EntryKind::RunbookExecuted,
+        EntryKind::RunbookDryRun,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -98,6 +104,8 @@ impl EntryKind {
             EntryKind::IncidentResolved => "incident_resolved",
             EntryKind::IncidentEscalated => "incident_escalated",
             EntryKind::Stopped => "stopped",
+            EntryKind::RunbookExecuted => "runbook_executed",
+            EntryKind::RunbookDryRun => "runbook_dry_run",
         }
     }
 

@@ -131,7 +131,7 @@ impl Engine {
         st.incidents.insert(inc.id.clone(), inc);
     }
 
-    fn transition(&self, inc: &mut Incident, event: IncidentEvent, now: f64) {
+    pub(super) fn transition(&self, inc: &mut Incident, event: IncidentEvent, now: f64) {
         if let Err(e) = inc.apply(event, now) {
             // A bug, not an input error: log it loudly and leave the state as it was.
             tracing::error!(incident = %inc.id, error = %e, "invalid incident transition");
@@ -176,18 +176,27 @@ impl Engine {
         inc: &Incident,
         action: &Action,
     ) -> Result<Action, String> {
-        let Action::RestartFromCheckpoint { checkpoint } = action else {
-            return Ok(action.clone());
-        };
-        if let CheckpointSelector::Step(_) = checkpoint {
-            return Ok(action.clone());
-        }
         let target = &st
             .watches
             .get(&inc.run)
             .ok_or_else(|| format!("run {} is no longer watched", inc.run))?
             .cfg
             .target;
+        self.resolve_action_for(target, inc, action).await
+    }
+
+    pub(super) async fn resolve_action_for(
+        &self,
+        target: &crate::act::Target,
+        inc: &Incident,
+        action: &Action,
+    ) -> Result<Action, String> {
+        let Action::RestartFromCheckpoint { checkpoint } = action else {
+            return Ok(action.clone());
+        };
+        if let CheckpointSelector::Step(_) = checkpoint {
+            return Ok(action.clone());
+        }
         let cps = self
             .h
             .actuator

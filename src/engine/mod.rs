@@ -15,6 +15,7 @@
 
 mod drive;
 mod events;
+mod execute;
 mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, Notify, broadcast};
 
 pub use events::{Event, EventKind};
+pub use execute::{ExecuteError, ExecuteRequest, ExecuteResult, PlannedStep};
 pub use view::{View, WatchView};
 
 use crate::act::Actuator;

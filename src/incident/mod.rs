@@ -164,6 +164,9 @@ pub struct Incident {
     pub outcome: Option<String>,
     /// A page is open for it (trigger sent, no resolve yet).
     pub paged: bool,
+    /// Who asked for it when it was opened by running a runbook over the API (no finding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 impl Incident {
@@ -187,6 +190,32 @@ impl Incident {
             verification: None,
             outcome: None,
             paged: false,
+            requested_by: None,
+        }
+    }
+
+    /// An incident opened by a person running a runbook on a run (no finding behind it).
+    pub fn manual(id: String, run: String, family: Family, by: String, now: f64) -> Incident {
+        Incident {
+            id,
+            run,
+            family,
+            state: IncidentState::Open,
+            opened_at: now,
+            updated_at: now,
+            findings: Vec::new(),
+            baseline_loss: None,
+            diagnosis: None,
+            attempt: 1,
+            next_step: 0,
+            pending: None,
+            actions: Vec::new(),
+            decisions: Vec::new(),
+            verify_since: None,
+            verification: None,
+            outcome: None,
+            paged: false,
+            requested_by: Some(by),
         }
     }
 
