@@ -86,11 +86,14 @@ pub struct SettleArgs {
     pub id: String,
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub api: String,
-    /// Who decides (recorded in the audit log).
+    /// On whose behalf (the token's holder is recorded as the caller).
     #[arg(long, env = "USER", default_value = "cli")]
     pub by: String,
     #[arg(long)]
     pub reason: Option<String>,
+    /// Bearer token with the `operator` role.
+    #[arg(long, env = "BABYSITTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,10 +213,14 @@ async fn settle(a: SettleArgs, verb: &str) -> anyhow::Result<ExitCode> {
         api,
         by,
         reason,
+        token,
     } = a;
     let url = format!("{}/api/v1/actions/{id}/{verb}", api.trim_end_matches('/'));
-    let res = reqwest::Client::new()
-        .post(&url)
+    let mut req = reqwest::Client::new().post(&url);
+    if let Some(t) = &token {
+        req = req.bearer_auth(t);
+    }
+    let res = req
         .json(&serde_json::json!({ "by": by, "reason": reason }))
         .send()
         .await

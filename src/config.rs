@@ -20,6 +20,8 @@ use crate::policy::{Autonomy, PolicyConfig};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    /// Who may call the API, and with which role.
+    pub api: ApiConfig,
     /// Where babysitter keeps its state (the SQLite audit database by default).
     pub data_dir: PathBuf,
     pub audit: AuditConfig,
@@ -41,6 +43,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server: ServerConfig::default(),
+            api: ApiConfig::default(),
             data_dir: PathBuf::from("babysitter-data"),
             audit: AuditConfig::default(),
             poll_interval: Duration::from_secs(30),
@@ -69,6 +72,74 @@ impl Default for ServerConfig {
             public_url: None,
         }
     }
+}
+
+/// API access: bearer tokens, stored as SHA-256 hashes, each with a role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Read endpoints (GET) without a token. Mutations always need a token with a role.
+    pub read_open: bool,
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            read_open: true,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// What a caller may do, each role including the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiRole {
+    /// Read watches, incidents, runbooks, the audit log.
+    Viewer,
+    /// Approve / reject actions, execute runbooks.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Viewer => "viewer",
+            ApiRole::Operator => "operator",
+            ApiRole::Admin => "admin",
+        }
+    }
+}
+
+/// One bearer token. Only its hash is kept: `printf %s "$TOKEN" | sha256sum`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it (recorded as the actor of their API calls in the audit log).
+    pub name: String,
+    pub role: ApiRole,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+impl ApiToken {
+    /// A token entry for a secret (the demo makes one at start-up).
+    pub fn for_secret(name: &str, role: ApiRole, secret: &str) -> ApiToken {
+        ApiToken {
+            name: name.to_string(),
+            role,
+            sha256: token_hash(secret),
+        }
+    }
+}
+
+/// Hex SHA-256 of a token.
+pub fn token_hash(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -174,6 +245,19 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "watches[{i}].run: `{}` is watched twice",
                     w.run
+                )));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "api.tokens[{i}].name: must be a unique, non-empty name"
+                )));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid(format!(
+                    "api.tokens[{i}].sha256: 64 hex digits expected (printf %s \"$TOKEN\" | sha256sum)"
                 )));
             }
         }
@@ -312,6 +396,35 @@ mod tests {
         std::fs::write(&p, "poll_interval = \"soon\"\n").unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn api_tokens_are_hashes_with_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let hash = token_hash("s3cret");
+        std::fs::write(
+            &p,
+            format!("[api]\nread_open = false\n[[api.tokens]]\nname = \"ci\"\nrole = \"operator\"\nsha256 = \"{hash}\"\n"),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.api.tokens[0].role, ApiRole::Operator);
+        assert!(!cfg.api.read_open);
+        std::fs::write(
+            &p,
+            "[[api.tokens]]\nname = \"ci\"\nrole = \"operator\"\nsha256 = \"s3cret\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("api.tokens[0].sha256"), "{err}");
+        std::fs::write(
+            &p,
+            "[[api.tokens]]\nname = \"ci\"\nrole = \"root\"\nsha256 = \"x\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("root"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use anyhow::Context;
 use crate::act::Target;
 use crate::app::{App, Parts};
 use crate::clock::{ScaledClock, SharedClock, unix_now};
-use crate::config::{Config, WatchConfig};
+use crate::config::{ApiRole, ApiToken, Config, WatchConfig};
 use crate::engine::{Engine, Event, EventKind};
 use crate::incident::IncidentState;
 use crate::notify::ConsolePager;
@@ -130,6 +130,14 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
             }
         }
     }
+    // An operator token for this demo session: the page's approve command and the auto-approver
+    // use it. Only its hash goes into the config.
+    let token = new_token()?;
+    cfg.api.tokens.push(ApiToken::for_secret(
+        "demo-operator",
+        ApiRole::Operator,
+        &token,
+    ));
     let pager = ConsolePager::new();
     let tick_every = clock.wall(cfg.poll_interval.as_secs_f64());
     let parts = Parts {
@@ -152,6 +160,7 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
         engine.public_url()
     );
     println!("  audit log: {}", audit_url);
+    println!("  operator token (approve with the paged command): export BABYSITTER_TOKEN={token}");
     match opts.run_for {
         Some(d) => println!(
             "  stops after {} of wall time",
@@ -166,7 +175,7 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
     let printer = tokio::spawn(print_story(engine.subscribe(), origin));
     let approver = opts
         .approve_after
-        .map(|after| tokio::spawn(auto_approve(engine.clone(), after)));
+        .map(|after| tokio::spawn(auto_approve(engine.clone(), after, token.clone())));
     let run_for = opts.run_for;
     let shutdown = async move {
         match run_for {
@@ -211,7 +220,7 @@ async fn print_story(mut rx: tokio::sync::broadcast::Receiver<Event>, origin: f6
 
 /// Plays the on-call human: approves each pending action `after` it was requested, through
 /// the HTTP API like a person would.
-async fn auto_approve(engine: Arc<Engine>, after: Duration) {
+async fn auto_approve(engine: Arc<Engine>, after: Duration, token: String) {
     let client = reqwest::Client::new();
     let mut seen = std::collections::BTreeSet::new();
     loop {
@@ -223,11 +232,13 @@ async fn auto_approve(engine: Arc<Engine>, after: Duration) {
             }
             let url = format!("{}/api/v1/actions/{}/approve", engine.public_url(), p.id);
             let client = client.clone();
+            let token = token.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 let res = client
                     .post(&url)
-                    .json(&serde_json::json!({"by": "demo-approver", "reason": "--approve-after"}))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"reason": "--approve-after"}))
                     .send()
                     .await;
                 match res {
@@ -278,4 +289,14 @@ async fn summary(engine: &Engine, now: f64, origin: f64) {
         Ok(r) => println!("  {r}"),
         Err(e) => println!("  audit log: {e}"),
     }
+}
+
+/// 32 random bytes from the OS, hex-encoded.
+fn new_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("reading /dev/urandom for the demo's API token")?;
+    Ok(hex::encode(buf))
 }

@@ -12,11 +12,25 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 async fn call(h: &Harness, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    call_as(h, Some(common::OPERATOR_TOKEN), method, uri, body).await
+}
+
+async fn call_as(
+    h: &Harness,
+    token: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let router = babysitter::api::router(h.engine.clone());
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
         .body(match body {
             Some(b) => Body::from(b.to_string()),
             None => Body::empty(),
@@ -256,9 +270,15 @@ async fn runbooks_are_listed_rendered_and_executed_through_the_gate() {
 
     // Bad requests name the field; unknown runs are 404.
     let url = "/api/v1/runbooks/hang/execute";
-    let (status, body) = call(&h, "POST", url, Some(json!({"run": "run-h"}))).await;
+    let (status, body) = call(
+        &h,
+        "POST",
+        url,
+        Some(json!({"run": "run-h", "dryrun": true})),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().contains("by"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("dryrun"), "{body}");
     let (status, _) = call(&h, "POST", url, Some(json!({"run": "nope", "by": "a"}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -332,5 +352,113 @@ async fn an_executed_runbook_cannot_get_past_the_policy() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(res["incident"]["state"], "escalated", "{res}");
+    assert_eq!(h.sim.status("run-h").unwrap().restarts, 0);
+}
+
+#[tokio::test]
+async fn every_mutation_needs_an_operator_token() {
+    let h = gpu_harness().await;
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval))
+            .await
+    );
+    let action = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
+    let mutations = [
+        format!("/api/v1/actions/{action}/approve"),
+        format!("/api/v1/actions/{action}/reject"),
+        "/api/v1/runbooks/hang/execute".to_string(),
+    ];
+    let body = json!({"run": "run-h", "dry_run": true});
+    for uri in &mutations {
+        let b = if uri.contains("execute") {
+            body.clone()
+        } else {
+            json!({})
+        };
+        let (status, res) = call_as(&h, None, "POST", uri, Some(b.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}: {res}");
+        let (status, _) = call_as(&h, Some("not-a-token"), "POST", uri, Some(b.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        let (status, res) =
+            call_as(&h, Some(common::VIEWER_TOKEN), "POST", uri, Some(b.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {res}");
+        assert!(res["error"].as_str().unwrap().contains("operator"), "{res}");
+    }
+    // Nothing was approved or rejected by those calls.
+    assert_eq!(
+        h.incidents_of("run-c")[0].state,
+        IncidentState::AwaitingApproval
+    );
+    // The operator's approval is recorded under the token's name, on behalf of whom it says.
+    let (status, _) = call(
+        &h,
+        "POST",
+        &mutations[0],
+        Some(json!({"by": "on-call lead"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, audit) = call(&h, "GET", "/api/v1/audit?kind=approved", None).await;
+    assert_eq!(audit["entries"][0]["actor"], "api:alice");
+    assert_eq!(audit["entries"][0]["payload"]["by"], "on-call lead");
+    // Reads are open by default; health and metrics always are.
+    assert_eq!(
+        call_as(&h, None, "GET", "/api/v1/watches", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_as(&h, None, "GET", "/metrics", None).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn closed_reads_and_no_tokens_at_all() {
+    let h = Harness::new(vec![("run-h", vec![])], |cfg| cfg.api.read_open = false).await;
+    h.tick().await;
+    let (status, _) = call_as(&h, None, "GET", "/api/v1/watches", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call_as(
+        &h,
+        Some(common::VIEWER_TOKEN),
+        "GET",
+        "/api/v1/watches",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call_as(&h, None, "GET", "/healthz", None).await.0,
+        StatusCode::OK
+    );
+
+    // With no tokens configured, nothing can be changed over the API.
+    let h = Harness::new(vec![("run-h", vec![])], |cfg| cfg.api.tokens.clear()).await;
+    h.tick().await;
+    let (status, res) = call_as(
+        &h,
+        Some(common::OPERATOR_TOKEN),
+        "POST",
+        "/api/v1/runbooks/hang/execute",
+        Some(json!({"run": "run-h"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{res}");
+    let (status, res) = call_as(
+        &h,
+        None,
+        "POST",
+        "/api/v1/runbooks/hang/execute",
+        Some(json!({"run": "run-h"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{res}");
+    assert!(
+        res["error"].as_str().unwrap().contains("api.tokens"),
+        "{res}"
+    );
     assert_eq!(h.sim.status("run-h").unwrap().restarts, 0);
 }

@@ -46,7 +46,8 @@ async fn demo_tells_three_stories_and_the_audit_log_catches_tampering() {
         "diagnosed with runbook `gpu-hardware-error`",
         "PAGE [critical]",
         "approve: curl -sX POST http://127.0.0.1:",
-        "demo-approver approved",
+        "export BABYSITTER_TOKEN=",
+        "demo-operator approved",
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
     }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{EntryKind, Filter};
+use crate::config::ApiRole;
 use crate::engine::{ApprovalError, Engine, ExecuteError, ExecuteRequest, ExecuteResult};
 use crate::incident::{Incident, IncidentState};
 
@@ -38,6 +39,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/runbooks/{id}/execute", post(execute_runbook))
         .route("/audit", get(audit))
         .route("/audit/verify", get(audit_verify));
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(
+        engine.clone(),
+        authorize,
+    ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -48,6 +53,91 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
+/// The authenticated caller of a request under `/api/v1`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name (`anonymous` for open reads).
+    pub name: String,
+    pub role: Option<ApiRole>,
+}
+
+/// Bearer-token check for `/api/v1`: reads need `viewer` unless `api.read_open`; every mutation
+/// needs `operator`. Tokens are compared by their SHA-256 (only hashes are configured).
+async fn authorize(
+    State(engine): State<Arc<Engine>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = &engine.config().api;
+    let mutation = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let needed = if mutation {
+        Some(ApiRole::Operator)
+    } else if api.read_open {
+        None
+    } else {
+        Some(ApiRole::Viewer)
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| crate::config::token_hash(t.trim()));
+    let holder = presented.as_ref().and_then(|h| {
+        api.tokens
+            .iter()
+            .find(|t| constant_time_eq(t.sha256.to_ascii_lowercase().as_bytes(), h.as_bytes()))
+    });
+    let caller = match (holder, &presented) {
+        (Some(t), _) => Caller {
+            name: t.name.clone(),
+            role: Some(t.role),
+        },
+        (None, Some(_)) => return ApiError::Unauthorized("unknown token".into()).into_response(),
+        (None, None) => Caller {
+            name: "anonymous".into(),
+            role: None,
+        },
+    };
+    if let Some(needed) = needed {
+        match caller.role {
+            None if api.tokens.is_empty() => {
+                return ApiError::Forbidden(format!(
+                    "this needs a token with role `{}`, and no API tokens are configured ([[api.tokens]])",
+                    needed.as_str()
+                ))
+                .into_response();
+            }
+            None => {
+                return ApiError::Unauthorized(format!(
+                    "this needs a bearer token with role `{}`",
+                    needed.as_str()
+                ))
+                .into_response();
+            }
+            Some(role) if role < needed => {
+                return ApiError::Forbidden(format!(
+                    "`{}` has role `{}`; this needs `{}`",
+                    caller.name,
+                    role.as_str(),
+                    needed.as_str()
+                ))
+                .into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Errors as the API reports them.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -55,6 +145,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -68,6 +160,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -75,7 +168,14 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "API error");
         }
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        let mut res = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
     }
 }
 
@@ -269,18 +369,22 @@ async fn pending_actions(State(engine): State<Arc<Engine>>) -> Api<serde_json::V
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settle {
-    /// Who decides (recorded in the audit log).
-    by: String,
+    /// On whose behalf, if not the token holder's (recorded beside the caller).
+    by: Option<String>,
     reason: Option<String>,
 }
 
-fn parse_settle(body: Result<Json<Settle>, JsonRejection>) -> Result<Settle, ApiError> {
+/// Checks an approve / reject body; returns (on behalf of, reason).
+fn parse_settle(
+    caller: &Caller,
+    body: Result<Json<Settle>, JsonRejection>,
+) -> Result<(String, Option<String>), ApiError> {
     let Json(s) =
         body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
-    let by = s.by.trim();
+    let by = s.by.as_deref().map(str::trim).unwrap_or(&caller.name);
     if by.is_empty() || by.len() > 200 {
         return Err(ApiError::BadRequest(
-            "field `by`: a name of 1 to 200 characters is required".into(),
+            "field `by`: a name of 1 to 200 characters".into(),
         ));
     }
     if s.reason.as_ref().is_some_and(|r| r.len() > 2000) {
@@ -288,28 +392,35 @@ fn parse_settle(body: Result<Json<Settle>, JsonRejection>) -> Result<Settle, Api
             "field `reason`: at most 2000 characters".into(),
         ));
     }
-    Ok(Settle {
-        by: by.to_string(),
-        reason: s.reason,
-    })
+    Ok((by.to_string(), s.reason))
 }
 
 async fn approve(
     State(engine): State<Arc<Engine>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<Settle>, JsonRejection>,
 ) -> Api<Incident> {
-    let s = parse_settle(body)?;
-    Ok(Json(engine.approve(&id, &s.by, s.reason).await?))
+    let (by, reason) = parse_settle(&caller, body)?;
+    Ok(Json(
+        engine
+            .settle_as(&id, &caller.name, &by, reason, true)
+            .await?,
+    ))
 }
 
 async fn reject(
     State(engine): State<Arc<Engine>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<Settle>, JsonRejection>,
 ) -> Api<Incident> {
-    let s = parse_settle(body)?;
-    Ok(Json(engine.reject(&id, &s.by, s.reason).await?))
+    let (by, reason) = parse_settle(&caller, body)?;
+    Ok(Json(
+        engine
+            .settle_as(&id, &caller.name, &by, reason, false)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,8 +558,8 @@ async fn get_runbook(
 struct Execute {
     /// The watched run to execute it on.
     run: String,
-    /// Who asks (recorded in the audit log).
-    by: String,
+    /// On whose behalf, if not the token holder's.
+    by: Option<String>,
     /// Return the plan and every policy decision without acting.
     #[serde(default)]
     dry_run: bool,
@@ -457,15 +568,16 @@ struct Execute {
 
 async fn execute_runbook(
     State(engine): State<Arc<Engine>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<Execute>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(b) =
         body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
-    let by = b.by.trim();
+    let by = b.by.as_deref().map(str::trim).unwrap_or(&caller.name);
     if by.is_empty() || by.len() > 200 {
         return Err(ApiError::BadRequest(
-            "field `by`: a name of 1 to 200 characters is required".into(),
+            "field `by`: a name of 1 to 200 characters".into(),
         ));
     }
     if b.run.trim().is_empty() {
@@ -480,6 +592,7 @@ async fn execute_runbook(
         .execute_runbook(ExecuteRequest {
             runbook: id,
             run: b.run,
+            caller: caller.name.clone(),
             by: by.to_string(),
             reason: b.reason,
             dry_run: b.dry_run,

@@ -657,11 +657,11 @@ impl Engine {
                 ));
                 (
                     Some(format!(
-                        "curl -sX POST {base}/api/v1/actions/{}/approve -H 'content-type: application/json' -d '{{\"by\":\"'$USER'\"}}'",
+                        "curl -sX POST {base}/api/v1/actions/{}/approve -H \"Authorization: Bearer $BABYSITTER_TOKEN\" -H 'content-type: application/json' -d '{{\"by\":\"'$USER'\"}}'",
                         p.id
                     )),
                     Some(format!(
-                        "curl -sX POST {base}/api/v1/actions/{}/reject -H 'content-type: application/json' -d '{{\"by\":\"'$USER'\",\"reason\":\"...\"}}'",
+                        "curl -sX POST {base}/api/v1/actions/{}/reject -H \"Authorization: Bearer $BABYSITTER_TOKEN\" -H 'content-type: application/json' -d '{{\"by\":\"'$USER'\",\"reason\":\"...\"}}'",
                         p.id
                     )),
                 )
@@ -717,15 +717,15 @@ impl Engine {
         ok
     }
 
-    /// A human approves a pending action (through the API). The engine runs it on its next pass,
-    /// through the policy gate again.
+    /// A human approves a pending action. The engine runs it on its next pass, through the
+    /// policy gate again.
     pub async fn approve(
         &self,
         action_id: &str,
         by: &str,
         reason: Option<String>,
     ) -> Result<Incident, ApprovalError> {
-        self.settle(action_id, by, reason, true).await
+        self.settle_as(action_id, by, by, reason, true).await
     }
 
     /// A human rejects a pending action: the incident is escalated to humans.
@@ -735,12 +735,15 @@ impl Engine {
         by: &str,
         reason: Option<String>,
     ) -> Result<Incident, ApprovalError> {
-        self.settle(action_id, by, reason, false).await
+        self.settle_as(action_id, by, by, reason, false).await
     }
 
-    async fn settle(
+    /// Approves (or rejects) as `caller` (the authenticated API caller, recorded as the actor
+    /// `api:<caller>`) on behalf of `by`.
+    pub async fn settle_as(
         &self,
         action_id: &str,
+        caller: &str,
         by: &str,
         reason: Option<String>,
         approve: bool,
@@ -777,7 +780,7 @@ impl Engine {
                 kind,
                 Some(&run),
                 Some(&id),
-                &format!("api:{by}"),
+                &format!("api:{caller}"),
                 json!({ "action_id": action_id, "action": p.action, "by": by, "reason": reason }),
             )
             .await;

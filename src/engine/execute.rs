@@ -17,7 +17,9 @@ use crate::runbook::Diagnosis;
 pub struct ExecuteRequest {
     pub runbook: String,
     pub run: String,
-    /// Who asks (recorded as `api:<by>`).
+    /// The authenticated caller (recorded as the actor, `api:<caller>`).
+    pub caller: String,
+    /// On whose behalf (usually the caller).
     pub by: String,
     pub reason: Option<String>,
     pub dry_run: bool,
@@ -99,7 +101,7 @@ impl Engine {
             });
         }
         let (target, autonomy) = (w.cfg.target.clone(), w.cfg.autonomy);
-        let actor = format!("api:{}", req.by);
+        let actor = format!("api:{}", req.caller);
 
         if req.dry_run {
             // Each step is judged as if the ones before it had just run (breakers, cooldowns).
@@ -151,7 +153,7 @@ impl Engine {
                 None,
                 &actor,
                 json!({
-                    "runbook": rb.id, "runbook_sha256": rb.sha256, "reason": req.reason,
+                    "runbook": rb.id, "runbook_sha256": rb.sha256, "by": req.by, "reason": req.reason,
                     "steps": steps,
                 }),
             )
@@ -185,7 +187,7 @@ impl Engine {
                 Some(&req.run),
                 Some(&id),
                 &actor,
-                json!({ "runbook": rb.id, "runbook_sha256": rb.sha256, "reason": req.reason }),
+                json!({ "runbook": rb.id, "runbook_sha256": rb.sha256, "by": req.by, "reason": req.reason }),
             )
             .await;
         if !recorded {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use babysitter::act::Target;
 use babysitter::audit::{AuditLog, Entry, EntryKind, Filter};
 use babysitter::clock::{ManualClock, ScaledClock, SharedClock};
-use babysitter::config::{Config, WatchConfig};
+use babysitter::config::{ApiRole, ApiToken, Config, WatchConfig};
 use babysitter::engine::{Engine, Handles, View};
 use babysitter::incident::Incident;
 use babysitter::notify::ConsolePager;
@@ -17,6 +17,9 @@ use babysitter::sources::MetricsSource;
 use babysitter::telemetry::Metrics;
 
 pub const ORIGIN: f64 = 1_700_000_000.0;
+/// Bearer tokens the harness configures: `alice` is an operator, `vera` a viewer.
+pub const OPERATOR_TOKEN: &str = "alice-secret-token";
+pub const VIEWER_TOKEN: &str = "vera-secret-token";
 pub const HISTORY: f64 = 3.0 * 3600.0;
 
 pub struct Harness {
@@ -70,6 +73,10 @@ impl Harness {
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         cfg.data_dir = dir.path().to_path_buf();
+        cfg.api.tokens = vec![
+            ApiToken::for_secret("alice", ApiRole::Operator, OPERATOR_TOKEN),
+            ApiToken::for_secret("vera", ApiRole::Viewer, VIEWER_TOKEN),
+        ];
         tweak(&mut cfg);
         let audit = Arc::new(AuditLog::open(&cfg.audit_url()).await.unwrap());
         let pager = ConsolePager::new();
