@@ -27,6 +27,7 @@
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
 //! | [`act`] | the `Action` enum and the `Actuator` trait |
 //! | [`verify`] | did the run recover after the action? |
+//! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
 //! | [`notify`] | the `Pager` trait and the console pager |
 //! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`) |
 //! | [`engine`] | the loop that drives every stage and owns the state between polls |
@@ -54,6 +55,7 @@ pub mod engine;
 pub mod incident;
 pub mod notify;
 pub mod policy;
+pub mod replay;
 pub mod runbook;
 pub mod sim;
 pub mod sources;
