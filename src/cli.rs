@@ -297,35 +297,51 @@ fn replay(
             run.poll_interval
         );
     }
+    // Everything goes to one buffer first: a closed pipe (`| head`) ends the output quietly.
+    let mut out = String::new();
     match (labels, json) {
         (None, true) => {
             for f in &run.findings {
-                println!("{}", serde_json::to_string(&FindingLine::from(f))?);
+                out.push_str(&serde_json::to_string(&FindingLine::from(f))?);
+                out.push('\n');
             }
         }
         (None, false) => {
             for f in &run.findings {
-                println!(
-                    "{:>12} {:<20} {:<24} {:<8} {}",
+                out.push_str(&format!(
+                    "{:>12} {:<20} {:<24} {:<8} {}\n",
                     crate::clock::fmt_t(f.at),
                     f.kind.as_str(),
                     f.chart,
                     f.severity.as_str(),
                     f.message
-                );
+                ));
             }
-            println!("{} findings over {} polls", run.findings.len(), run.polls);
+            out.push_str(&format!(
+                "{} findings over {} polls\n",
+                run.findings.len(),
+                run.polls
+            ));
         }
         (Some(l), true) => {
             let s = crate::replay::score(&run.findings, &l);
-            println!("{}", serde_json::to_string(&s)?);
+            out.push_str(&serde_json::to_string(&s)?);
+            out.push('\n');
         }
         (Some(l), false) => {
             let s = crate::replay::score(&run.findings, &l);
-            print!("{}", score_text(&s, set));
+            out.push_str(&score_text(&s, set));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// The score of one trace as a small table.
