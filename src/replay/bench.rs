@@ -6,14 +6,13 @@
 //! false positives per day are the false-positive episodes on healthy traces over their total
 //! length.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::detect::{Family, FindingKind};
 
 use super::run::{DetectorSet, ReplayError, ReplayOptions, replay};
-use super::score::{Labels, LabelsError, Score, TraceScore, quantile, score};
+use super::score::{Labels, LabelsError, Score, TraceScore, score};
 use super::trace::{Trace, TraceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +69,8 @@ impl TraceResult {
 /// The benchmark over a set of folders.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
+    /// The configured poll interval (before any time scaling), seconds.
+    pub poll_interval: f64,
     pub traces: Vec<TraceResult>,
     /// CSV files without a labels sidecar.
     pub skipped: Vec<PathBuf>,
@@ -109,7 +110,10 @@ pub fn bench_trace(
 
 /// Runs the benchmark over every `*.csv` of the folders (not recursive), in name order.
 pub fn run_benchmark(dirs: &[PathBuf], opts: &ReplayOptions) -> Result<Report, BenchError> {
-    let mut report = Report::default();
+    let mut report = Report {
+        poll_interval: opts.poll_interval,
+        ..Report::default()
+    };
     for dir in dirs {
         let entries = std::fs::read_dir(dir).map_err(|source| BenchError::Dir {
             path: dir.clone(),
@@ -209,13 +213,14 @@ impl fmt::Display for Report {
         let healthy = self.traces.iter().filter(|r| r.healthy()).count();
         writeln!(
             f,
-            "{} traces ({} with anomalies, {} healthy over {}), {} labelled anomalies; grace {} s",
+            "{} traces ({} with anomalies, {} healthy over {}), {} labelled anomalies; grace {} s; poll every {} (stretched on sparser traces, see scale below)",
             self.traces.len(),
             self.traces.len() - healthy,
             healthy,
             fmt_secs(Some(ours.healthy_secs)),
             ours.score.family.anomalies,
-            super::GRACE_SECS
+            super::GRACE_SECS,
+            fmt_secs(Some(self.poll_interval))
         )?;
         writeln!(f)?;
         let head = format!(
@@ -224,11 +229,11 @@ impl fmt::Display for Report {
         );
         writeln!(
             f,
-            "{:<14} | {:<46} | {:<46}",
+            "{:<16} | {:<46} | {:<46}",
             "", "babysitter", "baseline (static rules)"
         )?;
-        writeln!(f, "{:<14} | {head} | {head}", "scope")?;
-        writeln!(f, "{:-<14}-+-{:-<46}-+-{:-<46}", "", "", "")?;
+        writeln!(f, "{:<16} | {head} | {head}", "scope")?;
+        writeln!(f, "{:-<16}-+-{:-<46}-+-{:-<46}", "", "", "")?;
         let families: Vec<Family> = {
             let mut v: Vec<Family> = ours
                 .score
@@ -245,23 +250,23 @@ impl fmt::Display for Report {
         for fam in families {
             writeln!(
                 f,
-                "{:<14} | {} | {}",
+                "{:<16} | {} | {}",
                 fam.as_str(),
                 score_cells(ours.score.by_family.get(&fam).unwrap_or(&empty)),
                 score_cells(base.score.by_family.get(&fam).unwrap_or(&empty)),
             )?;
         }
-        writeln!(f, "{:-<14}-+-{:-<46}-+-{:-<46}", "", "", "")?;
+        writeln!(f, "{:-<16}-+-{:-<46}-+-{:-<46}", "", "", "")?;
         writeln!(
             f,
-            "{:<14} | {} | {}",
+            "{:<16} | {} | {}",
             "all (family)",
             score_cells(&ours.score.family),
             score_cells(&base.score.family)
         )?;
         writeln!(
             f,
-            "{:<14} | {} | {}",
+            "{:<16} | {} | {}",
             "all (strict)",
             score_cells(&ours.score.strict),
             score_cells(&base.score.strict)
@@ -272,7 +277,7 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "{:<14} | {:<46} | {:<46}",
+            "{:<16} | {:<46} | {:<46}",
             "FP/day healthy",
             format!(
                 "{} ({} episodes)",
@@ -286,41 +291,21 @@ impl fmt::Display for Report {
             ),
         )?;
         writeln!(f)?;
-        writeln!(f, "strict latency by kind (p50 / p90, detected/labelled):")?;
-        let mut kinds: BTreeMap<FindingKind, (usize, usize)> = BTreeMap::new();
-        for r in &self.traces {
-            // Labelled anomalies per kind are not in TraceScore; count them from strict hits.
-            for (k, l) in &r.babysitter.score.strict_latency_by_kind {
-                kinds.entry(*k).or_default().0 += l.len();
-            }
-            for (k, l) in &r.baseline.score.strict_latency_by_kind {
-                kinds.entry(*k).or_default().1 += l.len();
-            }
-        }
-        if kinds.is_empty() {
-            writeln!(f, "  (no anomaly detected with its exact kind)")?;
-        }
-        for k in kinds.keys() {
-            let lat = |t: &Totals| {
-                let l = t
-                    .score
-                    .strict_latency_by_kind
-                    .get(k)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                format!(
-                    "{} / {} (n={})",
-                    fmt_secs(quantile(l, 0.5)),
-                    fmt_secs(quantile(l, 0.9)),
-                    l.len()
-                )
-            };
+        writeln!(f, "by kind (strict):")?;
+        let kinds: std::collections::BTreeSet<FindingKind> = ours
+            .score
+            .strict_by_kind
+            .keys()
+            .chain(base.score.strict_by_kind.keys())
+            .copied()
+            .collect();
+        for k in kinds {
             writeln!(
                 f,
-                "  {:<20} babysitter {:<28} baseline {}",
+                "{:<16} | {} | {}",
                 k.as_str(),
-                lat(&ours),
-                lat(&base)
+                score_cells(ours.score.strict_by_kind.get(&k).unwrap_or(&empty)),
+                score_cells(base.score.strict_by_kind.get(&k).unwrap_or(&empty)),
             )?;
         }
         writeln!(f)?;

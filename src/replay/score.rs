@@ -172,8 +172,8 @@ pub struct TraceScore {
     pub family: Score,
     /// Same kind required.
     pub strict: Score,
-    /// Latency of each strictly detected anomaly, by kind.
-    pub strict_latency_by_kind: BTreeMap<FindingKind, Vec<f64>>,
+    /// Strict, per kind (only kinds that were labelled or found).
+    pub strict_by_kind: BTreeMap<FindingKind, Score>,
 }
 
 impl TraceScore {
@@ -183,11 +183,8 @@ impl TraceScore {
         }
         self.family.add(&other.family);
         self.strict.add(&other.strict);
-        for (k, l) in &other.strict_latency_by_kind {
-            self.strict_latency_by_kind
-                .entry(*k)
-                .or_default()
-                .extend_from_slice(l);
+        for (k, s) in &other.strict_by_kind {
+            self.strict_by_kind.entry(*k).or_default().add(s);
         }
     }
 }
@@ -219,13 +216,8 @@ pub fn score(findings: &[Finding], labels: &Labels) -> TraceScore {
             continue;
         }
         let s = score_group(&fs, &ls, |f, a| f.kind == a.kind);
-        if !s.latencies.is_empty() {
-            out.strict_latency_by_kind
-                .entry(kind)
-                .or_default()
-                .extend_from_slice(&s.latencies);
-        }
         out.strict.add(&s);
+        out.strict_by_kind.insert(kind, s);
     }
     out
 }
@@ -356,8 +348,16 @@ mod tests {
         // Episodes: loss_divergence 1 (unmatched), stall 2 (1), gpu 1 (1), throughput 1 (0).
         assert_eq!((s.strict.episodes, s.strict.matched_episodes), (5, 2));
         assert_eq!((s.strict.anomalies, s.strict.detected), (3, 2));
-        assert_eq!(s.strict_latency_by_kind[&Stall], vec![90.0]);
-        assert!(!s.strict_latency_by_kind.contains_key(&LossSpike));
+        assert_eq!(s.strict_by_kind[&Stall].latencies, vec![90.0]);
+        assert_eq!(s.strict_by_kind[&Stall].false_positives(), 1);
+        assert_eq!(
+            (
+                s.strict_by_kind[&LossSpike].anomalies,
+                s.strict_by_kind[&LossSpike].detected
+            ),
+            (1, 0)
+        );
+        assert!(!s.strict_by_kind.contains_key(&Nonfinite));
     }
 
     #[test]
