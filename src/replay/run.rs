@@ -289,6 +289,31 @@ mod tests {
     }
 
     #[test]
+    fn a_condition_is_reported_again_only_after_it_cleared() {
+        // NaN losses at 100..160 (one condition, seen on three polls), then again at 1000.
+        let mut text = String::from("time,loss\n");
+        for i in 0..=60 {
+            let t = i as f64 * 20.0;
+            let bad = (100.0..=160.0).contains(&t) || t == 1000.0;
+            text.push_str(&format!("{t},{}\n", if bad { "NaN" } else { "2.0" }));
+        }
+        let r = replay(
+            &trace(&text),
+            &ReplayOptions::default(),
+            DetectorSet::Babysitter,
+        )
+        .expect("replays");
+        let at: Vec<_> = r.findings.iter().map(|f| (f.kind, f.at)).collect();
+        assert_eq!(
+            at,
+            vec![
+                (FindingKind::Nonfinite, 120.0),
+                (FindingKind::Nonfinite, 1020.0)
+            ]
+        );
+    }
+
+    #[test]
     fn sparse_traces_stretch_windows_and_polls() {
         let mut text = String::from("time,loss\n");
         for d in 0..10 {
