@@ -34,7 +34,7 @@
 //! | [`api`] | the HTTP API (axum) |
 //! | [`app`] | wiring: `App::build` then `App::run_until` |
 //! | [`demo`] | the embedded default: three simulated runs and the story on the terminal |
-//! | [`cli`] | `serve`, `demo`, `check`, `audit verify`, `approve`, `reject` |
+//! | [`cli`] | `serve`, `demo`, `check`, `replay`, `audit verify`, `approve`, `reject` |
 //! | [`clock`] | time as a parameter: system, scaled (demo) and manual (tests) clocks |
 //! | [`telemetry`] | babysitter's own Prometheus metrics |
 //!

@@ -196,3 +196,45 @@ fn broken_trace_fails_with_file_and_line() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn config_poll_interval_sets_the_replay_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("nan.csv");
+    let mut text = String::from("time,loss,progress_pct\n");
+    for i in 0..=30 {
+        let t = i as f64 * 10.0;
+        let v = if t == 130.0 {
+            "NaN".to_string()
+        } else {
+            "2.0".into()
+        };
+        text.push_str(&format!("{t},{v},{i}\n"));
+    }
+    std::fs::write(&trace, text).expect("write");
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(&cfg, "poll_interval = \"60s\"\n").expect("write");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("replay")
+            .arg(&trace)
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8(out.stdout).expect("utf-8");
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one finding");
+        (v["kind"].clone(), v["at"].clone())
+    };
+    // The NaN at 130 s is first seen by the poll at 150 s (30-s polls) or 180 s (60-s polls).
+    assert_eq!(run(&[]), ("nonfinite".into(), 150.0.into()));
+    assert_eq!(
+        run(&["--config", cfg.to_str().expect("utf-8 path")]),
+        ("nonfinite".into(), 180.0.into())
+    );
+}
