@@ -1,4 +1,4 @@
-//! CLI: `babysitter serve | demo | check | audit verify | approve | reject`.
+//! CLI: `babysitter serve | demo | check | replay | audit verify | approve | reject`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,16 @@ pub struct Cli {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::duration::parse(s)
+}
+
+fn parse_time_scale(s: &str) -> Result<crate::replay::TimeScale, String> {
+    if s == "auto" {
+        return Ok(crate::replay::TimeScale::Auto);
+    }
+    match s.parse::<f64>() {
+        Ok(k) if k.is_finite() && k > 0.0 => Ok(crate::replay::TimeScale::Fixed(k)),
+        _ => Err(format!("expected `auto` or a number above 0, got `{s}`")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +78,27 @@ pub enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         runbooks: Option<PathBuf>,
+    },
+    /// Replay a metric trace (CSV) through the detectors as if polling it live; with
+    /// `--labels`, score the findings against the labelled anomalies.
+    Replay {
+        trace: PathBuf,
+        /// Config file: its `poll_interval` and `detectors` settings are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One JSON object per finding (FORMATS.md §3), or the score as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The trace's `NAME.labels.json`: print the score instead of the findings.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Multiply every detector window and the poll interval by this factor; `auto` (the
+        /// default) stretches them only for traces sampled less often than once per poll.
+        #[arg(long, default_value = "auto", value_parser = parse_time_scale)]
+        time_scale: crate::replay::TimeScale,
+        /// Run the static Prometheus-style baseline rules instead of babysitter's detectors.
+        #[arg(long)]
+        baseline: bool,
     },
     /// Audit log tools.
     Audit {
@@ -149,6 +180,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, runbooks } => Ok(check(config, runbooks)),
+        Command::Replay {
+            trace,
+            config,
+            json,
+            labels,
+            time_scale,
+            baseline,
+        } => replay(
+            &trace,
+            config.as_deref(),
+            json,
+            labels.as_deref(),
+            time_scale,
+            baseline,
+        ),
         Command::Audit {
             command: AuditCommand::Verify { db },
         } => {
@@ -205,6 +251,114 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `replay`: findings as JSON lines or text, or the score against labels.
+fn replay(
+    trace: &std::path::Path,
+    config: Option<&std::path::Path>,
+    json: bool,
+    labels: Option<&std::path::Path>,
+    time_scale: crate::replay::TimeScale,
+    baseline: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::replay::{DetectorSet, FindingLine, Labels, ReplayOptions, Trace};
+    let cfg = Config::load(config)?;
+    let opts = ReplayOptions {
+        poll_interval: cfg.poll_interval.as_secs_f64(),
+        params: cfg.detectors,
+        time_scale,
+    };
+    let set = if baseline {
+        DetectorSet::Baseline
+    } else {
+        DetectorSet::Babysitter
+    };
+    let tr = Trace::load(trace)?;
+    let labels = labels.map(Labels::load).transpose()?;
+    let run =
+        crate::replay::replay(&tr, &opts, set).with_context(|| trace.display().to_string())?;
+    if run.scale != 1.0 {
+        eprintln!(
+            "{}: sampled every {} s: windows and poll interval scaled by {} (one poll every {} s)",
+            trace.display(),
+            tr.cadence.unwrap_or(0.0),
+            run.scale,
+            run.poll_interval
+        );
+    }
+    // Everything goes to one buffer first: a closed pipe (`| head`) ends the output quietly.
+    let mut out = String::new();
+    match (labels, json) {
+        (None, true) => {
+            for f in &run.findings {
+                out.push_str(&serde_json::to_string(&FindingLine::from(f))?);
+                out.push('\n');
+            }
+        }
+        (None, false) => {
+            for f in &run.findings {
+                out.push_str(&format!(
+                    "{:>12} {:<20} {:<24} {:<8} {}\n",
+                    crate::clock::fmt_t(f.at),
+                    f.kind.as_str(),
+                    f.chart,
+                    f.severity.as_str(),
+                    f.message
+                ));
+            }
+            out.push_str(&format!(
+                "{} findings over {} polls\n",
+                run.findings.len(),
+                run.polls
+            ));
+        }
+        (Some(l), true) => {
+            let s = crate::replay::score(&run.findings, &l);
+            out.push_str(&serde_json::to_string(&s)?);
+            out.push('\n');
+        }
+        (Some(l), false) => {
+            let s = crate::replay::score(&run.findings, &l);
+            out.push_str(&score_text(&s, set));
+        }
+    }
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The score of one trace as a small table.
+fn score_text(s: &crate::replay::TraceScore, set: crate::replay::DetectorSet) -> String {
+    use crate::replay::bench::fmt_secs;
+    let ratio = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
+    let line = |name: &str, sc: &crate::replay::Score| {
+        format!(
+            "{name:<12} precision {:>4}  recall {:>4}  F1 {:>4}  detected {}/{}  episodes {} (false positives {})  latency p50 {} p90 {}\n",
+            ratio(sc.precision()),
+            ratio(sc.recall()),
+            ratio(sc.f1()),
+            sc.detected,
+            sc.anomalies,
+            sc.episodes,
+            sc.false_positives(),
+            fmt_secs(sc.latency_quantile(0.5)),
+            fmt_secs(sc.latency_quantile(0.9)),
+        )
+    };
+    let mut out = format!("{} (grace {} s)\n", set.name(), crate::replay::GRACE_SECS);
+    for (fam, sc) in &s.by_family {
+        out.push_str(&line(fam.as_str(), sc));
+    }
+    out.push_str(&line("family", &s.family));
+    out.push_str(&line("strict", &s.strict));
+    out
 }
 
 async fn settle(a: SettleArgs, verb: &str) -> anyhow::Result<ExitCode> {
@@ -300,6 +454,27 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["babysitter", "demo", "--for", "soon"]).is_err());
+        let cli = Cli::try_parse_from([
+            "babysitter",
+            "replay",
+            "t.csv",
+            "--json",
+            "--time-scale",
+            "2",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Replay {
+                json, time_scale, ..
+            } => {
+                assert!(json);
+                assert_eq!(time_scale, crate::replay::TimeScale::Fixed(2.0));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["babysitter", "replay", "t.csv", "--time-scale", "0"]).is_err()
+        );
         let cli =
             Cli::try_parse_from(["babysitter", "audit", "verify", "--db", "x/audit.db"]).unwrap();
         assert!(matches!(cli.command, Command::Audit { .. }));

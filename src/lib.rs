@@ -27,13 +27,14 @@
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
 //! | [`act`] | the `Action` enum and the `Actuator` trait |
 //! | [`verify`] | did the run recover after the action? |
+//! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
 //! | [`notify`] | the `Pager` trait and the console pager |
 //! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`) |
 //! | [`engine`] | the loop that drives every stage and owns the state between polls |
 //! | [`api`] | the HTTP API (axum) |
 //! | [`app`] | wiring: `App::build` then `App::run_until` |
 //! | [`demo`] | the embedded default: three simulated runs and the story on the terminal |
-//! | [`cli`] | `serve`, `demo`, `check`, `audit verify`, `approve`, `reject` |
+//! | [`cli`] | `serve`, `demo`, `check`, `replay`, `audit verify`, `approve`, `reject` |
 //! | [`clock`] | time as a parameter: system, scaled (demo) and manual (tests) clocks |
 //! | [`telemetry`] | babysitter's own Prometheus metrics |
 //!
@@ -54,6 +55,7 @@ pub mod engine;
 pub mod incident;
 pub mod notify;
 pub mod policy;
+pub mod replay;
 pub mod runbook;
 pub mod sim;
 pub mod sources;

@@ -1,0 +1,20 @@
+//! Replay and scoring: `babysitter replay` and the detection benchmark.
+//!
+//! [`trace`] reads metric traces (FORMATS.md §1); [`run`] replays one through a detector set
+//! poll by poll, causally and through hysteresis, as the engine would watch it live (§3);
+//! [`baseline`] holds the static Prometheus alert rules babysitter is compared with; [`score`]
+//! scores findings against labelled anomalies (§4); [`bench`] runs both detector sets over
+//! folders of traces and prints the comparison table.
+
+pub mod baseline;
+pub mod bench;
+pub mod run;
+pub mod score;
+pub mod trace;
+
+pub use baseline::BaselineRules;
+pub use run::{
+    DetectorSet, FindingLine, Replay, ReplayError, ReplayOptions, TimeScale, replay, scale_params,
+};
+pub use score::{GRACE_SECS, LabelledAnomaly, Labels, LabelsError, Score, TraceScore, score};
+pub use trace::{Trace, TraceError};
