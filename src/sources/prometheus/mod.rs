@@ -65,6 +65,9 @@ struct Counters {
     samples: AtomicU64,
 }
 
+/// A run waiting for a chart: its window start, name and request index.
+type Member = (i64, String, usize);
+
 /// One range query of a poll: a chart template over a batch of runs and a time window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedQuery {
@@ -145,9 +148,7 @@ impl PrometheusSource {
         let end = align_down(now.floor() as i64, step);
         let lookback = self.cfg.lookback.as_secs_f64();
         let overlap = self.cfg.overlap.as_secs_f64();
-        // (key, template) → [(start, run, request index)]
-        let mut groups: BTreeMap<(ChartKey, ChartTemplate), Vec<(i64, String, usize)>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<(ChartKey, ChartTemplate), Vec<Member>> = BTreeMap::new();
         for (i, r) in requests.iter().enumerate() {
             let Some(plan) = self.plans.get(&r.run) else {
                 continue;
