@@ -1,0 +1,523 @@
+//! The Prometheus source against a real Prometheus (the Debian package), started here on a free
+//! loopback port with a temporary storage dir. It scrapes a real HTTP exporter served by the
+//! test (training metrics in the text exposition format); long histories are backfilled with
+//! `promtool tsdb create-blocks-from openmetrics` before it starts.
+//!
+//! A test is skipped (with a message) only when no `prometheus` binary exists and none can be
+//! installed; `scripts/test` installs it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use babysitter::act::Target;
+use babysitter::charts::{ChartKey, Sample};
+use babysitter::clock::{ManualClock, SharedClock, SystemClock, unix_now};
+use babysitter::config::Config;
+use babysitter::sim::{SimCluster, SimRunSpec};
+use babysitter::sources::prometheus::PrometheusSource;
+use babysitter::sources::prometheus::settings::{ProfileSel, PrometheusConfig};
+use babysitter::sources::{ChartBatch, MetricsSource, PollRequest, SourceError};
+
+/// `prometheus` and `promtool`, installing the Debian package if they are missing and we can.
+fn binaries() -> Option<(PathBuf, PathBuf)> {
+    let find = |name: &str| -> Option<PathBuf> {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+    };
+    if find("prometheus").is_none() {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg("[ \"$(id -u)\" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-pushgateway")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    match (find("prometheus"), find("promtool")) {
+        (Some(p), Some(t)) => Some((p, t)),
+        _ => {
+            eprintln!(
+                "SKIPPED: no `prometheus`/`promtool` binary and it could not be installed (apt-get install prometheus)"
+            );
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A training exporter: serves whatever text the test puts in `body` on `/metrics`.
+struct Exporter {
+    addr: SocketAddr,
+    body: Arc<Mutex<String>>,
+}
+
+impl Exporter {
+    async fn start() -> Exporter {
+        let body = Arc::new(Mutex::new(String::new()));
+        let b = body.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let b = b.clone();
+                async move {
+                    let text = b.lock().map(|s| s.clone()).unwrap_or_default();
+                    ([("content-type", "text/plain; version=0.0.4")], text)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Exporter { addr, body }
+    }
+
+    fn set(&self, text: String) {
+        *self.body.lock().unwrap() = text;
+    }
+}
+
+/// A Prometheus process on loopback; killed on drop.
+struct Prometheus {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Prometheus {
+    /// Writes the config (scraping `target` every second, if any); does not start yet.
+    fn new(bin: PathBuf, target: Option<SocketAddr>) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let scrape = match target {
+            Some(t) => format!(
+                "scrape_configs:\n  - job_name: train\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{t}']\n"
+            ),
+            None => String::new(),
+        };
+        std::fs::write(
+            dir.path().join("prom.yml"),
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{scrape}"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        Prometheus {
+            bin,
+            dir,
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("prom.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .arg(format!(
+                "--config.file={}",
+                self.dir.path().join("prom.yml").display()
+            ))
+            .arg(format!("--storage.tsdb.path={}", self.data().display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start prometheus");
+        self.child = Some(child);
+        let ready = format!("{}/-/ready", self.url());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(&ready).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not become ready: {}",
+                std::fs::read_to_string(self.dir.path().join("prom.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until an instant query for `expr` returns at least `n` series, then 2 s more: a
+    /// range query with a 1 s step ends at the last whole second, which must pass the scrape.
+    async fn wait_for(&self, expr: &str, n: usize) {
+        let client = prometheus_http_query::Client::try_from(self.url().as_str()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.query(expr).get().await
+                && r.data().as_vector().is_some_and(|v| v.len() >= n)
+            {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return;
+            }
+            assert!(Instant::now() < deadline, "no data for {expr}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn watch(run: &str, profile: &[&str]) -> babysitter::config::WatchConfig {
+    let mut w = common::watch(run);
+    w.profile = Some(ProfileSel::Many(
+        profile.iter().map(|s| s.to_string()).collect(),
+    ));
+    w
+}
+
+fn req(run: &str, since: Option<f64>) -> PollRequest {
+    PollRequest {
+        run: run.into(),
+        target: Target::Simulated { run: run.into() },
+        since,
+    }
+}
+
+fn chart<'a>(batch: &'a ChartBatch, key: &str) -> &'a [Sample] {
+    let key: ChartKey = key.parse().unwrap();
+    batch
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, s)| s.as_slice())
+        .unwrap_or_else(|| panic!("no chart {key} in {:?}", keys(batch)))
+}
+
+fn keys(batch: &ChartBatch) -> Vec<String> {
+    batch.iter().map(|(k, _)| k.to_string()).collect()
+}
+
+fn loss_at(run: usize, t: i64) -> f64 {
+    // Exactly representable in decimal, so the text round trip is exact.
+    2.0 + (run as f64) * 0.5 + ((t / 15) % 40) as f64 * 0.125
+}
+
+/// Two hours of history for r0 and r1, backfilled: every chart comes back with its values, at
+/// the step instants, labelled per GPU, NaN kept; a run Prometheus has never seen is not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfilled_history_is_read_correctly() {
+    let Some((bin, promtool)) = binaries() else {
+        return;
+    };
+    let mut prom = Prometheus::new(bin, None);
+    let now = unix_now();
+    let end = ((now as i64) / 15) * 15 - 600;
+    let start = end - 2 * 3600;
+    let nan_at = start + 3600;
+    let mut om = String::new();
+    om.push_str("# TYPE training_step gauge\n");
+    for run in 0..2 {
+        for t in (start..=end).step_by(15) {
+            om.push_str(&format!(
+                "training_step{{run=\"r{run}\"}} {} {t}\n",
+                (t - start) / 15
+            ));
+        }
+    }
+    om.push_str("# TYPE training_loss gauge\n");
+    for run in 0..2 {
+        for t in (start..=end).step_by(15) {
+            let v = if run == 1 && t == nan_at {
+                "NaN".to_string()
+            } else {
+                loss_at(run, t).to_string()
+            };
+            om.push_str(&format!("training_loss{{run=\"r{run}\"}} {v} {t}\n"));
+        }
+    }
+    om.push_str("# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n");
+    for gpu in 0..2 {
+        for t in (start..=end).step_by(15) {
+            om.push_str(&format!(
+                "DCGM_FI_DEV_GPU_UTIL{{run=\"r0\",Hostname=\"node-a\",gpu=\"{gpu}\"}} {} {t}\n",
+                90 + gpu
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    let file = prom.dir.path().join("history.om");
+    std::fs::write(&file, om).unwrap();
+    let out = Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(prom.data())
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    prom.start().await;
+
+    let mut cfg = PrometheusConfig::new(prom.url());
+    cfg.lookback = Duration::from_secs(3 * 3600);
+    cfg.max_query_window = Duration::from_secs(3600);
+    let src = PrometheusSource::new(
+        &cfg,
+        &[
+            watch("r0", &["generic", "dcgm"]),
+            watch("r1", &["generic"]),
+            watch("ghost", &["generic"]),
+        ],
+    )
+    .unwrap();
+    let res = src
+        .poll(&[req("r0", None), req("r1", None), req("ghost", None)], now)
+        .await;
+    let r0 = res[0].as_ref().expect("r0 readable");
+    let r1 = res[1].as_ref().expect("r1 readable");
+    assert_eq!(res[2], Ok(Vec::new()), "no series is not an error");
+
+    let loss0 = chart(r0, "loss");
+    let (history, carried): (Vec<Sample>, Vec<Sample>) =
+        loss0.iter().partition(|s| s.t <= end as f64);
+    assert_eq!(history.len(), ((end - start) / 15 + 1) as usize);
+    assert_eq!(history[0].t, start as f64);
+    assert!(history.iter().all(|s| s.v == loss_at(0, s.t as i64)));
+    // After the last sample Prometheus carries it for its 5-min look-back delta, no longer.
+    assert!(
+        !carried.is_empty() && carried.len() <= 20,
+        "{}",
+        carried.len()
+    );
+    assert!(carried.iter().all(|s| s.v == loss_at(0, end)));
+    let step0 = chart(r0, "step");
+    let last_real = step0.iter().rev().find(|s| s.t <= end as f64);
+    assert_eq!(last_real.map(|s| (s.t, s.v)), Some((end as f64, 480.0)));
+    assert!(step0.iter().all(|s| s.t <= (end + 300) as f64));
+    let loss1 = chart(r1, "loss");
+    let nan = loss1.iter().find(|s| s.t == nan_at as f64).unwrap();
+    assert!(nan.v.is_nan(), "NaN is a value, not a gap");
+    assert_eq!(
+        loss1
+            .iter()
+            .find(|s| s.t == (nan_at + 15) as f64)
+            .map(|s| s.v),
+        Some(loss_at(1, nan_at + 15))
+    );
+    let g1 = chart(r0, "gpu_util{Hostname=node-a,gpu=1}");
+    assert!(g1.iter().all(|s| s.v == 91.0) && g1.len() > 400);
+    assert!(
+        !keys(r1).iter().any(|k| k.starts_with("gpu_util")),
+        "r1 has no dcgm profile"
+    );
+
+    // One query per template and window slice, whatever the number of runs.
+    let st = src.stats();
+    let templates = src.plan("r0").unwrap().len(); // generic + dcgm ⊇ generic
+    let slices = 3;
+    assert_eq!(st.requests as usize, templates * slices, "{st:?}");
+    assert_eq!(st.failed_queries, 0);
+}
+
+fn exposition(step: u64, runs: &[&str]) -> String {
+    let mut s = String::from("# TYPE training_step gauge\n");
+    for r in runs {
+        s.push_str(&format!("training_step{{run=\"{r}\"}} {step}\n"));
+    }
+    s.push_str("# TYPE training_loss gauge\n");
+    for (i, r) in runs.iter().enumerate() {
+        s.push_str(&format!(
+            "training_loss{{run=\"{r}\"}} {}\n",
+            3.0 - step as f64 * 0.01 + i as f64
+        ));
+    }
+    s.push_str("# TYPE training_step_time_seconds gauge\n");
+    for r in runs {
+        for rank in 0..2 {
+            s.push_str(&format!(
+                "training_step_time_seconds{{run=\"{r}\",rank=\"{rank}\"}} {}\n",
+                0.5 + rank as f64
+            ));
+        }
+    }
+    s
+}
+
+/// Scraped live: the second poll asks only for what is newer than the first one saw (plus the
+/// overlap), and sends one query per chart template for all three runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_polls_fetch_only_new_samples() {
+    let Some((bin, _)) = binaries() else {
+        return;
+    };
+    let runs = ["a", "b", "c"];
+    let exporter = Exporter::start().await;
+    exporter.set(exposition(100, &runs));
+    let mut prom = Prometheus::new(bin, Some(exporter.addr));
+    prom.start().await;
+    prom.wait_for("training_step", 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut cfg = PrometheusConfig::new(prom.url());
+    cfg.step = Duration::from_secs(1);
+    cfg.overlap = Duration::from_secs(2);
+    cfg.lookback = Duration::from_secs(60);
+    let watches: Vec<_> = runs.iter().map(|r| watch(r, &["generic"])).collect();
+    let src = PrometheusSource::new(&cfg, &watches).unwrap();
+    let templates = src.plan("a").unwrap().len() as u64;
+
+    let now1 = unix_now();
+    let first = src
+        .poll(&runs.map(|r| req(r, None)), now1)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, SourceError>>()
+        .unwrap();
+    assert_eq!(src.stats().requests, templates, "one query per template");
+    let since = first
+        .iter()
+        .flat_map(|b| b.iter().flat_map(|(_, s)| s.iter().map(|x| x.t)))
+        .max_by(f64::total_cmp)
+        .unwrap();
+    assert!(chart(&first[0], "step").iter().all(|s| s.v == 100.0));
+    assert_eq!(chart(&first[1], "step_time{rank=1}").last().unwrap().v, 1.5);
+    assert_eq!(chart(&first[2], "loss").last().unwrap().v, 3.0 - 1.0 + 2.0);
+
+    exporter.set(exposition(105, &runs));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = src.stats();
+    let now2 = unix_now();
+    let second = src
+        .poll(&runs.map(|r| req(r, Some(since))), now2)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, SourceError>>()
+        .unwrap();
+    let after = src.stats();
+    assert_eq!(after.requests - before.requests, templates);
+    let max_per_chart = (now2 - since + 2.0).ceil() as usize + 1;
+    for b in &second {
+        for (k, s) in b {
+            assert!(!s.is_empty(), "{k}");
+            assert!(s.len() <= max_per_chart, "{k}: {} samples", s.len());
+            assert!(
+                s.iter().all(|x| x.t >= since - 2.0 && x.t <= now2),
+                "{k}: only samples after since - overlap"
+            );
+        }
+    }
+    assert_eq!(chart(&second[0], "step").last().unwrap().v, 105.0);
+    let first_samples: usize = first
+        .iter()
+        .flat_map(|b| b.iter().map(|(_, s)| s.len()))
+        .sum();
+    let second_samples: usize = second
+        .iter()
+        .flat_map(|b| b.iter().map(|(_, s)| s.len()))
+        .sum();
+    assert!(second_samples <= (after.samples - before.samples) as usize);
+    assert!(
+        first_samples > 0 && second_samples > 0,
+        "{first_samples} then {second_samples}"
+    );
+}
+
+/// Prometheus killed mid-run: the watch turns blind (its error says why), nothing is detected or
+/// done; Prometheus back on the same storage: the watch reads its charts again, history included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_down_blinds_the_watch_and_it_recovers() {
+    let Some((bin, _)) = binaries() else {
+        return;
+    };
+    let exporter = Exporter::start().await;
+    exporter.set(exposition(10, &["r1"]));
+    let mut prom = Prometheus::new(bin, Some(exporter.addr));
+    prom.start().await;
+    prom.wait_for("training_step", 1).await;
+
+    let mut pcfg = PrometheusConfig::new(prom.url());
+    pcfg.step = Duration::from_secs(1);
+    pcfg.lookback = Duration::from_secs(60);
+    pcfg.retries = 1;
+    pcfg.retry_backoff = Duration::from_millis(50);
+    pcfg.timeout = Duration::from_secs(2);
+    let mut cfg = Config::default();
+    cfg.watches.push(watch("r1", &["generic"]));
+    cfg.sources.prometheus = Some(pcfg.clone());
+    let src = Arc::new(PrometheusSource::new(&pcfg, &cfg.watches).unwrap());
+    let sim = Arc::new(SimCluster::new(Arc::new(SystemClock), 1));
+    sim.add_run(SimRunSpec::new("r1", unix_now() - 3600.0))
+        .unwrap();
+    let shared: SharedClock = Arc::new(SystemClock);
+    let h = common::Harness::with_parts(
+        cfg,
+        shared,
+        ManualClock::new(unix_now()),
+        sim,
+        src.clone(),
+        |_| {},
+    )
+    .await;
+
+    h.engine.tick().await;
+    let w = h.engine.view().watches[0].clone();
+    assert_ne!(w.status, "blind", "{w:?}");
+    assert_eq!(w.latest.get("step"), Some(&Some(10.0)), "{w:?}");
+    let seen = w.last_sample.unwrap();
+
+    prom.kill();
+    exporter.set(exposition(11, &["r1"]));
+    h.engine.tick().await;
+    let w = h.engine.view().watches[0].clone();
+    assert_eq!(w.status, "blind", "{w:?}");
+    assert!(w.blind_since.is_some());
+    let err = w.source_error.clone().unwrap_or_default();
+    assert!(
+        err.contains(&prom.url()),
+        "the error names Prometheus: {err}"
+    );
+    assert!(w.active_findings.is_empty(), "no detection while blind");
+    assert!(
+        h.engine.view().incidents.is_empty(),
+        "nothing acts while blind"
+    );
+    h.engine.tick().await;
+    assert_eq!(h.engine.view().watches[0].status, "blind");
+
+    prom.start().await;
+    prom.wait_for("training_step == 11", 1).await;
+    h.engine.tick().await;
+    let w = h.engine.view().watches[0].clone();
+    assert_ne!(w.status, "blind", "{w:?}");
+    assert!(w.source_error.is_none());
+    assert_eq!(w.latest.get("step"), Some(&Some(11.0)));
+    assert!(w.last_sample.unwrap() > seen);
+    assert!(h.incidents_of("r1").is_empty());
+    let st = src.stats();
+    assert!(st.failed_queries > 0 && st.retries > 0, "{st:?}");
+}
