@@ -551,4 +551,19 @@ mod tests {
         assert_eq!(st.retries, st.failed_queries, "each query retried once");
         assert_eq!(st.requests, 2 * st.failed_queries);
     }
+
+    #[test]
+    fn the_example_config_builds_a_source() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus.toml");
+        let cfg = crate::config::Config::load(Some(&path)).unwrap();
+        let prom = cfg.sources.prometheus.as_ref().unwrap();
+        let src = PrometheusSource::new(prom, &cfg.watches).unwrap();
+        let plan = src.plan("llama-8b-pretrain").unwrap();
+        assert!(plan[&ChartKey::new(Role::Loss)].expr.contains("my_trainer_loss"));
+        assert!(!plan.contains_key(&ChartKey::new(Role::EvalLoss)));
+        assert!(plan.contains_key(&ChartKey::new(Role::Restarts)));
+        assert_eq!(plan[&ChartKey::new(Role::StepTime)].labels, vec!["rank"]);
+        // The second watch takes the default profile.
+        assert_eq!(src.plan("llama-70b-sft").unwrap().len(), 12);
+    }
 }
