@@ -521,3 +521,155 @@ async fn prometheus_down_blinds_the_watch_and_it_recovers() {
     let st = src.stats();
     assert!(st.failed_queries > 0 && st.retries > 0, "{st:?}");
 }
+
+/// Kills the `babysitter serve` child on drop.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn get_json(url: &str) -> Option<serde_json::Value> {
+    reqwest::get(url).await.ok()?.json().await.ok()
+}
+
+/// `babysitter serve` on a real Prometheus scraping a live training exporter: a NaN injected into
+/// the published loss is detected, opens an incident, and is diagnosed by the `nonfinite` runbook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_detects_a_fault_injected_into_published_metrics() {
+    let Some((bin, _)) = binaries() else {
+        return;
+    };
+    let exporter = Exporter::start().await;
+    let fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (body, fault) = (exporter.body.clone(), fault.clone());
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let loss = if fault.load(std::sync::atomic::Ordering::Relaxed) {
+                    "NaN".to_string()
+                } else {
+                    format!("{}", 2.5 - (i % 100) as f64 * 0.001)
+                };
+                let text = format!(
+                    "# TYPE training_step gauge\ntraining_step{{run=\"e2e\"}} {i}\n# TYPE training_loss gauge\ntraining_loss{{run=\"e2e\"}} {loss}\n"
+                );
+                if let Ok(mut b) = body.lock() {
+                    *b = text;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+    let mut prom = Prometheus::new(bin, Some(exporter.addr));
+    prom.start().await;
+    prom.wait_for("training_step", 1).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = free_port();
+    let config = dir.path().join("babysitter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+poll_interval = "2s"
+data_dir = "{data}"
+[server]
+listen = "127.0.0.1:{api_port}"
+[sources.prometheus]
+url = "{url}"
+step = "1s"
+lookback = "2m"
+overlap = "3s"
+[[watches]]
+run = "e2e"
+target = {{ kind = "simulated", run = "e2e" }}
+autonomy = "suggest"
+profile = "generic"
+"#,
+            data = dir.path().join("data").display(),
+            url = prom.url(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let _serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_babysitter"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start babysitter serve"),
+    );
+    let api = format!("http://127.0.0.1:{api_port}/api/v1");
+    let serve_log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+
+    // Healthy first: the watch reads its charts and nothing is open.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let w = get_json(&format!("{api}/watches/e2e")).await;
+        if let Some(w) = &w
+            && w["status"] == "running"
+            && w["latest"]["step"].as_f64().is_some()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watch never read its charts: {w:?}\n{}",
+            serve_log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let open = get_json(&format!("{api}/incidents?run=e2e")).await.unwrap();
+    assert!(
+        open["incidents"].as_array().is_some_and(|a| a
+            .iter()
+            .all(|i| !i["kinds"].to_string().contains("nonfinite"))),
+        "{open}"
+    );
+
+    fault.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let incident = loop {
+        let found = get_json(&format!("{api}/incidents?run=e2e"))
+            .await
+            .and_then(|v| {
+                v["incidents"].as_array().and_then(|a| {
+                    a.iter()
+                        .find(|i| i["kinds"].to_string().contains("nonfinite"))
+                        .cloned()
+                })
+            });
+        if let Some(i) = found
+            && !i["runbook"].is_null()
+        {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no nonfinite incident\n{}",
+            serve_log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(incident["runbook"], "nonfinite", "{incident}");
+    assert_eq!(incident["run"], "e2e");
+    let watch = get_json(&format!("{api}/watches/e2e")).await.unwrap();
+    assert_ne!(watch["status"], "blind", "{watch}");
+    let audit = reqwest::get(format!("{api}/audit?run=e2e"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        audit.contains("nonfinite"),
+        "the finding is audited: {audit}"
+    );
+}

@@ -554,12 +554,17 @@ mod tests {
 
     #[test]
     fn the_example_config_builds_a_source() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus.toml");
         let cfg = crate::config::Config::load(Some(&path)).unwrap();
         let prom = cfg.sources.prometheus.as_ref().unwrap();
         let src = PrometheusSource::new(prom, &cfg.watches).unwrap();
         let plan = src.plan("llama-8b-pretrain").unwrap();
-        assert!(plan[&ChartKey::new(Role::Loss)].expr.contains("my_trainer_loss"));
+        assert!(
+            plan[&ChartKey::new(Role::Loss)]
+                .expr
+                .contains("my_trainer_loss")
+        );
         assert!(!plan.contains_key(&ChartKey::new(Role::EvalLoss)));
         assert!(plan.contains_key(&ChartKey::new(Role::Restarts)));
         assert_eq!(plan[&ChartKey::new(Role::StepTime)].labels, vec!["rank"]);
