@@ -303,6 +303,10 @@ async fn backfilled_history_is_read_correctly() {
     assert_eq!(res[2], Ok(Vec::new()), "no series is not an error");
 
     let loss0 = chart(r0, "loss");
+    assert!(
+        loss0.windows(2).all(|w| w[0].t < w[1].t),
+        "sorted across slices"
+    );
     let (history, carried): (Vec<Sample>, Vec<Sample>) =
         loss0.iter().partition(|s| s.t <= end as f64);
     assert_eq!(history.len(), ((end - start) / 15 + 1) as usize);

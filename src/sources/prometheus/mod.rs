@@ -395,7 +395,15 @@ impl MetricsSource for PrometheusSource {
             .zip(charts)
             .map(|(err, charts)| match err {
                 Some(e) => Err(e),
-                None => Ok(charts.into_iter().collect()),
+                // Slices arrive in any order: hand each chart over sorted, one sample per instant.
+                None => Ok(charts
+                    .into_iter()
+                    .map(|(k, mut v)| {
+                        v.sort_by(|a, b| a.t.total_cmp(&b.t));
+                        v.dedup_by(|a, b| a.t == b.t);
+                        (k, v)
+                    })
+                    .collect()),
             })
             .collect()
     }
