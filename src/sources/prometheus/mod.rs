@@ -579,4 +579,118 @@ mod tests {
         // The second watch takes the default profile.
         assert_eq!(src.plan("llama-70b-sft").unwrap().len(), 12);
     }
+
+    /// A fake Prometheus answering `query_range` with `replies` in turn (then the last one).
+    async fn fake(replies: Vec<(u16, &'static str)>) -> (String, Arc<AtomicU64>) {
+        use axum::http::StatusCode;
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/query_range",
+            axum::routing::post(move || {
+                let c = c.clone();
+                let replies = replies.clone();
+                async move {
+                    let n = c.fetch_add(1, Ordering::SeqCst) as usize;
+                    let (code, body) = replies[n.min(replies.len() - 1)];
+                    (
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+                        [("content-type", "application/json")],
+                        body,
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), calls)
+    }
+
+    fn one_chart(url: &str, retries: u32) -> PrometheusSource {
+        let mut cfg = PrometheusConfig::new(url);
+        cfg.retries = retries;
+        cfg.retry_backoff = std::time::Duration::from_millis(1);
+        cfg.lookback = std::time::Duration::from_secs(300); // one slice
+        let mut w = watch("a", Some("generic"));
+        for key in src_keys() {
+            w.charts.insert(key, ChartTemplate::new("", &[]));
+        }
+        PrometheusSource::new(&cfg, &[w, watch("b", Some("kube"))]).unwrap()
+    }
+
+    /// Every generic chart but `loss` (turned off so one query serves the test).
+    fn src_keys() -> Vec<ChartKey> {
+        profile::builtin("generic")
+            .unwrap()
+            .into_keys()
+            .filter(|k| k.role != Role::Loss)
+            .collect()
+    }
+
+    const UNAVAILABLE: &str = r#"{"status":"error","errorType":"unavailable","error":"busy"}"#;
+    const OK: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"run":"a","instance":"x:1"},"values":[[1700000000,"1.5"],[1700000015,"NaN"]]}]}}"#;
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_then_read() {
+        let (url, calls) = fake(vec![(503, UNAVAILABLE), (503, UNAVAILABLE), (200, OK)]).await;
+        let src = one_chart(&url, 2);
+        let res = src.poll(&[req("a", None)], 1_700_000_020.0).await;
+        let batch = res[0].as_ref().unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            batch[0].0,
+            ChartKey::new(Role::Loss),
+            "instance is not a chart label"
+        );
+        assert_eq!(batch[0].1[0], Sample::new(1_700_000_000.0, 1.5));
+        assert!(batch[0].1[1].v.is_nan());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(src.stats().retries, 2);
+        assert_eq!(src.stats().requests, 3);
+    }
+
+    #[tokio::test]
+    async fn retries_run_out_and_refusals_are_not_retried() {
+        let (url, calls) = fake(vec![(503, UNAVAILABLE)]).await;
+        let src = one_chart(&url, 1);
+        let res = src.poll(&[req("a", None)], 1_700_000_020.0).await;
+        assert!(
+            matches!(&res[0], Err(SourceError::Unavailable(m)) if m.contains("busy") && m.contains("chart `loss`")),
+            "{res:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        let (url, calls) = fake(vec![(
+            400,
+            r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+        )])
+        .await;
+        let src = one_chart(&url, 3);
+        let res = src.poll(&[req("a", None)], 1_700_000_020.0).await;
+        assert!(
+            matches!(&res[0], Err(SourceError::BadData(m)) if m.contains("parse error")),
+            "{res:?}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a refused query is not retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_result_without_the_run_label_is_bad_data() {
+        let (url, _) = fake(vec![(
+            200,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1700000000,"1"]]}]}}"#,
+        )])
+        .await;
+        let src = one_chart(&url, 0);
+        let res = src.poll(&[req("a", None)], 1_700_000_020.0).await;
+        assert!(
+            matches!(&res[0], Err(SourceError::BadData(m)) if m.contains("no `run` label")),
+            "{res:?}"
+        );
+    }
 }
