@@ -1,7 +1,7 @@
 //! The Prometheus source: reads every watch's charts from a Prometheus-compatible HTTP API
 //! (Prometheus, Thanos, Mimir, VictoriaMetrics), incrementally, for thousands of runs.
 //!
-//! - **Batching.** Each watch resolves its [profile](profile) to chart templates. Watches that
+//! - **Batching.** Each watch resolves its [profile] to chart templates. Watches that
 //!   share a template are served by one range query whose matcher names all their runs
 //!   (`run=~"a|b|c"`, at most `max_runs_per_query`), grouped `by (run)`: queries per poll grow
 //!   with templates, not with runs (per-run queries measured 43–56× slower at 10,000 runs).
