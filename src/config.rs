@@ -211,6 +211,8 @@ impl Config {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(p) = &self.sources.prometheus {
+            crate::sources::prometheus::validate(p)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             for (i, w) in self.watches.iter().enumerate() {
                 let sel = w.profile.as_ref().unwrap_or(&p.default_profile);
                 crate::sources::prometheus::profile::resolve(sel, &w.charts).map_err(|e| {

@@ -211,7 +211,8 @@ fn align_up(t: i64, step: i64) -> i64 {
     align_down(t + step - 1, step)
 }
 
-fn validate(cfg: &PrometheusConfig) -> Result<(), SetupError> {
+/// Checks the settings that need no file nor network (also run by `babysitter check`).
+pub fn validate(cfg: &PrometheusConfig) -> Result<(), SetupError> {
     let bad = |field: &str, message: &str| {
         Err(SetupError::Invalid {
             field: field.to_string(),
