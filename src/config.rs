@@ -412,5 +412,12 @@ charts = { loss = "avg by ($RUN_LABEL) (my_loss{$RUNS})", "step_time" = "" }
         .unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("timeot"), "{err}");
+        std::fs::write(
+            &p,
+            "[sources.prometheus]\nurl = \"http://p\"\nstep = \"0s\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("sources.prometheus.step"), "{err}");
     }
 }
