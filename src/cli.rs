@@ -264,7 +264,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let source: Arc<dyn MetricsSource> = match &cfg.sources.prometheus {
         Some(p) => {
             let src = PrometheusSource::new(p, &cfg.watches)?;
-            tracing::info!(url = %p.url, watches = cfg.watches.len(), "charts from Prometheus");
+            tracing::info!(url = %src.url(), watches = cfg.watches.len(), "charts from Prometheus");
             Arc::new(src)
         }
         None => sim.clone(),

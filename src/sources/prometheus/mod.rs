@@ -84,6 +84,8 @@ pub struct PlannedQuery {
 pub struct PrometheusSource {
     client: prometheus_http_query::Client,
     cfg: Arc<PrometheusConfig>,
+    /// The URL as shown in errors and logs (a password in it is masked).
+    shown_url: String,
     plans: HashMap<String, Arc<ChartPlan>>,
     limit: Arc<Semaphore>,
     counters: Arc<Counters>,
@@ -92,7 +94,7 @@ pub struct PrometheusSource {
 impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusSource")
-            .field("url", &self.cfg.url)
+            .field("url", &self.shown_url)
             .field("watches", &self.plans.len())
             .finish()
     }
@@ -119,6 +121,7 @@ impl PrometheusSource {
         Ok(PrometheusSource {
             client,
             cfg: Arc::new(cfg.clone()),
+            shown_url: crate::app::redact(&cfg.url),
             plans,
             limit: Arc::new(Semaphore::new(cfg.max_concurrent_queries)),
             counters: Arc::new(Counters::default()),
@@ -128,6 +131,11 @@ impl PrometheusSource {
     /// The resolved charts of a watch.
     pub fn plan(&self, run: &str) -> Option<&ChartPlan> {
         self.plans.get(run).map(|p| p.as_ref())
+    }
+
+    /// The Prometheus URL, a password in it masked.
+    pub fn url(&self) -> &str {
+        &self.shown_url
     }
 
     pub fn stats(&self) -> PollStats {
@@ -338,7 +346,7 @@ impl MetricsSource for PrometheusSource {
                         error = %text,
                         "prometheus query failed"
                     );
-                    let msg = format!("prometheus {} chart `{}`: {text}", self.cfg.url, q.key);
+                    let msg = format!("prometheus {} chart `{}`: {text}", self.shown_url, q.key);
                     for (_, i) in &q.runs {
                         if let Some(slot) = errors.get_mut(*i)
                             && slot.is_none()
@@ -355,7 +363,11 @@ impl MetricsSource for PrometheusSource {
                         let Some(run) = metric.get(&self.cfg.run_label) else {
                             let msg = format!(
                                 "prometheus {} chart `{}`: a result series has no `{}` label (the expression must keep it, e.g. `by ({})`): {:?}",
-                                self.cfg.url, q.key, self.cfg.run_label, self.cfg.run_label, metric
+                                self.shown_url,
+                                q.key,
+                                self.cfg.run_label,
+                                self.cfg.run_label,
+                                metric
                             );
                             for (_, i) in &q.runs {
                                 if let Some(slot) = errors.get_mut(*i)
@@ -543,7 +555,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let mut cfg = PrometheusConfig::new(format!("http://127.0.0.1:{port}"));
+        let mut cfg = PrometheusConfig::new(format!("http://bob:hunter2@127.0.0.1:{port}"));
         cfg.retries = 1;
         cfg.retry_backoff = std::time::Duration::from_millis(1);
         let src = PrometheusSource::new(&cfg, &[watch("a", None), watch("b", None)]).unwrap();
@@ -553,7 +565,13 @@ mod tests {
                 1e9 + 60.0,
             )
             .await;
-        assert!(matches!(&res[0], Err(SourceError::Unavailable(m)) if m.contains("127.0.0.1")));
+        assert!(
+            matches!(&res[0], Err(SourceError::Unavailable(m)) if m.contains("bob:***@127.0.0.1"))
+        );
+        assert!(
+            !format!("{res:?}{src:?}").contains("hunter2"),
+            "passwords stay out of errors"
+        );
         assert!(matches!(&res[1], Err(SourceError::Unavailable(_))));
         assert_eq!(res[2], Err(SourceError::UnknownRun("q".into())));
         let st = src.stats();
