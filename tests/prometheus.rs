@@ -20,7 +20,7 @@ use babysitter::clock::{ManualClock, SharedClock, SystemClock, unix_now};
 use babysitter::config::Config;
 use babysitter::sim::{SimCluster, SimRunSpec};
 use babysitter::sources::prometheus::PrometheusSource;
-use babysitter::sources::prometheus::settings::{ProfileSel, PrometheusConfig};
+use babysitter::sources::prometheus::settings::{ChartTemplate, ProfileSel, PrometheusConfig};
 use babysitter::sources::{ChartBatch, MetricsSource, PollRequest, SourceError};
 
 /// `prometheus` and `promtool`, installing the Debian package if they are missing and we can.
@@ -676,4 +676,141 @@ profile = "generic"
         audit.contains("nonfinite"),
         "the finding is audited: {audit}"
     );
+}
+
+/// Benchmark, not a test: `cargo test --test prometheus -- --ignored --nocapture bench`
+/// (`BENCH_RUNS=10000` for more runs). Backfills N runs × 6 charts × 30 min at 15 s, then
+/// prints, per poll, requests, wall time and samples, and the time of the same PromQL sent
+/// directly (no decoding into charts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures"]
+async fn bench_poll_many_runs() {
+    let Some((bin, promtool)) = binaries() else {
+        return;
+    };
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let metrics = [
+        "training_step",
+        "training_loss",
+        "training_grad_norm",
+        "training_learning_rate",
+        "training_throughput",
+        "training_data_wait_seconds",
+    ];
+    let mut prom = Prometheus::new(bin, None);
+    let now = unix_now();
+    let end = ((now as i64) / 15) * 15;
+    let start = end - 1800;
+    let file = prom.dir.path().join("bench.om");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        for m in metrics {
+            writeln!(f, "# TYPE {m} gauge").unwrap();
+            for r in 0..runs {
+                for t in (start..end).step_by(15) {
+                    writeln!(
+                        f,
+                        "{m}{{run=\"run-{r}\"}} {} {t}",
+                        (t - start) / 15 + r as i64
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        writeln!(f, "# EOF").unwrap();
+    }
+    let t0 = Instant::now();
+    let out = Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(prom.data())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "backfill of {runs} runs x 6 charts: {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    prom.start().await;
+
+    let mut cfg = PrometheusConfig::new(prom.url());
+    cfg.lookback = Duration::from_secs(1800);
+    let mut watches = Vec::new();
+    for r in 0..runs {
+        let mut w = watch(&format!("run-{r}"), &["generic"]);
+        for key in [
+            "eval_loss",
+            "loss_scale",
+            "skipped_steps",
+            "step_time",
+            "compute_time",
+            "checkpoint_age",
+        ] {
+            w.charts
+                .insert(key.parse().unwrap(), ChartTemplate::new("", &[]));
+        }
+        watches.push(w);
+    }
+    let src = PrometheusSource::new(&cfg, &watches).unwrap();
+    let requests: Vec<_> = (0..runs).map(|r| req(&format!("run-{r}"), None)).collect();
+    for (label, since) in [
+        ("first poll (30 min)", None),
+        ("incremental (last 60 s)", Some(now - 60.0)),
+    ] {
+        let reqs: Vec<_> = requests
+            .iter()
+            .map(|r| PollRequest { since, ..r.clone() })
+            .collect();
+        let before = src.stats();
+        let t = Instant::now();
+        let res = src.poll(&reqs, now).await;
+        let wall = t.elapsed().as_secs_f64();
+        let after = src.stats();
+        assert!(res.iter().all(|r| r.is_ok()));
+        // The same PromQL, sent directly, two at a time, not decoded into charts.
+        let queries = src.plan_queries(&reqs, now);
+        let client = prometheus_http_query::Client::try_from(prom.url().as_str()).unwrap();
+        let t = Instant::now();
+        let labels = babysitter::sources::prometheus::profile::Labels {
+            run_label: "run",
+            pod_run_label: "label_run",
+        };
+        for pair in queries.chunks(2) {
+            let futs: Vec<_> = pair
+                .iter()
+                .map(|q| {
+                    let runs: Vec<&str> = q.runs.iter().map(|(r, _)| r.as_str()).collect();
+                    let expr = babysitter::sources::prometheus::profile::expand(
+                        &q.template.expr,
+                        &labels,
+                        &runs,
+                    );
+                    let c = client.clone();
+                    let (s, e) = (q.start, q.end);
+                    tokio::spawn(
+                        async move { c.query_range(expr, s, e, 15.0).post().await.map(|_| ()) },
+                    )
+                })
+                .collect();
+            for f in futs {
+                f.await.unwrap().unwrap();
+            }
+        }
+        let raw = t.elapsed().as_secs_f64();
+        println!(
+            "{runs} runs, {label}: {} requests, {} series, {} samples, poll {wall:.3}s, raw queries {raw:.3}s, ratio {:.2}",
+            after.requests - before.requests,
+            after.series - before.series,
+            after.samples - before.samples,
+            wall / raw
+        );
+    }
 }
