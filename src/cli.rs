@@ -15,6 +15,8 @@ use crate::clock::{SharedClock, SystemClock, unix_now};
 use crate::config::Config;
 use crate::notify::ConsolePager;
 use crate::sim::{SimCluster, SimRunSpec};
+use crate::sources::MetricsSource;
+use crate::sources::prometheus::PrometheusSource;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -390,8 +392,9 @@ async fn settle(a: SettleArgs, verb: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `serve`: the service on the configured watches. Simulated targets run on the built-in
-/// simulator; Prometheus sources and Kubernetes actuators plug in here as they land.
+/// `serve`: the service on the configured watches. Charts come from `[sources.prometheus]`
+/// when it is configured, else from the built-in simulator; simulated targets are acted on by
+/// the simulator (Kubernetes actuators plug in here as they land).
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let sim = Arc::new(SimCluster::new(clock.clone(), 1));
@@ -406,10 +409,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ),
         }
     }
+    let source: Arc<dyn MetricsSource> = match &cfg.sources.prometheus {
+        Some(p) => {
+            let src = PrometheusSource::new(p, &cfg.watches)?;
+            tracing::info!(url = %src.url(), watches = cfg.watches.len(), "charts from Prometheus");
+            Arc::new(src)
+        }
+        None => sim.clone(),
+    };
     let tick_every = cfg.poll_interval;
     let parts = Parts {
         clock,
-        source: sim.clone(),
+        source,
         actuator: sim,
         pager: ConsolePager::new(),
         tick_every,

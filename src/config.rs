@@ -4,6 +4,7 @@
 //! Environment overrides use `__` between levels: `BABYSITTER_POLICY__READ_ONLY=true`,
 //! `BABYSITTER_SERVER__LISTEN=0.0.0.0:8080`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,8 +14,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::act::Target;
+use crate::charts::ChartKey;
 use crate::detect::DetectorParams;
 use crate::policy::{Autonomy, PolicyConfig};
+use crate::sources::prometheus::settings::{ChartTemplate, ProfileSel, PrometheusConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -36,6 +39,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub detectors: DetectorParams,
     pub pager: PagerConfig,
+    /// Where charts come from. No source configured: the built-in simulator.
+    pub sources: SourcesConfig,
     pub watches: Vec<WatchConfig>,
 }
 
@@ -52,6 +57,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             detectors: DetectorParams::default(),
             pager: PagerConfig::default(),
+            sources: SourcesConfig::default(),
             watches: Vec::new(),
         }
     }
@@ -157,6 +163,14 @@ pub enum PagerConfig {
     Console,
 }
 
+/// `[sources]`: metrics sources. Only one kind so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// `[sources.prometheus]`: read charts from a Prometheus-compatible API.
+    pub prometheus: Option<PrometheusConfig>,
+}
+
 /// One run to babysit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +189,14 @@ pub struct WatchConfig {
     /// Per-watch detector settings (override the global ones).
     #[serde(default)]
     pub detectors: Option<DetectorParams>,
+    /// Prometheus source: the profile(s) of this run's charts (`generic`, `dcgm`,
+    /// `kube_state_metrics`); unset means `sources.prometheus.default_profile`.
+    #[serde(default)]
+    pub profile: Option<ProfileSel>,
+    /// Prometheus source: per-chart PromQL overrides, keyed by chart (`loss`,
+    /// `step_time{rank=0}`); an empty expression turns a chart off.
+    #[serde(default)]
+    pub charts: BTreeMap<ChartKey, ChartTemplate>,
 }
 
 fn default_route() -> String {
@@ -272,6 +294,16 @@ impl Config {
         self.detectors
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(p) = &self.sources.prometheus {
+            crate::sources::prometheus::validate(p)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            for (i, w) in self.watches.iter().enumerate() {
+                let sel = w.profile.as_ref().unwrap_or(&p.default_profile);
+                crate::sources::prometheus::profile::resolve(sel, &w.charts).map_err(|e| {
+                    ConfigError::Invalid(format!("watches[{i}] (run `{}`): {e}", w.run))
+                })?;
+            }
+        }
         for (i, w) in self.watches.iter().enumerate() {
             if let Some(d) = &w.detectors {
                 d.validate()
@@ -438,5 +470,67 @@ mod tests {
         .unwrap();
         let cfg = Config::load(Some(&p)).unwrap();
         assert_eq!(cfg.watches[0].autonomy, Autonomy::Suggest);
+    }
+
+    #[test]
+    fn prometheus_source_and_watch_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            r#"
+[sources.prometheus]
+url = "http://prom:9090"
+step = "30s"
+headers = { "X-Scope-OrgID" = "ml" }
+bearer_token = "t0ken"
+
+[[watches]]
+run = "a"
+target = { kind = "simulated", run = "a" }
+profile = ["generic", "dcgm"]
+charts = { loss = "avg by ($RUN_LABEL) (my_loss{$RUNS})", "step_time" = "" }
+"#,
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        let prom = cfg.sources.prometheus.as_ref().unwrap();
+        assert_eq!(prom.url, "http://prom:9090");
+        assert_eq!(prom.step, Duration::from_secs(30));
+        assert_eq!(prom.lookback, Duration::from_secs(1800));
+        assert_eq!(prom.headers["X-Scope-OrgID"], "ml");
+        assert_eq!(
+            prom.bearer_token.as_ref().map(|s| s.expose()),
+            Some("t0ken")
+        );
+        assert!(
+            !format!("{cfg:?}").contains("t0ken"),
+            "secrets stay out of Debug"
+        );
+        let w = &cfg.watches[0];
+        assert_eq!(w.charts.len(), 2);
+        assert!(w.charts[&"step_time".parse::<ChartKey>().unwrap()].is_off());
+
+        std::fs::write(
+            &p,
+            "[sources.prometheus]\nurl = \"http://p\"\n[[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\nprofile = \"dgcm\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("watches[0]") && err.contains("dgcm"), "{err}");
+        std::fs::write(
+            &p,
+            "[sources.prometheus]\nurl = \"http://p\"\ntimeot = \"1s\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("timeot"), "{err}");
+        std::fs::write(
+            &p,
+            "[sources.prometheus]\nurl = \"http://p\"\nstep = \"0s\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("sources.prometheus.step"), "{err}");
     }
 }

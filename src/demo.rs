@@ -87,6 +87,8 @@ pub fn scenario(
             route: "ml-oncall".to_string(),
             runbooks: Vec::new(),
             detectors: None,
+            profile: None,
+            charts: Default::default(),
         });
     }
     Ok((sim, watches))

@@ -19,7 +19,7 @@
 //! | --- | --- |
 //! | [`config`] | typed config (TOML/YAML + `BABYSITTER_*` env), watches, defaults |
 //! | [`charts`] | chart roles (FORMATS.md §1), `ChartKey`, `Series`, `ChartSet` |
-//! | [`sources`] | the `MetricsSource` trait: polled for many runs at once |
+//! | [`sources`] | the `MetricsSource` trait: polled for many runs at once; [`sources::prometheus`]: batched, incremental PromQL with profiles |
 //! | [`sim`] | the simulated training runs of the demo: a source *and* an actuator |
 //! | [`detect`] | pure, causal detectors → `Finding`s; hysteresis (once per episode) |
 //! | [`incident`] | incidents per run and family; the lifecycle state machine |

@@ -2,6 +2,8 @@
 //! Prometheus-compatible APIs in production. A source is polled for many runs at once, so one
 //! query can serve many watches.
 
+pub mod prometheus;
+
 use async_trait::async_trait;
 
 use crate::act::Target;

@@ -44,6 +44,8 @@ pub fn watch(run: &str) -> WatchConfig {
         route: "ml-oncall".into(),
         runbooks: Vec::new(),
         detectors: None,
+        profile: None,
+        charts: Default::default(),
     }
 }
 
