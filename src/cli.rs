@@ -246,11 +246,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let tick_every = cfg.poll_interval;
+    let pager = crate::notify::build(&cfg, ConsolePager::new(), false).context("pagers")?;
     let parts = Parts {
         clock,
         source: sim.clone(),
         actuator: sim,
-        pager: ConsolePager::new(),
+        pager,
         tick_every,
     };
     let app = App::build(cfg, parts, false).await?;
