@@ -295,9 +295,7 @@ impl Secret {
         let v = match self {
             Secret::Value(v) => v.clone(),
             Secret::Env(var) => std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "{field}: environment variable `{var}` is not set"
-                ))
+                ConfigError::Invalid(format!("{field}: environment variable `{var}` is not set"))
             })?,
         };
         if v.trim().is_empty() {
@@ -681,9 +679,18 @@ ml-oncall = ["oncall-pd", "slack-ml"]
         assert_eq!(pd.delivery.attempts, 3);
         assert_eq!(pd.delivery.backoff, Duration::from_millis(200));
         assert_eq!(pd.delivery.timeout, Duration::from_secs(10));
-        assert_eq!(pd.routing_key, Secret::Env("BABYSITTER_TEST_PD_KEY_UNSET".into()));
-        let err = pd.routing_key.expose("pagers.oncall-pd.routing_key").unwrap_err();
-        assert!(err.to_string().contains("pagers.oncall-pd.routing_key"), "{err}");
+        assert_eq!(
+            pd.routing_key,
+            Secret::Env("BABYSITTER_TEST_PD_KEY_UNSET".into())
+        );
+        let err = pd
+            .routing_key
+            .expose("pagers.oncall-pd.routing_key")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("pagers.oncall-pd.routing_key"),
+            "{err}"
+        );
         // Secrets stay out of Debug output.
         assert!(!format!("{cfg:?}").contains("SECRETPART"));
         assert_eq!(cfg.pagers["am"].kind(), "alertmanager");
@@ -709,7 +716,11 @@ ml-oncall = ["oncall-pd", "slack-ml"]
         std::fs::write(&p, &no_default).unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("watches[0].route"), "{err}");
-        std::fs::write(&p, no_default.replace("run = \"a\"\n", "run = \"a\"\nroute = \"am\"\n")).unwrap();
+        std::fs::write(
+            &p,
+            no_default.replace("run = \"a\"\n", "run = \"a\"\nroute = \"am\"\n"),
+        )
+        .unwrap();
         assert!(Config::load(Some(&p)).is_ok());
 
         // A bad URL is named.

@@ -48,13 +48,23 @@ fn page(action: PageAction) -> Page {
         incident: "inc-7".into(),
         route: "ml-oncall".into(),
         details: vec![
-            ("finding".into(), "loss_spike on loss: 9.1σ above the median".into()),
+            (
+                "finding".into(),
+                "loss_spike on loss: 9.1σ above the median".into(),
+            ),
             ("runbook".into(), "loss-spike — Loss spike".into()),
             ("done".into(), "pause (ok)".into()),
-            ("proposed".into(), "restart_from_checkpoint — needs approval".into()),
+            (
+                "proposed".into(),
+                "restart_from_checkpoint — needs approval".into(),
+            ),
         ],
-        approve_command: Some("curl -sX POST http://127.0.0.1:8080/api/v1/actions/act-3/approve".into()),
-        reject_command: Some("curl -sX POST http://127.0.0.1:8080/api/v1/actions/act-3/reject".into()),
+        approve_command: Some(
+            "curl -sX POST http://127.0.0.1:8080/api/v1/actions/act-3/approve".into(),
+        ),
+        reject_command: Some(
+            "curl -sX POST http://127.0.0.1:8080/api/v1/actions/act-3/reject".into(),
+        ),
         links: vec!["http://127.0.0.1:8080/api/v1/incidents/inc-7".into()],
     }
 }
@@ -108,11 +118,14 @@ fn pd_errors(ev: &Value) -> Vec<String> {
         if p["source"].as_str().is_none_or(str::is_empty) {
             errs.push("'payload.source' is missing".into());
         }
-        if !["critical", "error", "warning", "info"].contains(&p["severity"].as_str().unwrap_or("")) {
+        if !["critical", "error", "warning", "info"].contains(&p["severity"].as_str().unwrap_or(""))
+        {
             errs.push("'payload.severity' is invalid".into());
         }
         if let Some(t) = p.get("timestamp")
-            && t.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).is_none()
+            && t.as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_none()
         {
             errs.push("'payload.timestamp' is invalid".into());
         }
@@ -159,7 +172,11 @@ async fn pd_enqueue(State(s): State<Arc<Mutex<Pd>>>, body: Bytes) -> Response {
         _ => {}
     }
     s.events.push(ev);
-    (StatusCode::ACCEPTED, axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": key}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": key})),
+    )
+        .into_response()
 }
 
 async fn pagerduty() -> (String, Arc<Mutex<Pd>>) {
@@ -192,20 +209,38 @@ async fn pagerduty_trigger_acknowledge_resolve_is_one_alert() {
     // An update of the open page is a duplicate trigger, not a second alert.
     pager.send(&page(PageAction::Trigger)).await.unwrap();
     pager.send(&page(PageAction::Acknowledge)).await.unwrap();
-    assert_eq!(pd.lock().unwrap().alerts["babysitter/inc-7"], "acknowledged");
+    assert_eq!(
+        pd.lock().unwrap().alerts["babysitter/inc-7"],
+        "acknowledged"
+    );
     pager.send(&page(PageAction::Resolve)).await.unwrap();
 
     let pd = pd.lock().unwrap();
     assert_eq!(pd.alerts.len(), 1, "{:?}", pd.alerts);
     assert_eq!(pd.alerts["babysitter/inc-7"], "resolved");
-    let actions: Vec<&str> = pd.events.iter().map(|e| e["event_action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = pd
+        .events
+        .iter()
+        .map(|e| e["event_action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["trigger", "trigger", "acknowledge", "resolve"]);
     let trigger = &pd.events[0];
     assert_eq!(trigger["payload"]["severity"], "critical");
     assert_eq!(trigger["payload"]["source"], "run-c");
-    assert_eq!(trigger["payload"]["custom_details"]["runbook"], "loss-spike — Loss spike");
-    assert!(trigger["payload"]["custom_details"]["approve"].as_str().unwrap().contains("/approve"));
-    assert_eq!(trigger["links"][0]["href"], "http://127.0.0.1:8080/api/v1/incidents/inc-7");
+    assert_eq!(
+        trigger["payload"]["custom_details"]["runbook"],
+        "loss-spike — Loss spike"
+    );
+    assert!(
+        trigger["payload"]["custom_details"]["approve"]
+            .as_str()
+            .unwrap()
+            .contains("/approve")
+    );
+    assert_eq!(
+        trigger["links"][0]["href"],
+        "http://127.0.0.1:8080/api/v1/incidents/inc-7"
+    );
 }
 
 #[tokio::test]
@@ -215,7 +250,14 @@ async fn pagerduty_long_summary_is_cut_to_the_limit() {
     p.summary = "ü".repeat(5000);
     pd_pager(&url, PD_KEY).send(&p).await.unwrap();
     let pd = pd.lock().unwrap();
-    assert_eq!(pd.events[0]["payload"]["summary"].as_str().unwrap().chars().count(), 1024);
+    assert_eq!(
+        pd.events[0]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count(),
+        1024
+    );
 }
 
 #[tokio::test]
@@ -223,9 +265,16 @@ async fn pagerduty_429_is_retried_after_retry_after() {
     let (url, pd) = pagerduty().await;
     pd.lock().unwrap().throttle = 1;
     let t0 = Instant::now();
-    pd_pager(&url, PD_KEY).send(&page(PageAction::Trigger)).await.unwrap();
+    pd_pager(&url, PD_KEY)
+        .send(&page(PageAction::Trigger))
+        .await
+        .unwrap();
     // The backoff is 20 ms: only `Retry-After: 1` explains a wait of a second.
-    assert!(t0.elapsed() >= Duration::from_millis(950), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t0.elapsed()
+    );
     let pd = pd.lock().unwrap();
     assert_eq!(pd.requests, 2);
     assert_eq!(pd.events.len(), 1);
@@ -235,7 +284,10 @@ async fn pagerduty_429_is_retried_after_retry_after() {
 async fn pagerduty_5xx_is_retried_and_400_is_not() {
     let (url, pd) = pagerduty().await;
     pd.lock().unwrap().unavailable = 3;
-    pd_pager(&url, PD_KEY).send(&page(PageAction::Trigger)).await.unwrap();
+    pd_pager(&url, PD_KEY)
+        .send(&page(PageAction::Trigger))
+        .await
+        .unwrap();
     assert_eq!(pd.lock().unwrap().requests, 4);
 
     let wrong = "WRONGKEY0000000000000000000000000";
@@ -243,7 +295,10 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
         .send(&page(PageAction::Trigger))
         .await
         .unwrap_err();
-    assert!(matches!(err, PageError::Rejected { status: 400, .. }), "{err:?}");
+    assert!(
+        matches!(err, PageError::Rejected { status: 400, .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(text.contains("'routing_key' is invalid"), "{text}");
     assert!(!text.contains(wrong), "the routing key leaked: {text}");
@@ -280,7 +335,9 @@ async fn a_receiver_down_for_a_while_loses_no_page() {
         let app = axum::Router::new()
             .route("/v2/enqueue", post(pd_enqueue))
             .with_state(late);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let _ = axum::serve(listener, app).await;
     });
     let mut delivery = fast();
@@ -311,7 +368,7 @@ fn slack_error(m: &Value) -> Option<&'static str> {
     if text.is_none_or(str::is_empty) && blocks.is_none() {
         return Some("no_text");
     }
-    let Some(blocks) = blocks else { return None };
+    let blocks = blocks?;
     if blocks.len() > 50 {
         return Some("invalid_blocks");
     }
@@ -319,21 +376,31 @@ fn slack_error(m: &Value) -> Option<&'static str> {
         let ok = match b["type"].as_str() {
             Some("header") => {
                 b["text"]["type"] == "plain_text"
-                    && b["text"]["text"].as_str().is_some_and(|t| !t.is_empty() && t.chars().count() <= 150)
+                    && b["text"]["text"]
+                        .as_str()
+                        .is_some_and(|t| !t.is_empty() && t.chars().count() <= 150)
             }
             Some("section") => {
                 let text_ok = b.get("text").is_none_or(|t| {
-                    t["text"].as_str().is_some_and(|t| !t.is_empty() && t.chars().count() <= 3000)
+                    t["text"]
+                        .as_str()
+                        .is_some_and(|t| !t.is_empty() && t.chars().count() <= 3000)
                 });
                 let fields_ok = b.get("fields").is_none_or(|f| {
                     f.as_array().is_some_and(|f| {
                         f.len() <= 10
-                            && f.iter().all(|x| x["text"].as_str().is_some_and(|t| t.chars().count() <= 2000))
+                            && f.iter().all(|x| {
+                                x["text"]
+                                    .as_str()
+                                    .is_some_and(|t| t.chars().count() <= 2000)
+                            })
                     })
                 });
                 text_ok && fields_ok && (b.get("text").is_some() || b.get("fields").is_some())
             }
-            Some("context") => b["elements"].as_array().is_some_and(|e| !e.is_empty() && e.len() <= 10),
+            Some("context") => b["elements"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.len() <= 10),
             _ => false,
         };
         if !ok {
@@ -375,16 +442,19 @@ async fn slack_gets_the_evidence_and_the_commands_in_valid_blocks() {
     .unwrap();
     let mut p = page(PageAction::Trigger);
     // More evidence than a section takes, and a long value.
-    p.details.extend((0..10).map(|i| (format!("extra {i}"), "x".repeat(2500))));
+    p.details
+        .extend((0..10).map(|i| (format!("extra {i}"), "x".repeat(2500))));
     pager.send(&p).await.unwrap();
     pager.send(&page(PageAction::Resolve)).await.unwrap();
-    let got = got.lock().unwrap();
-    assert_eq!(got.len(), 2);
-    let all = got[0].to_string();
-    assert!(all.contains("loss_spike on loss"), "{all}");
-    assert!(all.contains("/api/v1/actions/act-3/approve"), "{all}");
-    assert!(all.contains("/api/v1/actions/act-3/reject"), "{all}");
-    assert!(got[1]["text"].as_str().unwrap().contains("resolved"));
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        let all = got[0].to_string();
+        assert!(all.contains("loss_spike on loss"), "{all}");
+        assert!(all.contains("/api/v1/actions/act-3/approve"), "{all}");
+        assert!(all.contains("/api/v1/actions/act-3/reject"), "{all}");
+        assert!(got[1]["text"].as_str().unwrap().contains("resolved"));
+    }
 
     // A wrong webhook path is a permanent 404 whose error does not show the URL.
     let bad = SlackPager::new(
@@ -396,7 +466,10 @@ async fn slack_gets_the_evidence_and_the_commands_in_valid_blocks() {
     )
     .unwrap();
     let err = bad.send(&page(PageAction::Trigger)).await.unwrap_err();
-    assert!(matches!(err, PageError::Rejected { status: 404, .. }), "{err:?}");
+    assert!(
+        matches!(err, PageError::Rejected { status: 404, .. }),
+        "{err:?}"
+    );
     assert!(!err.to_string().contains("SECRETPATH"), "{err}");
 }
 
@@ -452,8 +525,14 @@ async fn webhook_receiver_checks_the_hmac() {
         assert_eq!(got[0]["page"]["severity"], "critical");
         assert_eq!(got[0]["page"]["details"][0][0], "finding");
     }
-    let err = hook("not-the-secret").send(&page(PageAction::Trigger)).await.unwrap_err();
-    assert!(matches!(err, PageError::Rejected { status: 401, .. }), "{err:?}");
+    let err = hook("not-the-secret")
+        .send(&page(PageAction::Trigger))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PageError::Rejected { status: 401, .. }),
+        "{err:?}"
+    );
     assert!(!err.to_string().contains("not-the-secret"));
     assert_eq!(got.lock().unwrap().len(), 1);
 }
@@ -475,26 +554,52 @@ async fn opsgenie() -> (String, Arc<Mutex<Og>>) {
     let app = axum::Router::new()
         .route(
             "/v2/alerts",
-            post(|State(s): State<Arc<Mutex<Og>>>, h: HeaderMap, body: Bytes| async move {
-                if !authorized(&h) {
-                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Key format is not valid!"})));
-                }
-                let Ok(a) = serde_json::from_slice::<Value>(&body) else {
-                    return (StatusCode::BAD_REQUEST, axum::Json(json!({"message": "invalid json"})));
-                };
-                let msg_ok = a["message"].as_str().is_some_and(|m| !m.is_empty() && m.chars().count() <= 130);
-                let alias_ok = a["alias"].as_str().is_some_and(|m| m.chars().count() <= 512);
-                let prio_ok = ["P1", "P2", "P3", "P4", "P5"].contains(&a["priority"].as_str().unwrap_or("P3"));
-                let desc_ok = a["description"].as_str().is_none_or(|d| d.chars().count() <= 15000);
-                if !(msg_ok && alias_ok && prio_ok && desc_ok) {
-                    return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"message": "Request body is not processable"})));
-                }
-                let mut s = s.lock().unwrap();
-                let alias = a["alias"].as_str().unwrap().to_string();
-                s.calls.push(format!("create {alias} {}", a["priority"].as_str().unwrap()));
-                s.alerts.insert(alias, "open");
-                (StatusCode::ACCEPTED, axum::Json(json!({"result": "Request will be processed", "requestId": "r1"})))
-            }),
+            post(
+                |State(s): State<Arc<Mutex<Og>>>, h: HeaderMap, body: Bytes| async move {
+                    if !authorized(&h) {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            axum::Json(json!({"message": "Key format is not valid!"})),
+                        );
+                    }
+                    let Ok(a) = serde_json::from_slice::<Value>(&body) else {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"message": "invalid json"})),
+                        );
+                    };
+                    let msg_ok = a["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.is_empty() && m.chars().count() <= 130);
+                    let alias_ok = a["alias"]
+                        .as_str()
+                        .is_some_and(|m| m.chars().count() <= 512);
+                    let prio_ok = ["P1", "P2", "P3", "P4", "P5"]
+                        .contains(&a["priority"].as_str().unwrap_or("P3"));
+                    let desc_ok = a["description"]
+                        .as_str()
+                        .is_none_or(|d| d.chars().count() <= 15000);
+                    if !(msg_ok && alias_ok && prio_ok && desc_ok) {
+                        return (
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            axum::Json(json!({"message": "Request body is not processable"})),
+                        );
+                    }
+                    let mut s = s.lock().unwrap();
+                    let alias = a["alias"].as_str().unwrap().to_string();
+                    s.calls.push(format!(
+                        "create {alias} {}",
+                        a["priority"].as_str().unwrap()
+                    ));
+                    s.alerts.insert(alias, "open");
+                    (
+                        StatusCode::ACCEPTED,
+                        axum::Json(
+                            json!({"result": "Request will be processed", "requestId": "r1"}),
+                        ),
+                    )
+                },
+            ),
         )
         .route(
             "/v2/alerts/{alias}/{verb}",
@@ -504,22 +609,36 @@ async fn opsgenie() -> (String, Arc<Mutex<Og>>) {
                  Query(q): Query<BTreeMap<String, String>>,
                  h: HeaderMap| async move {
                     if !authorized(&h) {
-                        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "unauthorized"})));
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            axum::Json(json!({"message": "unauthorized"})),
+                        );
                     }
                     if q.get("identifierType").map(String::as_str) != Some("alias") {
-                        return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Alert does not exist"})));
+                        return (
+                            StatusCode::NOT_FOUND,
+                            axum::Json(json!({"message": "Alert does not exist"})),
+                        );
                     }
                     let mut s = s.lock().unwrap();
                     let new = match verb.as_str() {
                         "acknowledge" => "acked",
                         "close" => "closed",
-                        _ => return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "no such action"}))),
+                        _ => {
+                            return (
+                                StatusCode::NOT_FOUND,
+                                axum::Json(json!({"message": "no such action"})),
+                            );
+                        }
                     };
                     s.calls.push(format!("{verb} {alias}"));
                     if let Some(st) = s.alerts.get_mut(&alias) {
                         *st = new;
                     }
-                    (StatusCode::ACCEPTED, axum::Json(json!({"result": "Request will be processed"})))
+                    (
+                        StatusCode::ACCEPTED,
+                        axum::Json(json!({"result": "Request will be processed"})),
+                    )
                 },
             ),
         )
@@ -551,7 +670,11 @@ async fn opsgenie_create_acknowledge_close_by_alias() {
     assert_eq!(og.alerts["babysitter/inc-7"], "closed");
     assert_eq!(
         og.calls,
-        ["create babysitter/inc-7 P1", "acknowledge babysitter/inc-7", "close babysitter/inc-7"]
+        [
+            "create babysitter/inc-7 P1",
+            "acknowledge babysitter/inc-7",
+            "close babysitter/inc-7"
+        ]
     );
 }
 
@@ -597,7 +720,11 @@ fallback = ["og"]
     other.route = "nobody".into();
     other.dedup_key = "babysitter/inc-8".into();
     pager.send(&other).await.unwrap();
-    assert_eq!(pd.lock().unwrap().events.len(), 1, "the default route has no PagerDuty");
+    assert_eq!(
+        pd.lock().unwrap().events.len(),
+        1,
+        "the default route has no PagerDuty"
+    );
     assert_eq!(og.lock().unwrap().calls.len(), 2);
 
     // One pager refusing does not stop the other; the error names it.
@@ -606,7 +733,9 @@ fallback = ["og"]
     p.dedup_key = "babysitter/inc-7".into();
     let cfg_fast_fail = {
         let mut c = cfg.clone();
-        if let babysitter::config::PagerConfig::PagerDuty(pd) = c.pagers.get_mut("oncall-pd").unwrap() {
+        if let babysitter::config::PagerConfig::PagerDuty(pd) =
+            c.pagers.get_mut("oncall-pd").unwrap()
+        {
             pd.delivery.attempts = 2;
         }
         c
@@ -669,7 +798,11 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
     };
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = dir.path().join("am.yml");
-    std::fs::write(&cfg_path, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n").unwrap();
+    std::fs::write(
+        &cfg_path,
+        "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -677,7 +810,10 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
     let _am = Kill(
         std::process::Command::new(bin)
             .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .stdout(std::process::Stdio::null())
@@ -687,7 +823,9 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
     );
     let base = format!("http://127.0.0.1:{port}");
     eventually("Alertmanager ready", async || {
-        reqwest::get(format!("{base}/-/ready")).await.is_ok_and(|r| r.status().is_success())
+        reqwest::get(format!("{base}/-/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
     })
     .await;
 
@@ -706,7 +844,10 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
     // Trigger: the alert appears with babysitter's labels and evidence.
     pager.send(&page(PageAction::Trigger)).await.unwrap();
     eventually("the alert to appear", async || {
-        get_json(&alerts_of("run-c")).await.as_array().is_some_and(|a| a.len() == 1)
+        get_json(&alerts_of("run-c"))
+            .await
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
     })
     .await;
     let a = get_json(&alerts_of("run-c")).await[0].clone();
@@ -716,15 +857,26 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
     assert_eq!(a["labels"]["team"], "ml");
     assert_eq!(a["labels"]["route"], "ml-oncall");
     assert_eq!(a["status"]["state"], "active");
-    assert!(a["annotations"]["approve"].as_str().unwrap().contains("/approve"));
-    assert_eq!(a["generatorURL"], "http://127.0.0.1:8080/api/v1/incidents/inc-7");
+    assert!(
+        a["annotations"]["approve"]
+            .as_str()
+            .unwrap()
+            .contains("/approve")
+    );
+    assert_eq!(
+        a["generatorURL"],
+        "http://127.0.0.1:8080/api/v1/incidents/inc-7"
+    );
 
     // Resolve (with a different severity on the page: the trigger's labels are reused).
     let mut resolve = page(PageAction::Resolve);
     resolve.severity = Severity::Info;
     pager.send(&resolve).await.unwrap();
     eventually("the alert to resolve", async || {
-        get_json(&alerts_of("run-c")).await.as_array().is_some_and(|a| a.is_empty())
+        get_json(&alerts_of("run-c"))
+            .await
+            .as_array()
+            .is_some_and(|a| a.is_empty())
     })
     .await;
 
@@ -751,7 +903,9 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
     eventually("the alert to be suppressed", async || {
         let a = get_json(&alerts_of("run-s")).await;
         a[0]["status"]["state"] == "suppressed"
-            && a[0]["status"]["silencedBy"].as_array().is_some_and(|s| s.len() == 1)
+            && a[0]["status"]["silencedBy"]
+                .as_array()
+                .is_some_and(|s| s.len() == 1)
     })
     .await;
 }

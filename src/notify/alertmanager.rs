@@ -21,7 +21,14 @@ use crate::config::AlertmanagerConfig;
 /// The `alertname` of every babysitter alert.
 pub const ALERT_NAME: &str = "BabysitterIncident";
 /// Labels babysitter sets itself; config labels may not override them.
-const OWN_LABELS: [&str; 6] = ["alertname", "run", "incident", "severity", "route", "source"];
+const OWN_LABELS: [&str; 6] = [
+    "alertname",
+    "run",
+    "incident",
+    "severity",
+    "route",
+    "source",
+];
 
 /// One alert as Alertmanager's v2 API takes it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -357,9 +364,17 @@ mod tests {
         c.delivery.attempts = 1;
         let p = AlertmanagerPager::new("am", &c).unwrap();
         // Nothing listens on port 9: delivery fails, but the alert stays open for resending.
-        assert!(p.send(&page(PageAction::Trigger, Severity::Critical)).await.is_err());
+        assert!(
+            p.send(&page(PageAction::Trigger, Severity::Critical))
+                .await
+                .is_err()
+        );
         assert_eq!(p.open_alerts(), vec!["babysitter/inc-3".to_string()]);
-        assert!(p.send(&page(PageAction::Resolve, Severity::Info)).await.is_err());
+        assert!(
+            p.send(&page(PageAction::Resolve, Severity::Info))
+                .await
+                .is_err()
+        );
         assert!(p.open_alerts().is_empty());
     }
 }

@@ -36,7 +36,10 @@ impl Delivery {
             .build()
             .map_err(|e| PageError::Config {
                 pager: pager.to_string(),
-                message: format!("building the HTTP client: {}", error_chain(&e.without_url())),
+                message: format!(
+                    "building the HTTP client: {}",
+                    error_chain(&e.without_url())
+                ),
             })?;
         Ok(Delivery {
             pager: pager.to_string(),
@@ -98,10 +101,7 @@ impl Delivery {
         }
         Err(PageError::Delivery {
             pager: self.pager.clone(),
-            message: format!(
-                "{what}: gave up after {} tries: {last}",
-                self.cfg.attempts
-            ),
+            message: format!("{what}: gave up after {} tries: {last}", self.cfg.attempts),
         })
     }
 }
@@ -117,7 +117,11 @@ pub fn backoff(cfg: &DeliveryConfig, attempt: u32) -> Duration {
 
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let raw = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = raw.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }

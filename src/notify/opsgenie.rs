@@ -192,7 +192,10 @@ mod tests {
     #[test]
     fn alias_is_one_encoded_path_segment() {
         let p = pager("https://api.eu.opsgenie.com/");
-        assert_eq!(p.url(None).unwrap().as_str(), "https://api.eu.opsgenie.com/v2/alerts");
+        assert_eq!(
+            p.url(None).unwrap().as_str(),
+            "https://api.eu.opsgenie.com/v2/alerts"
+        );
         assert_eq!(
             p.url(Some(("babysitter/inc-3", "close"))).unwrap().as_str(),
             "https://api.eu.opsgenie.com/v2/alerts/babysitter%2Finc-3/close?identifierType=alias"

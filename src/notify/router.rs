@@ -67,7 +67,11 @@ impl Router {
     /// The names of the pagers a page on `route` goes to.
     pub fn targets(&self, route: &str) -> Vec<String> {
         self.resolve_one(route)
-            .or_else(|| self.default_route.as_deref().and_then(|d| self.resolve_one(d)))
+            .or_else(|| {
+                self.default_route
+                    .as_deref()
+                    .and_then(|d| self.resolve_one(d))
+            })
             .unwrap_or_else(|| {
                 tracing::warn!(route, "route reaches no pager: paging every pager");
                 self.pagers.keys().cloned().collect()
@@ -150,7 +154,9 @@ pub fn build(
         if tee_console && !matches!(cfg.pager, PagerConfig::Console) {
             let mut pagers = BTreeMap::new();
             pagers.insert(cfg.pager.kind().to_string(), one);
-            return Ok(Arc::new(Router::new(pagers, BTreeMap::new(), None).with_tee(console)));
+            return Ok(Arc::new(
+                Router::new(pagers, BTreeMap::new(), None).with_tee(console),
+            ));
         }
         return Ok(one);
     }
@@ -159,7 +165,12 @@ pub fn build(
         pagers.insert(name.clone(), build_one(name, p, &console)?);
     }
     let mut router = Router::new(pagers, cfg.routes.clone(), cfg.default_route.clone());
-    if tee_console && !cfg.pagers.values().any(|p| matches!(p, PagerConfig::Console)) {
+    if tee_console
+        && !cfg
+            .pagers
+            .values()
+            .any(|p| matches!(p, PagerConfig::Console))
+    {
         router = router.with_tee(console);
     }
     Ok(Arc::new(router))
@@ -230,7 +241,10 @@ mod tests {
         pagers.insert("slack".into(), slack.clone());
         pagers.insert("hook".into(), hook.clone());
         let mut routes = BTreeMap::new();
-        routes.insert("ml".to_string(), vec!["pd".to_string(), "slack".to_string()]);
+        routes.insert(
+            "ml".to_string(),
+            vec!["pd".to_string(), "slack".to_string()],
+        );
         let r = Router::new(pagers, routes, Some("hook".into()));
 
         assert_eq!(r.targets("ml"), vec!["pd", "slack"]);

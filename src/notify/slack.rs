@@ -131,7 +131,9 @@ pub fn message(page: &Page) -> Value {
             }
         }
     }
-    let mut context = vec![json!({"type": "mrkdwn", "text": format!("route `{}` · run `{}` · incident `{}`", esc(&page.route), esc(&page.run), esc(&page.incident))})];
+    let mut context = vec![
+        json!({"type": "mrkdwn", "text": format!("route `{}` · run `{}` · incident `{}`", esc(&page.route), esc(&page.run), esc(&page.incident))}),
+    ];
     for l in page.links.iter().take(9) {
         context.push(json!({"type": "mrkdwn", "text": format!("<{l}|{}>", truncate(l, 200))}));
     }
@@ -199,7 +201,12 @@ mod tests {
     #[test]
     fn resolve_message_has_no_commands() {
         let m = message(&page(PageAction::Resolve));
-        assert!(m["text"].as_str().unwrap().starts_with(":white_check_mark: resolved"));
+        assert!(
+            m["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(":white_check_mark: resolved")
+        );
         assert!(!m.to_string().contains("approve"));
     }
 
