@@ -218,6 +218,12 @@ pub struct DeliveryConfig {
     /// The longest wait between tries, `Retry-After` included.
     #[serde(with = "duration")]
     pub max_backoff: Duration,
+    /// A page still undelivered after every try is queued and sent again this often, in
+    /// order per incident, until delivered or `redeliver_for` has passed.
+    #[serde(with = "duration")]
+    pub redeliver_every: Duration,
+    #[serde(with = "duration")]
+    pub redeliver_for: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -227,11 +233,25 @@ impl Default for DeliveryConfig {
             attempts: 5,
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            redeliver_every: Duration::from_secs(60),
+            redeliver_for: Duration::from_secs(24 * 3600),
         }
     }
 }
 
 impl PagerConfig {
+    /// How a remote pager delivers (`None` for the console).
+    pub fn delivery(&self) -> Option<&DeliveryConfig> {
+        match self {
+            PagerConfig::Console => None,
+            PagerConfig::PagerDuty(c) => Some(&c.delivery),
+            PagerConfig::Slack(c) => Some(&c.delivery),
+            PagerConfig::Webhook(c) => Some(&c.delivery),
+            PagerConfig::Alertmanager(c) => Some(&c.delivery),
+            PagerConfig::Opsgenie(c) => Some(&c.delivery),
+        }
+    }
+
     /// Checks what can be checked before start: URLs parse, counts are positive.
     pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
         let url = |field: &str, u: &str| -> Result<(), ConfigError> {
@@ -270,6 +290,11 @@ impl PagerConfig {
         if delivery.attempts == 0 {
             return Err(ConfigError::Invalid(format!(
                 "{at}.delivery.attempts: must be at least 1"
+            )));
+        }
+        if delivery.redeliver_every.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "{at}.delivery.redeliver_every: must be positive"
             )));
         }
         if delivery.timeout.is_zero() {

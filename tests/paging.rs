@@ -35,6 +35,7 @@ fn fast() -> DeliveryConfig {
         attempts: 6,
         backoff: Duration::from_millis(20),
         max_backoff: Duration::from_secs(2),
+        ..DeliveryConfig::default()
     }
 }
 
@@ -357,6 +358,69 @@ async fn a_receiver_down_for_a_while_loses_no_page() {
     let s = state.lock().unwrap();
     assert_eq!(s.events.len(), 1);
     assert_eq!(s.alerts["babysitter/inc-7"], "triggered");
+}
+
+#[tokio::test]
+async fn a_page_that_outlasts_its_retries_is_queued_and_delivered_later() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paging.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[pagers.oncall-pd]
+kind = "pagerduty"
+routing_key = "{PD_KEY}"
+url = "http://127.0.0.1:{port}"
+[pagers.oncall-pd.delivery]
+attempts = 2
+backoff = "20ms"
+redeliver_every = "200ms"
+[routes]
+ml-oncall = ["oncall-pd"]
+"#
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(Some(&path)).unwrap();
+    let pager = babysitter::notify::build(&cfg, ConsolePager::new(), false).unwrap();
+    // The receiver is down: both tries fail, the engine hears so, the page is queued.
+    let err = pager
+        .send(&page(PageAction::Trigger))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gave up after 2 tries"), "{err}");
+    assert!(err.contains("queued for redelivery"), "{err}");
+    // The acknowledge waits behind it.
+    assert!(pager.send(&page(PageAction::Acknowledge)).await.is_err());
+
+    let state = Arc::new(Mutex::new(Pd::default()));
+    let app = axum::Router::new()
+        .route("/v2/enqueue", post(pd_enqueue))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let t0 = Instant::now();
+    while state.lock().unwrap().events.len() < 2 && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = state.lock().unwrap();
+    let actions: Vec<&str> = s
+        .events
+        .iter()
+        .map(|e| e["event_action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["trigger", "acknowledge"], "in order, once each");
+    assert_eq!(s.alerts["babysitter/inc-7"], "acknowledged");
 }
 
 // ---------------------------------------------------------------- Slack

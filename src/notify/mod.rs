@@ -6,7 +6,8 @@
 //! The demo prints pages on the terminal ([`ConsolePager`]); the real pagers — PagerDuty
 //! ([`pagerduty`]), Slack ([`slack`]), a signed webhook ([`webhook`]), Alertmanager
 //! ([`alertmanager`]) and Opsgenie ([`opsgenie`]) — sit behind the same [`Pager`] trait and
-//! share one retrying HTTP delivery ([`http`]). A [`Router`] fans a page out to the pagers of its
+//! share one retrying HTTP delivery ([`http`]); a page still undelivered after every retry
+//! waits in an [`Outbox`] and is sent again, in order, rather than dropped. A [`Router`] fans a page out to the pagers of its
 //! watch's route, so the engine calls one `Pager`; [`build`] makes it from the config.
 
 use std::sync::{Arc, Mutex};
@@ -51,11 +52,13 @@ pub struct Page {
 pub mod alertmanager;
 pub mod http;
 pub mod opsgenie;
+mod outbox;
 pub mod pagerduty;
 mod router;
 pub mod slack;
 pub mod webhook;
 
+pub use outbox::Outbox;
 pub use router::{Router, build};
 
 impl Page {

@@ -13,7 +13,7 @@ use super::opsgenie::OpsgeniePager;
 use super::pagerduty::PagerDutyPager;
 use super::slack::SlackPager;
 use super::webhook::WebhookPager;
-use super::{ConsolePager, Page, PageError, Pager};
+use super::{ConsolePager, Outbox, Page, PageError, Pager};
 use crate::config::{Config, PagerConfig};
 
 pub struct Router {
@@ -125,19 +125,25 @@ impl Pager for Router {
     }
 }
 
-/// One pager from its config; `console` is used for the `console` kind.
+/// One pager from its config, remote ones behind an [`Outbox`]; `console` is used for the
+/// `console` kind.
 pub fn build_one(
     name: &str,
     cfg: &PagerConfig,
     console: &Arc<ConsolePager>,
 ) -> Result<Arc<dyn Pager>, PageError> {
-    Ok(match cfg {
+    let pager: Arc<dyn Pager> = match cfg {
         PagerConfig::Console => console.clone(),
         PagerConfig::PagerDuty(c) => Arc::new(PagerDutyPager::new(name, c)?),
         PagerConfig::Slack(c) => Arc::new(SlackPager::new(name, c)?),
         PagerConfig::Webhook(c) => Arc::new(WebhookPager::new(name, c)?),
         PagerConfig::Alertmanager(c) => Arc::new(AlertmanagerPager::new(name, c)?),
         PagerConfig::Opsgenie(c) => Arc::new(OpsgeniePager::new(name, c)?),
+    };
+    // Remote pagers keep what they could not deliver and send it again.
+    Ok(match cfg.delivery() {
+        Some(d) => Arc::new(Outbox::new(pager, d)),
+        None => pager,
     })
 }
 
