@@ -767,4 +767,26 @@ ml-oncall = ["oncall-pd", "slack-ml"]
         .unwrap();
         assert_eq!(Config::load(Some(&p)).unwrap().pager.kind(), "webhook");
     }
+
+    #[test]
+    fn yaml_pagers_with_env_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "pagers:\n  hook:\n    kind: webhook\n    url: http://127.0.0.1:1/h\n    secret: {env: HOOK_SECRET_UNSET_IN_TESTS}\n    delivery: {attempts: 2}\nroutes:\n  default: [hook]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        let PagerConfig::Webhook(w) = &cfg.pagers["hook"] else {
+            panic!("{:?}", cfg.pagers)
+        };
+        assert_eq!(w.secret, Secret::Env("HOOK_SECRET_UNSET_IN_TESTS".into()));
+        assert_eq!(w.delivery.attempts, 2);
+        assert_eq!(w.delivery.redeliver_every, Duration::from_secs(60));
+
+        std::fs::write(&p, "pagers:\n  hook:\n    kind: webhook\n    url: http://127.0.0.1:1/h\n    secret: {vault: x}\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("env = \"VARIABLE\""), "{err}");
+    }
 }

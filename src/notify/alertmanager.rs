@@ -101,19 +101,28 @@ fn ts(t: DateTime<Utc>) -> String {
 impl AlertmanagerPager {
     /// Builds the pager; inside a Tokio runtime it also starts the resend task.
     pub fn new(name: &str, cfg: &AlertmanagerConfig) -> Result<AlertmanagerPager, PageError> {
+        AlertmanagerPager::new_at(name, &format!("pagers.{name}"), cfg)
+    }
+
+    /// Like `new`; errors name fields under the config path `at` (`pager` for the single pager).
+    pub fn new_at(
+        name: &str,
+        at: &str,
+        cfg: &AlertmanagerConfig,
+    ) -> Result<AlertmanagerPager, PageError> {
         for k in cfg.labels.keys() {
             if !valid_label_name(k) {
                 return Err(PageError::Config {
                     pager: name.to_string(),
                     message: format!(
-                        "pagers.{name}.labels.{k}: not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+                        "{at}.labels.{k}: not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"
                     ),
                 });
             }
             if OWN_LABELS.contains(&k.as_str()) {
                 return Err(PageError::Config {
                     pager: name.to_string(),
-                    message: format!("pagers.{name}.labels.{k}: set by babysitter itself"),
+                    message: format!("{at}.labels.{k}: set by babysitter itself"),
                 });
             }
         }

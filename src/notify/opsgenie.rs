@@ -57,17 +57,28 @@ pub fn priority(s: Severity) -> &'static str {
 
 impl OpsgeniePager {
     pub fn new(name: &str, cfg: &OpsgenieConfig) -> Result<OpsgeniePager, PageError> {
-        let api_key = cfg
-            .api_key
-            .expose(&format!("pagers.{name}.api_key"))
-            .map_err(|e| PageError::Config {
-                pager: name.to_string(),
-                message: e.to_string(),
-            })?;
+        OpsgeniePager::new_at(name, &format!("pagers.{name}"), cfg)
+    }
+
+    /// Like `new`; errors name fields under the config path `at` (`pager` for the single pager).
+    pub fn new_at(name: &str, at: &str, cfg: &OpsgenieConfig) -> Result<OpsgeniePager, PageError> {
+        let api_key =
+            cfg.api_key
+                .expose(&format!("{at}.api_key"))
+                .map_err(|e| PageError::Config {
+                    pager: name.to_string(),
+                    message: e.to_string(),
+                })?;
         let base = reqwest::Url::parse(&cfg.url).map_err(|e| PageError::Config {
             pager: name.to_string(),
-            message: format!("pagers.{name}.url: {e}"),
+            message: format!("{at}.url: {e}"),
         })?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(PageError::Config {
+                pager: name.to_string(),
+                message: format!("{at}.url: `{base}` is not an http(s) base URL"),
+            });
+        }
         Ok(OpsgeniePager {
             name: name.to_string(),
             base,
@@ -116,7 +127,7 @@ impl OpsgeniePager {
         {
             let mut seg = url.path_segments_mut().map_err(|_| PageError::Config {
                 pager: self.name.clone(),
-                message: format!("pagers.{}.url: cannot be a base URL", self.name),
+                message: format!("`{}` cannot be a base URL", self.base),
             })?;
             seg.pop_if_empty().extend(["v2", "alerts"]);
             if let Some((alias, verb)) = alias_verb {

@@ -65,9 +65,18 @@ pub struct Link {
 
 impl PagerDutyPager {
     pub fn new(name: &str, cfg: &PagerDutyConfig) -> Result<PagerDutyPager, PageError> {
+        PagerDutyPager::new_at(name, &format!("pagers.{name}"), cfg)
+    }
+
+    /// Like `new`; errors name fields under the config path `at` (`pager` for the single pager).
+    pub fn new_at(
+        name: &str,
+        at: &str,
+        cfg: &PagerDutyConfig,
+    ) -> Result<PagerDutyPager, PageError> {
         let routing_key = cfg
             .routing_key
-            .expose(&format!("pagers.{name}.routing_key"))
+            .expose(&format!("{at}.routing_key"))
             .map_err(|e| PageError::Config {
                 pager: name.to_string(),
                 message: e.to_string(),

@@ -125,20 +125,21 @@ impl Pager for Router {
     }
 }
 
-/// One pager from its config, remote ones behind an [`Outbox`]; `console` is used for the
+/// One pager from its config (at config path `at`), remote ones behind an [`Outbox`]; `console` is used for the
 /// `console` kind.
 pub fn build_one(
     name: &str,
+    at: &str,
     cfg: &PagerConfig,
     console: &Arc<ConsolePager>,
 ) -> Result<Arc<dyn Pager>, PageError> {
     let pager: Arc<dyn Pager> = match cfg {
         PagerConfig::Console => console.clone(),
-        PagerConfig::PagerDuty(c) => Arc::new(PagerDutyPager::new(name, c)?),
-        PagerConfig::Slack(c) => Arc::new(SlackPager::new(name, c)?),
-        PagerConfig::Webhook(c) => Arc::new(WebhookPager::new(name, c)?),
-        PagerConfig::Alertmanager(c) => Arc::new(AlertmanagerPager::new(name, c)?),
-        PagerConfig::Opsgenie(c) => Arc::new(OpsgeniePager::new(name, c)?),
+        PagerConfig::PagerDuty(c) => Arc::new(PagerDutyPager::new_at(name, at, c)?),
+        PagerConfig::Slack(c) => Arc::new(SlackPager::new_at(name, at, c)?),
+        PagerConfig::Webhook(c) => Arc::new(WebhookPager::new_at(name, at, c)?),
+        PagerConfig::Alertmanager(c) => Arc::new(AlertmanagerPager::new_at(name, at, c)?),
+        PagerConfig::Opsgenie(c) => Arc::new(OpsgeniePager::new_at(name, at, c)?),
     };
     // Remote pagers keep what they could not deliver and send it again.
     Ok(match cfg.delivery() {
@@ -156,7 +157,8 @@ pub fn build(
     tee_console: bool,
 ) -> Result<Arc<dyn Pager>, PageError> {
     if cfg.pagers.is_empty() {
-        let one = build_one("pager", &cfg.pager, &console)?;
+        // The single pager is named by its kind (`pager webhook failed: …`).
+        let one = build_one(cfg.pager.kind(), "pager", &cfg.pager, &console)?;
         if tee_console && !matches!(cfg.pager, PagerConfig::Console) {
             let mut pagers = BTreeMap::new();
             pagers.insert(cfg.pager.kind().to_string(), one);
@@ -168,7 +170,10 @@ pub fn build(
     }
     let mut pagers = BTreeMap::new();
     for (name, p) in &cfg.pagers {
-        pagers.insert(name.clone(), build_one(name, p, &console)?);
+        pagers.insert(
+            name.clone(),
+            build_one(name, &format!("pagers.{name}"), p, &console)?,
+        );
     }
     let mut router = Router::new(pagers, cfg.routes.clone(), cfg.default_route.clone());
     if tee_console
@@ -278,6 +283,47 @@ mod tests {
         r.send(&page("x")).await.unwrap();
         assert_eq!(a.got.lock().unwrap().len(), 1);
         assert_eq!(b.got.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_single_remote_pager_is_teed_to_the_console_in_the_demo() {
+        let cfg = Config {
+            pager: PagerConfig::Webhook(crate::config::WebhookConfig {
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: crate::config::Secret::Value("k".into()),
+                delivery: crate::config::DeliveryConfig {
+                    attempts: 1,
+                    ..Default::default()
+                },
+            }),
+            ..Config::default()
+        };
+        let console = ConsolePager::new();
+        let p = build(&cfg, console.clone(), true).unwrap();
+        assert_eq!(p.name(), "router");
+        // The webhook is down; the console still shows the page and the error names the webhook.
+        let err = p.send(&page("default")).await.unwrap_err().to_string();
+        assert!(err.contains("pager webhook failed"), "{err}");
+        assert!(err.contains("delivered to console"), "{err}");
+        assert_eq!(console.sent().len(), 1);
+        // Without the tee (serve), the webhook alone.
+        assert_eq!(
+            build(&cfg, ConsolePager::new(), false).unwrap().name(),
+            "webhook"
+        );
+        // Errors name the config path of the single pager.
+        let mut unset = cfg.clone();
+        if let PagerConfig::Webhook(w) = &mut unset.pager {
+            w.secret = crate::config::Secret::Env("ROUTER_TEST_UNSET_SECRET".into());
+        }
+        let err = build(&unset, ConsolePager::new(), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("pager.secret: environment variable `ROUTER_TEST_UNSET_SECRET`"),
+            "{err}"
+        );
     }
 
     #[test]

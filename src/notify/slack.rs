@@ -33,9 +33,14 @@ impl std::fmt::Debug for SlackPager {
 
 impl SlackPager {
     pub fn new(name: &str, cfg: &SlackConfig) -> Result<SlackPager, PageError> {
+        SlackPager::new_at(name, &format!("pagers.{name}"), cfg)
+    }
+
+    /// Like `new`; errors name fields under the config path `at` (`pager` for the single pager).
+    pub fn new_at(name: &str, at: &str, cfg: &SlackConfig) -> Result<SlackPager, PageError> {
         let webhook_url = cfg
             .webhook_url
-            .expose(&format!("pagers.{name}.webhook_url"))
+            .expose(&format!("{at}.webhook_url"))
             .map_err(|e| PageError::Config {
                 pager: name.to_string(),
                 message: e.to_string(),
@@ -44,7 +49,7 @@ impl SlackPager {
         {
             return Err(PageError::Config {
                 pager: name.to_string(),
-                message: format!("pagers.{name}.webhook_url: not an http(s) URL"),
+                message: format!("{at}.webhook_url: not an http(s) URL"),
             });
         }
         Ok(SlackPager {

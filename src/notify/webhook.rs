@@ -78,9 +78,14 @@ pub fn verify(
 
 impl WebhookPager {
     pub fn new(name: &str, cfg: &WebhookConfig) -> Result<WebhookPager, PageError> {
+        WebhookPager::new_at(name, &format!("pagers.{name}"), cfg)
+    }
+
+    /// Like `new`; errors name fields under the config path `at` (`pager` for the single pager).
+    pub fn new_at(name: &str, at: &str, cfg: &WebhookConfig) -> Result<WebhookPager, PageError> {
         let secret = cfg
             .secret
-            .expose(&format!("pagers.{name}.secret"))
+            .expose(&format!("{at}.secret"))
             .map_err(|e| PageError::Config {
                 pager: name.to_string(),
                 message: e.to_string(),
