@@ -812,6 +812,80 @@ fallback = ["og"]
     assert_eq!(og.lock().unwrap().alerts["babysitter/inc-7"], "closed");
 }
 
+// ---------------------------------------------------------------- Alertmanager resend
+
+/// What Alertmanager's `POST /api/v2/alerts` checks: an array of alerts with labels,
+/// RFC 3339 times, and `endsAt` not before `startsAt`.
+async fn am_alerts(State(got): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> Response {
+    let Ok(Value::Array(alerts)) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected an array of alerts").into_response();
+    };
+    for a in &alerts {
+        let labels_ok = a["labels"]
+            .as_object()
+            .is_some_and(|l| !l.is_empty() && l.values().all(Value::is_string));
+        let t = |k: &str| {
+            a[k].as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        let (Some(start), Some(end)) = (t("startsAt"), t("endsAt")) else {
+            return (StatusCode::BAD_REQUEST, "bad startsAt/endsAt").into_response();
+        };
+        if !labels_ok || end < start {
+            return (StatusCode::BAD_REQUEST, "invalid alert").into_response();
+        }
+    }
+    got.lock().unwrap().extend(alerts);
+    StatusCode::OK.into_response()
+}
+
+#[tokio::test]
+async fn alertmanager_open_alerts_are_resent_until_resolved() {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route("/api/v2/alerts", post(am_alerts))
+        .with_state(got.clone());
+    let addr = serve(app).await;
+    let pager = AlertmanagerPager::new(
+        "am",
+        &AlertmanagerConfig {
+            url: format!("http://{addr}/"),
+            labels: BTreeMap::new(),
+            resend_interval: Duration::from_millis(300),
+            delivery: fast(),
+        },
+    )
+    .unwrap();
+    pager.send(&page(PageAction::Trigger)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let resent = got.lock().unwrap().len();
+    assert!(resent >= 3, "trigger plus resends, got {resent}");
+    {
+        let got = got.lock().unwrap();
+        // Same identity every time; endsAt moves forward, three intervals ahead.
+        assert!(got.iter().all(|a| a["labels"] == got[0]["labels"]));
+        assert!(got.iter().all(|a| a["startsAt"] == got[0]["startsAt"]));
+        let end = |a: &Value| {
+            chrono::DateTime::parse_from_rfc3339(a["endsAt"].as_str().unwrap()).unwrap()
+        };
+        assert!(end(&got[resent - 1]) > end(&got[0]));
+    }
+    pager.send(&page(PageAction::Resolve)).await.unwrap();
+    let after_resolve = got.lock().unwrap().len();
+    {
+        let got = got.lock().unwrap();
+        let last = &got[after_resolve - 1];
+        let end = chrono::DateTime::parse_from_rfc3339(last["endsAt"].as_str().unwrap()).unwrap();
+        assert!(end <= chrono::Utc::now(), "a resolve ends the alert now");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        got.lock().unwrap().len(),
+        after_resolve,
+        "no resend after resolve"
+    );
+}
+
 // ---------------------------------------------------------------- real Alertmanager
 
 struct Kill(std::process::Child);
