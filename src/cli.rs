@@ -230,6 +230,21 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
             None
         }
     };
+    // Building the pagers resolves `{ env = "…" }` secrets: a missing one is reported here.
+    if let Some(c) = &cfg {
+        match crate::notify::build(c, ConsolePager::new(), false) {
+            Ok(_) if c.pagers.is_empty() => println!("pagers: OK ({})", c.pager.kind()),
+            Ok(_) => println!(
+                "pagers: OK ({}; routes: {})",
+                c.pagers.keys().cloned().collect::<Vec<_>>().join(", "),
+                c.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                ok = false;
+            }
+        }
+    }
     let mut cfg = cfg.unwrap_or_default();
     if let Some(dir) = runbooks {
         cfg.runbooks_dir = Some(dir);
@@ -418,11 +433,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         None => sim.clone(),
     };
     let tick_every = cfg.poll_interval;
+    let pager = crate::notify::build(&cfg, ConsolePager::new(), false).context("pagers")?;
     let parts = Parts {
         clock,
         source,
         actuator: sim,
-        pager: ConsolePager::new(),
+        pager,
         tick_every,
     };
     let app = App::build(cfg, parts, false).await?;

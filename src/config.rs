@@ -38,9 +38,17 @@ pub struct Config {
     pub runbooks_dir: Option<PathBuf>,
     pub policy: PolicyConfig,
     pub detectors: DetectorParams,
+    /// The pager used when no named `pagers` are declared (the console by default).
     pub pager: PagerConfig,
     /// Where charts come from. No source configured: the built-in simulator.
     pub sources: SourcesConfig,
+    /// Named pagers (`[pagers.oncall-pd] kind = "pagerduty" …`); routes pick among them.
+    pub pagers: BTreeMap<String, PagerConfig>,
+    /// On-call routes: a route name to the pagers it pages (`ml-oncall = ["oncall-pd", "slack"]`).
+    /// A watch's `route` names one of them (or a pager directly).
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// The route (or pager) for pages whose route is neither a route nor a pager.
+    pub default_route: Option<String>,
     pub watches: Vec<WatchConfig>,
 }
 
@@ -58,6 +66,9 @@ impl Default for Config {
             detectors: DetectorParams::default(),
             pager: PagerConfig::default(),
             sources: SourcesConfig::default(),
+            pagers: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            default_route: None,
             watches: Vec::new(),
         }
     }
@@ -155,12 +166,290 @@ pub struct AuditConfig {
     pub url: Option<String>,
 }
 
+/// One pager: where pages go and how they are delivered. Secrets (`routing_key`, `webhook_url`,
+/// `secret`, `api_key`) are written inline or as `{ env = "VAR" }`, and never appear in Debug
+/// output, errors or logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PagerConfig {
     /// Print pages on the terminal (the demo).
     #[default]
     Console,
+    /// PagerDuty Events API v2.
+    #[serde(rename = "pagerduty")]
+    PagerDuty(PagerDutyConfig),
+    /// A Slack incoming webhook.
+    Slack(SlackConfig),
+    /// A generic JSON webhook signed with HMAC-SHA256.
+    Webhook(WebhookConfig),
+    /// Alertmanager's API v2 (teams keep their routing, silences and inhibition).
+    Alertmanager(AlertmanagerConfig),
+    /// Opsgenie Alert API (optional: Opsgenie's API is being retired in 2027).
+    Opsgenie(OpsgenieConfig),
+}
+
+impl PagerConfig {
+    /// The `kind` as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PagerConfig::Console => "console",
+            PagerConfig::PagerDuty(_) => "pagerduty",
+            PagerConfig::Slack(_) => "slack",
+            PagerConfig::Webhook(_) => "webhook",
+            PagerConfig::Alertmanager(_) => "alertmanager",
+            PagerConfig::Opsgenie(_) => "opsgenie",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// The integration's routing key (Events API v2).
+    pub routing_key: Secret,
+    /// Base URL; `{url}/v2/enqueue` receives events.
+    #[serde(default = "pagerduty_url")]
+    pub url: String,
+    /// The event's `payload.source`; the run name when unset.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+fn pagerduty_url() -> String {
+    "https://events.pagerduty.com".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The incoming webhook URL (it is the credential).
+    pub webhook_url: Secret,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// The HMAC-SHA256 key; the receiver checks `X-Babysitter-Signature`.
+    pub secret: Secret,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL; alerts go to `{url}/api/v2/alerts`.
+    pub url: String,
+    /// Extra labels on every alert (e.g. `team = "ml"`), for Alertmanager's routing.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Open alerts are re-sent this often so Alertmanager does not expire them (it resolves an
+    /// alert that is not re-sent before its `endsAt`).
+    #[serde(default = "resend_interval", with = "duration")]
+    pub resend_interval: Duration,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+fn resend_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsgenieConfig {
+    /// The API integration key (`Authorization: GenieKey …`).
+    pub api_key: Secret,
+    /// Base URL (`https://api.eu.opsgenie.com` for the EU instance).
+    #[serde(default = "opsgenie_url")]
+    pub url: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+fn opsgenie_url() -> String {
+    "https://api.opsgenie.com".into()
+}
+
+/// How one pager delivers: a per-request timeout and retries with exponential backoff on
+/// 429 (honouring `Retry-After`), 5xx and connection errors. The engine waits for delivery,
+/// so the defaults bound one page to well under a minute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// The first wait; doubled after each failed try.
+    #[serde(with = "duration")]
+    pub backoff: Duration,
+    /// The longest wait between tries, `Retry-After` included.
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// A page still undelivered after every try is queued and sent again this often, in
+    /// order per incident, until delivered or `redeliver_for` has passed.
+    #[serde(with = "duration")]
+    pub redeliver_every: Duration,
+    #[serde(with = "duration")]
+    pub redeliver_for: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            timeout: Duration::from_secs(10),
+            attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            redeliver_every: Duration::from_secs(60),
+            redeliver_for: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl PagerConfig {
+    /// How a remote pager delivers (`None` for the console).
+    pub fn delivery(&self) -> Option<&DeliveryConfig> {
+        match self {
+            PagerConfig::Console => None,
+            PagerConfig::PagerDuty(c) => Some(&c.delivery),
+            PagerConfig::Slack(c) => Some(&c.delivery),
+            PagerConfig::Webhook(c) => Some(&c.delivery),
+            PagerConfig::Alertmanager(c) => Some(&c.delivery),
+            PagerConfig::Opsgenie(c) => Some(&c.delivery),
+        }
+    }
+
+    /// Checks what can be checked before start: URLs parse, counts are positive.
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let url = |field: &str, u: &str| -> Result<(), ConfigError> {
+            match reqwest::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(()),
+                _ => Err(ConfigError::Invalid(format!(
+                    "{at}.{field}: `{u}` is not an http(s) URL"
+                ))),
+            }
+        };
+        let delivery = match self {
+            PagerConfig::Console => return Ok(()),
+            PagerConfig::PagerDuty(c) => {
+                url("url", &c.url)?;
+                &c.delivery
+            }
+            PagerConfig::Slack(c) => &c.delivery,
+            PagerConfig::Webhook(c) => {
+                url("url", &c.url)?;
+                &c.delivery
+            }
+            PagerConfig::Alertmanager(c) => {
+                url("url", &c.url)?;
+                if c.resend_interval.is_zero() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{at}.resend_interval: must be positive"
+                    )));
+                }
+                &c.delivery
+            }
+            PagerConfig::Opsgenie(c) => {
+                url("url", &c.url)?;
+                &c.delivery
+            }
+        };
+        if delivery.attempts == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "{at}.delivery.attempts: must be at least 1"
+            )));
+        }
+        if delivery.redeliver_every.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "{at}.delivery.redeliver_every: must be positive"
+            )));
+        }
+        if delivery.timeout.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "{at}.delivery.timeout: must be positive"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A credential: inline, or read from an environment variable when the pager is built.
+/// Debug and Serialize never show the value.
+#[derive(Clone, PartialEq)]
+pub enum Secret {
+    Value(String),
+    Env(String),
+}
+
+impl Secret {
+    /// The value; `field` names the config field in the error when the variable is unset.
+    pub fn expose(&self, field: &str) -> Result<String, ConfigError> {
+        let v = match self {
+            Secret::Value(v) => v.clone(),
+            Secret::Env(var) => std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!("{field}: environment variable `{var}` is not set"))
+            })?,
+        };
+        if v.trim().is_empty() {
+            return Err(ConfigError::Invalid(format!("{field}: must not be empty")));
+        }
+        Ok(v)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Value(_) => f.write_str("Secret(<redacted>)"),
+            Secret::Env(var) => write!(f, "Secret(env {var})"),
+        }
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Secret::Value(_) => s.serialize_str("<redacted>"),
+            Secret::Env(var) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("env", var)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FromEnv {
+            env: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Value(String),
+            Env(FromEnv),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Value(v)) => Ok(Secret::Value(v)),
+            Ok(Raw::Env(e)) => Ok(Secret::Env(e.env)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a string or { env = \"VARIABLE\" }",
+            )),
+        }
+    }
 }
 
 /// `[sources]`: metrics sources. Only one kind so far.
@@ -283,6 +572,7 @@ impl Config {
                 )));
             }
         }
+        self.validate_paging()?;
         if self.poll_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "poll_interval: must be positive".into(),
@@ -308,6 +598,60 @@ impl Config {
             if let Some(d) = &w.detectors {
                 d.validate()
                     .map_err(|e| ConfigError::Invalid(format!("watches[{i}].{e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pagers, routes and each watch's route must fit together: a route names declared pagers,
+    /// and with named pagers every watch's route reaches at least one of them.
+    fn validate_paging(&self) -> Result<(), ConfigError> {
+        let pager_ok = |name: &str| self.pagers.contains_key(name);
+        for (name, p) in &self.pagers {
+            if name.trim().is_empty() {
+                return Err(ConfigError::Invalid("pagers: a pager name is empty".into()));
+            }
+            p.validate(&format!("pagers.{name}"))?;
+        }
+        self.pager.validate("pager")?;
+        for (route, members) in &self.routes {
+            if members.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "routes.{route}: lists no pager"
+                )));
+            }
+            for (i, m) in members.iter().enumerate() {
+                if !pager_ok(m) {
+                    return Err(ConfigError::Invalid(format!(
+                        "routes.{route}[{i}]: `{m}` is not a declared pager (declare it under [pagers.{m}])"
+                    )));
+                }
+            }
+        }
+        let resolves = |r: &str| self.routes.contains_key(r) || pager_ok(r);
+        if let Some(d) = &self.default_route
+            && !resolves(d)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "default_route: `{d}` is neither a route nor a pager"
+            )));
+        }
+        if self.pagers.is_empty() {
+            if !self.routes.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "routes: routes need named pagers ([pagers.NAME])".into(),
+                ));
+            }
+            return Ok(());
+        }
+        if self.default_route.is_none() {
+            for (i, w) in self.watches.iter().enumerate() {
+                if !resolves(&w.route) {
+                    return Err(ConfigError::Invalid(format!(
+                        "watches[{i}].route: `{}` is neither a route nor a pager, and no default_route is set",
+                        w.route
+                    )));
+                }
             }
         }
         Ok(())
@@ -532,5 +876,123 @@ charts = { loss = "avg by ($RUN_LABEL) (my_loss{$RUNS})", "step_time" = "" }
         .unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("sources.prometheus.step"), "{err}");
+    }
+
+    #[test]
+    fn named_pagers_and_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let base = r#"
+default_route = "ml-oncall"
+[pagers.oncall-pd]
+kind = "pagerduty"
+routing_key = { env = "BABYSITTER_TEST_PD_KEY_UNSET" }
+url = "http://127.0.0.1:1"
+[pagers.oncall-pd.delivery]
+attempts = 3
+backoff = "200ms"
+[pagers.slack-ml]
+kind = "slack"
+webhook_url = "https://hooks.slack.com/services/T/B/SECRETPART"
+[pagers.am]
+kind = "alertmanager"
+url = "http://127.0.0.1:9093"
+labels = { team = "ml" }
+[routes]
+ml-oncall = ["oncall-pd", "slack-ml"]
+"#;
+        std::fs::write(&p, base).unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.routes["ml-oncall"], vec!["oncall-pd", "slack-ml"]);
+        let PagerConfig::PagerDuty(pd) = &cfg.pagers["oncall-pd"] else {
+            panic!("{:?}", cfg.pagers)
+        };
+        assert_eq!(pd.delivery.attempts, 3);
+        assert_eq!(pd.delivery.backoff, Duration::from_millis(200));
+        assert_eq!(pd.delivery.timeout, Duration::from_secs(10));
+        assert_eq!(
+            pd.routing_key,
+            Secret::Env("BABYSITTER_TEST_PD_KEY_UNSET".into())
+        );
+        let err = pd
+            .routing_key
+            .expose("pagers.oncall-pd.routing_key")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("pagers.oncall-pd.routing_key"),
+            "{err}"
+        );
+        // Secrets stay out of Debug output.
+        assert!(!format!("{cfg:?}").contains("SECRETPART"));
+        assert_eq!(cfg.pagers["am"].kind(), "alertmanager");
+
+        // An unknown field inside a pager is named.
+        std::fs::write(&p, base.replace("labels = {", "lables = {")).unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("lables"), "{err}");
+
+        // An unknown kind is named.
+        std::fs::write(&p, base.replace("kind = \"slack\"", "kind = \"pigeon\"")).unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("pigeon"), "{err}");
+
+        // A route naming an undeclared pager.
+        std::fs::write(&p, base.replace("\"slack-ml\"]", "\"slack-mx\"]")).unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("routes.ml-oncall[1]"), "{err}");
+
+        // Without a default route, a watch's route must reach a pager.
+        let no_default = base.replace("default_route = \"ml-oncall\"", "")
+            + "[[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\n";
+        std::fs::write(&p, &no_default).unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("watches[0].route"), "{err}");
+        std::fs::write(
+            &p,
+            no_default.replace("run = \"a\"\n", "run = \"a\"\nroute = \"am\"\n"),
+        )
+        .unwrap();
+        assert!(Config::load(Some(&p)).is_ok());
+
+        // A bad URL is named.
+        std::fs::write(&p, base.replace("http://127.0.0.1:9093", "not a url")).unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("pagers.am.url"), "{err}");
+    }
+
+    #[test]
+    fn the_single_pager_form_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "pager = { kind = \"console\" }\n").unwrap();
+        assert_eq!(Config::load(Some(&p)).unwrap().pager, PagerConfig::Console);
+        std::fs::write(
+            &p,
+            "[pager]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/hook\"\nsecret = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(Config::load(Some(&p)).unwrap().pager.kind(), "webhook");
+    }
+
+    #[test]
+    fn yaml_pagers_with_env_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "pagers:\n  hook:\n    kind: webhook\n    url: http://127.0.0.1:1/h\n    secret: {env: HOOK_SECRET_UNSET_IN_TESTS}\n    delivery: {attempts: 2}\nroutes:\n  default: [hook]\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        let PagerConfig::Webhook(w) = &cfg.pagers["hook"] else {
+            panic!("{:?}", cfg.pagers)
+        };
+        assert_eq!(w.secret, Secret::Env("HOOK_SECRET_UNSET_IN_TESTS".into()));
+        assert_eq!(w.delivery.attempts, 2);
+        assert_eq!(w.delivery.redeliver_every, Duration::from_secs(60));
+
+        std::fs::write(&p, "pagers:\n  hook:\n    kind: webhook\n    url: http://127.0.0.1:1/h\n    secret: {vault: x}\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("env = \"VARIABLE\""), "{err}");
     }
 }

@@ -140,7 +140,8 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
         ApiRole::Operator,
         &token,
     ));
-    let pager = ConsolePager::new();
+    // The console always shows pages in the demo; `--config` may add real pagers beside it.
+    let pager = crate::notify::build(&cfg, ConsolePager::new(), true).context("pagers")?;
     let tick_every = clock.wall(cfg.poll_interval.as_secs_f64());
     let parts = Parts {
         clock: shared.clone(),

@@ -3,8 +3,12 @@
 //! A [`Page`] carries one dedup key per incident, so that a trigger, its updates and its resolve
 //! are one page on the receiving side, and the evidence a person needs to decide in a minute:
 //! the finding, the diagnosis, the pending action and the exact command that approves it.
-//! The demo prints pages on the terminal ([`ConsolePager`]); real pagers (PagerDuty, Opsgenie,
-//! Slack, Alertmanager, webhook) come next behind the same [`Pager`] trait.
+//! The demo prints pages on the terminal ([`ConsolePager`]); the real pagers — PagerDuty
+//! ([`pagerduty`]), Slack ([`slack`]), a signed webhook ([`webhook`]), Alertmanager
+//! ([`alertmanager`]) and Opsgenie ([`opsgenie`]) — sit behind the same [`Pager`] trait and
+//! share one retrying HTTP delivery ([`http`]); a page still undelivered after every retry
+//! waits in an [`Outbox`] and is sent again, in order, rather than dropped. A [`Router`] fans a page out to the pagers of its
+//! watch's route, so the engine calls one `Pager`; [`build`] makes it from the config.
 
 use std::sync::{Arc, Mutex};
 
@@ -45,10 +49,65 @@ pub struct Page {
     pub links: Vec<String>,
 }
 
+pub mod alertmanager;
+pub mod http;
+pub mod opsgenie;
+mod outbox;
+pub mod pagerduty;
+mod router;
+pub mod slack;
+pub mod webhook;
+
+pub use outbox::Outbox;
+pub use router::{Router, build};
+
+impl Page {
+    /// The evidence as a JSON object in reading order; a repeated key gets a number (`done 2`).
+    pub fn details_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (k, v) in &self.details {
+            let mut key = k.clone();
+            let mut n = 1;
+            while out.contains_key(&key) {
+                n += 1;
+                key = format!("{k} {n}");
+            }
+            out.insert(key, serde_json::Value::String(v.clone()));
+        }
+        out
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
+    /// Not delivered after every try (or a transport failure).
     #[error("pager {pager} failed: {message}")]
     Delivery { pager: String, message: String },
+    /// The receiver refused the page for good (a 4xx other than 429).
+    #[error("pager {pager}: rejected with HTTP {status}: {body}")]
+    Rejected {
+        pager: String,
+        status: u16,
+        body: String,
+    },
+    /// The pager could not be built from its config.
+    #[error("pager {pager}: {message}")]
+    Config { pager: String, message: String },
+    /// Some pagers of a route failed (the others were delivered).
+    #[error("route `{route}`: {} failed ({}){}", failed.len(), failed.join("; "), delivered_note(delivered))]
+    Route {
+        route: String,
+        delivered: Vec<String>,
+        failed: Vec<String>,
+    },
+}
+
+fn delivered_note(delivered: &[String]) -> String {
+    if delivered.is_empty() {
+        String::new()
+    } else {
+        format!("; delivered to {}", delivered.join(", "))
+    }
 }
 
 #[async_trait]
