@@ -28,7 +28,7 @@
 //! | [`act`] | the `Action` enum and the `Actuator` trait |
 //! | [`verify`] | did the run recover after the action? |
 //! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
-//! | [`notify`] | the `Pager` trait and the console pager |
+//! | [`notify`] | the `Pager` trait; console, PagerDuty, Slack, signed webhook, Alertmanager, Opsgenie; routes and an outbox |
 //! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`) |
 //! | [`engine`] | the loop that drives every stage and owns the state between polls |
 //! | [`api`] | the HTTP API (axum) |

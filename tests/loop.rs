@@ -313,6 +313,13 @@ async fn gpu_errors_pause_page_and_wait_for_approval() {
             .iter()
             .all(|p| p.dedup_key == format!("babysitter/{}", inc.id))
     );
+    // The acknowledge and resolve carry the trigger's severity, so every pager matches them.
+    assert!(
+        h.pager
+            .sent()
+            .iter()
+            .all(|p| p.severity == babysitter::detect::Severity::Critical)
+    );
     // Approving twice is refused.
     assert!(h.engine.approve(&pending.id, "bob", None).await.is_err());
     assert_intents_have_outcomes(&h, &inc.id).await;

@@ -616,6 +616,11 @@ impl Engine {
         summary: String,
         now: f64,
     ) -> bool {
+        // An acknowledge or resolve carries the severity of the trigger it answers.
+        let severity = match action {
+            PageAction::Trigger => severity,
+            PageAction::Acknowledge | PageAction::Resolve => inc.page_severity.unwrap_or(severity),
+        };
         let base = self.public_url();
         let route = self
             .cfg
@@ -703,7 +708,10 @@ impl Engine {
         )
         .await;
         match action {
-            PageAction::Trigger => inc.paged = true,
+            PageAction::Trigger => {
+                inc.paged = true;
+                inc.page_severity = Some(severity);
+            }
             PageAction::Resolve => inc.paged = false,
             PageAction::Acknowledge => {}
         }

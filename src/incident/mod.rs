@@ -164,6 +164,9 @@ pub struct Incident {
     pub outcome: Option<String>,
     /// A page is open for it (trigger sent, no resolve yet).
     pub paged: bool,
+    /// Severity of the last trigger, so its acknowledge and resolve match it on every pager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_severity: Option<crate::detect::Severity>,
     /// Who asked for it when it was opened by running a runbook over the API (no finding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
@@ -190,6 +193,7 @@ impl Incident {
             verification: None,
             outcome: None,
             paged: false,
+            page_severity: None,
             requested_by: None,
         }
     }
@@ -215,6 +219,7 @@ impl Incident {
             verification: None,
             outcome: None,
             paged: false,
+            page_severity: None,
             requested_by: Some(by),
         }
     }
