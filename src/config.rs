@@ -524,7 +524,17 @@ impl Config {
                 fig = fig.merge(Toml::string(&text));
             }
         }
-        fig = fig.merge(Env::prefixed("BABYSITTER_").split("__"));
+        // Only variables that name a config field: BABYSITTER_CONFIG, BABYSITTER_LOG,
+        // BABYSITTER_TOKEN and the like belong to the CLI or the tests, not to the config.
+        let fields = config_fields();
+        fig = fig.merge(
+            Env::prefixed("BABYSITTER_")
+                .filter(move |key| {
+                    let top = key.as_str().split("__").next().unwrap_or_default();
+                    fields.iter().any(|f| f.eq_ignore_ascii_case(top))
+                })
+                .split("__"),
+        );
         let cfg: Config = fig.extract().map_err(|e| {
             let message = e
                 .clone()
@@ -668,6 +678,14 @@ impl Config {
     }
 }
 
+/// Top-level field names of [`Config`], as written in a file.
+fn config_fields() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Serde for durations written as `"90s"`, `"10m"`, `"1h 30m"` or a number of seconds.
 pub mod duration {
     use std::time::Duration;
@@ -747,6 +765,38 @@ pub mod duration_map {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_overrides_only_name_config_fields() {
+        let fields = config_fields();
+        for f in [
+            "server",
+            "api",
+            "data_dir",
+            "audit",
+            "poll_interval",
+            "policy",
+            "detectors",
+            "pager",
+            "sources",
+            "pagers",
+            "routes",
+            "default_route",
+            "watches",
+            "runbooks_dir",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
+        }
+        for not_config in [
+            "config",
+            "log",
+            "token",
+            "require_alertmanager",
+            "test_pg_url",
+        ] {
+            assert!(!fields.iter().any(|x| x == not_config));
+        }
+    }
 
     #[test]
     fn defaults_need_no_file() {
