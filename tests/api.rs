@@ -5,8 +5,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use babysitter::incident::IncidentState;
-use babysitter::sim::Fault;
-use common::{HISTORY, Harness};
+use common::Harness;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -46,18 +45,7 @@ async fn call_as(
 
 async fn gpu_harness() -> Harness {
     Harness::new(
-        vec![
-            (
-                "run-c",
-                vec![Fault::GpuXid {
-                    at: HISTORY + 600.0,
-                    errors: 3,
-                    every: 60.0,
-                    node_bound: true,
-                }],
-            ),
-            ("run-h", vec![]),
-        ],
+        vec![("run-c", common::xid_fault()), ("run-h", vec![])],
         |_| {},
     )
     .await
@@ -85,13 +73,7 @@ async fn health_readiness_and_metrics() {
 #[tokio::test]
 async fn watches_incidents_approval_and_audit() {
     let h = gpu_harness().await;
-    assert!(
-        h.until(3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval))
-            .await
-    );
+    assert!(h.until_approval_pending().await);
 
     let (status, body) = call(&h, "GET", "/api/v1/watches", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -358,13 +340,7 @@ async fn an_executed_runbook_cannot_get_past_the_policy() {
 #[tokio::test]
 async fn every_mutation_needs_an_operator_token() {
     let h = gpu_harness().await;
-    assert!(
-        h.until(3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval))
-            .await
-    );
+    assert!(h.until_approval_pending().await);
     let action = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
     let mutations = [
         format!("/api/v1/actions/{action}/approve"),

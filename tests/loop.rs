@@ -11,7 +11,6 @@ use babysitter::detect::FindingKind;
 use babysitter::incident::{Incident, IncidentState};
 use babysitter::notify::PageAction;
 use babysitter::policy::{Mode, RateLimit};
-use babysitter::sim::Fault;
 use common::{HISTORY, Harness};
 
 fn restarts(inc: &Incident) -> Vec<u64> {
@@ -50,17 +49,7 @@ async fn assert_intents_have_outcomes(h: &Harness, incident: &str) {
 
 #[tokio::test]
 async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
-    let h = Harness::new(
-        vec![(
-            "run-a",
-            vec![Fault::LossSpike {
-                at: HISTORY + 600.0,
-                span_steps: 40,
-            }],
-        )],
-        |_| {},
-    )
-    .await;
+    let h = Harness::new(vec![("run-a", common::spike_fault())], |_| {}).await;
     let resolved = h
         .until(3.0 * 3600.0, |v| {
             v.incidents
@@ -138,17 +127,7 @@ async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
 
 #[tokio::test]
 async fn hang_with_busy_gpus_is_restarted_and_verified() {
-    let h = Harness::new(
-        vec![(
-            "run-b",
-            vec![Fault::Hang {
-                at: HISTORY + 600.0,
-                survives_restarts: 0,
-            }],
-        )],
-        |_| {},
-    )
-    .await;
+    let h = Harness::new(vec![("run-b", common::hang_fault(0))], |_| {}).await;
     assert!(
         h.until(3.0 * 3600.0, |v| v
             .incidents
@@ -176,17 +155,7 @@ async fn hang_with_busy_gpus_is_restarted_and_verified() {
 
 #[tokio::test]
 async fn a_hang_that_survives_restarts_fails_verification_and_escalates() {
-    let h = Harness::new(
-        vec![(
-            "run-b",
-            vec![Fault::Hang {
-                at: HISTORY + 600.0,
-                survives_restarts: 5,
-            }],
-        )],
-        |_| {},
-    )
-    .await;
+    let h = Harness::new(vec![("run-b", common::hang_fault(5))], |_| {}).await;
     assert!(
         h.until(6.0 * 3600.0, |v| v
             .incidents
@@ -222,26 +191,8 @@ async fn a_hang_that_survives_restarts_fails_verification_and_escalates() {
 
 #[tokio::test]
 async fn gpu_errors_pause_page_and_wait_for_approval() {
-    let h = Harness::new(
-        vec![(
-            "run-c",
-            vec![Fault::GpuXid {
-                at: HISTORY + 600.0,
-                errors: 3,
-                every: 60.0,
-                node_bound: true,
-            }],
-        )],
-        |_| {},
-    )
-    .await;
-    assert!(
-        h.until(3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval))
-            .await
-    );
+    let h = Harness::new(vec![("run-c", common::xid_fault())], |_| {}).await;
+    assert!(h.until_approval_pending().await);
     let inc = h.incidents_of("run-c").remove(0);
     assert_eq!(
         inc.diagnosis.as_ref().unwrap().runbook,
@@ -327,26 +278,8 @@ async fn gpu_errors_pause_page_and_wait_for_approval() {
 
 #[tokio::test]
 async fn a_rejected_action_escalates_without_acting() {
-    let h = Harness::new(
-        vec![(
-            "run-c",
-            vec![Fault::GpuXid {
-                at: HISTORY + 600.0,
-                errors: 3,
-                every: 60.0,
-                node_bound: true,
-            }],
-        )],
-        |_| {},
-    )
-    .await;
-    assert!(
-        h.until(3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval))
-            .await
-    );
+    let h = Harness::new(vec![("run-c", common::xid_fault())], |_| {}).await;
+    assert!(h.until_approval_pending().await);
     let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
     h.engine
         .reject(&id, "carol", Some("draining the node first".into()))
@@ -363,20 +296,11 @@ async fn a_rejected_action_escalates_without_acting() {
 
 #[tokio::test]
 async fn a_denied_step_stops_the_plan_and_pages() {
-    let h = Harness::new(
-        vec![(
-            "run-a",
-            vec![Fault::LossSpike {
-                at: HISTORY + 600.0,
-                span_steps: 40,
-            }],
-        )],
-        |cfg| {
-            cfg.policy
-                .modes
-                .insert(ActionKind::PatchConfig, Mode::Never);
-        },
-    )
+    let h = Harness::new(vec![("run-a", common::spike_fault())], |cfg| {
+        cfg.policy
+            .modes
+            .insert(ActionKind::PatchConfig, Mode::Never);
+    })
     .await;
     assert!(
         h.until(3.0 * 3600.0, |v| v
@@ -407,22 +331,13 @@ async fn a_denied_step_stops_the_plan_and_pages() {
 
 #[tokio::test]
 async fn the_circuit_breaker_stops_a_restart_storm() {
-    let h = Harness::new(
-        vec![(
-            "run-b",
-            vec![Fault::Hang {
-                at: HISTORY + 600.0,
-                survives_restarts: 10,
-            }],
-        )],
-        |cfg| {
-            cfg.policy.limits = vec![RateLimit {
-                action: ActionKind::RestartFromCheckpoint,
-                max: 1,
-                window: Duration::from_secs(6 * 3600),
-            }];
-        },
-    )
+    let h = Harness::new(vec![("run-b", common::hang_fault(10))], |cfg| {
+        cfg.policy.limits = vec![RateLimit {
+            action: ActionKind::RestartFromCheckpoint,
+            max: 1,
+            window: Duration::from_secs(6 * 3600),
+        }];
+    })
     .await;
     assert!(
         h.until(6.0 * 3600.0, |v| v
@@ -467,13 +382,7 @@ async fn the_demo_story_runs_end_to_end() {
         ..Default::default()
     };
     let h = Harness::with_parts(cfg, shared, clock, sim.clone(), sim, |_| {}).await;
-    assert!(
-        h.until(3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval))
-            .await
-    );
+    assert!(h.until_approval_pending().await);
     let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
     h.engine.approve(&id, "demo", None).await.unwrap();
     let all_done = h
@@ -531,16 +440,9 @@ async fn a_restart_without_the_lr_patch_trains_into_the_spike_again_and_escalate
         }
     }
     let runbooks = dir.path().to_path_buf();
-    let h = Harness::new(
-        vec![(
-            "run-a",
-            vec![Fault::LossSpike {
-                at: HISTORY + 600.0,
-                span_steps: 40,
-            }],
-        )],
-        move |cfg| cfg.runbooks_dir = Some(runbooks),
-    )
+    let h = Harness::new(vec![("run-a", common::spike_fault())], move |cfg| {
+        cfg.runbooks_dir = Some(runbooks)
+    })
     .await;
     assert!(
         h.until(3.0 * 3600.0, |v| v
@@ -585,13 +487,7 @@ async fn the_demo_story_on_paused_tokio_time() {
     let manual = babysitter::clock::ManualClock::new(0.0);
     let mut h = Harness::with_parts(cfg, shared.clone(), manual, sim.clone(), sim, |_| {}).await;
     h.paused = Some(clock);
-    assert!(
-        h.until(3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval))
-            .await
-    );
+    assert!(h.until_approval_pending().await);
     let id = h.incidents_of("run-c")[0].pending.clone().unwrap().id;
     h.engine.approve(&id, "demo", None).await.unwrap();
     assert!(
@@ -613,26 +509,8 @@ async fn the_demo_story_on_paused_tokio_time() {
 
 #[tokio::test]
 async fn a_restarted_babysitter_continues_its_incidents() {
-    let h = Harness::new(
-        vec![(
-            "run-c",
-            vec![Fault::GpuXid {
-                at: HISTORY + 600.0,
-                errors: 3,
-                every: 60.0,
-                node_bound: true,
-            }],
-        )],
-        |_| {},
-    )
-    .await;
-    assert!(
-        h.until(3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval))
-            .await
-    );
+    let h = Harness::new(vec![("run-c", common::xid_fault())], |_| {}).await;
+    assert!(h.until_approval_pending().await);
     let before = h.incidents_of("run-c").remove(0);
     let pending = before.pending.clone().unwrap().id;
 
@@ -684,17 +562,7 @@ async fn a_restarted_babysitter_continues_its_incidents() {
 
 #[tokio::test]
 async fn when_the_audit_log_cannot_be_written_nothing_acts() {
-    let h = Harness::new(
-        vec![(
-            "run-b",
-            vec![Fault::Hang {
-                at: HISTORY + 600.0,
-                survives_restarts: 0,
-            }],
-        )],
-        |_| {},
-    )
-    .await;
+    let h = Harness::new(vec![("run-b", common::hang_fault(0))], |_| {}).await;
     // Someone fills the disk: every insert into the audit log fails from now on.
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&h.cfg.audit_url()).await.unwrap();
@@ -768,10 +636,7 @@ async fn a_blind_watch_detects_nothing_and_does_nothing_until_it_sees_again() {
     let shared: babysitter::clock::SharedClock = clock.clone();
     let sim = std::sync::Arc::new(babysitter::sim::SimCluster::new(shared.clone(), 7));
     let mut spec = babysitter::sim::SimRunSpec::new("run-b", common::ORIGIN - HISTORY);
-    spec.faults = vec![Fault::Hang {
-        at: HISTORY + 600.0,
-        survives_restarts: 0,
-    }];
+    spec.faults = common::hang_fault(0);
     sim.add_run(spec).unwrap();
     let flaky = std::sync::Arc::new(Flaky {
         inner: sim.clone(),

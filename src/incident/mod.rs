@@ -175,31 +175,21 @@ pub struct Incident {
 impl Incident {
     pub fn new(id: String, run: String, first: Finding, now: f64) -> Incident {
         Incident {
-            id,
-            run,
-            family: first.family(),
-            state: IncidentState::Open,
-            opened_at: now,
-            updated_at: now,
             baseline_loss: first.baseline.filter(|_| first.chart == "loss"),
-            findings: vec![first],
-            diagnosis: None,
-            attempt: 1,
-            next_step: 0,
-            pending: None,
-            actions: Vec::new(),
-            decisions: Vec::new(),
-            verify_since: None,
-            verification: None,
-            outcome: None,
-            paged: false,
-            page_severity: None,
-            requested_by: None,
+            findings: vec![first.clone()],
+            ..Incident::blank(id, run, first.family(), now)
         }
     }
 
     /// An incident opened by a person running a runbook on a run (no finding behind it).
     pub fn manual(id: String, run: String, family: Family, by: String, now: f64) -> Incident {
+        Incident {
+            requested_by: Some(by),
+            ..Incident::blank(id, run, family, now)
+        }
+    }
+
+    fn blank(id: String, run: String, family: Family, now: f64) -> Incident {
         Incident {
             id,
             run,
@@ -220,7 +210,7 @@ impl Incident {
             outcome: None,
             paged: false,
             page_severity: None,
-            requested_by: Some(by),
+            requested_by: None,
         }
     }
 

@@ -163,3 +163,41 @@ impl Harness {
             .collect()
     }
 }
+
+/// GPU Xid errors 10 min into the harness's time: three, a minute apart, on the run's node.
+pub fn xid_fault() -> Vec<Fault> {
+    vec![Fault::GpuXid {
+        at: HISTORY + 600.0,
+        errors: 3,
+        every: 60.0,
+        node_bound: true,
+    }]
+}
+
+/// A hang 10 min into the harness's time that comes back after `survives_restarts` restarts.
+pub fn hang_fault(survives_restarts: u32) -> Vec<Fault> {
+    vec![Fault::Hang {
+        at: HISTORY + 600.0,
+        survives_restarts,
+    }]
+}
+
+/// A loss spike (a bad-data region of 40 steps) 10 min into the harness's time.
+pub fn spike_fault() -> Vec<Fault> {
+    vec![Fault::LossSpike {
+        at: HISTORY + 600.0,
+        span_steps: 40,
+    }]
+}
+
+impl Harness {
+    /// Ticks until some incident waits for a human's approval (at most an hour).
+    pub async fn until_approval_pending(&self) -> bool {
+        self.until(3600.0, |v| {
+            v.incidents
+                .values()
+                .any(|i| i.state == babysitter::incident::IncidentState::AwaitingApproval)
+        })
+        .await
+    }
+}
