@@ -675,3 +675,70 @@ async fn a_blind_watch_detects_nothing_and_does_nothing_until_it_sees_again() {
     assert_eq!(h.incidents_of("run-b")[0].state, IncidentState::Resolved);
     assert_eq!(h.engine.view().watches[0].status, "running");
 }
+
+/// A pager whose receiver takes 3 s to answer.
+struct SlowPager;
+
+#[async_trait::async_trait]
+impl babysitter::notify::Pager for SlowPager {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn send(
+        &self,
+        _page: &babysitter::notify::Page,
+    ) -> Result<(), babysitter::notify::PageError> {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_slow_pager_does_not_hold_up_the_loop_and_its_delivery_is_recorded() {
+    let h = Harness::new(vec![("run-c", common::xid_fault())], |_| {}).await;
+    let handles = babysitter::engine::Handles {
+        pager: std::sync::Arc::new(SlowPager),
+        ..h.engine.handles().clone()
+    };
+    let engine = babysitter::engine::Engine::new(
+        std::sync::Arc::new(h.cfg.clone()),
+        handles,
+        std::sync::Arc::new(babysitter::telemetry::Metrics::new()),
+    );
+    let started = std::time::Instant::now();
+    let mut paged = false;
+    for _ in 0..120 {
+        h.clock.advance(30.0);
+        engine.tick().await;
+        if engine
+            .view()
+            .incidents
+            .values()
+            .any(|i| i.state == IncidentState::AwaitingApproval)
+        {
+            paged = true;
+            break;
+        }
+    }
+    assert!(paged);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the tick waited for the pager"
+    );
+    let id = engine.view().incidents.values().next().unwrap().id.clone();
+    let pages = |entries: Vec<babysitter::audit::Entry>| {
+        entries
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::Page)
+            .collect::<Vec<_>>()
+    };
+    let first = pages(h.entries(&id).await);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].payload["pending"], true);
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let all = pages(h.entries(&id).await);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[1].payload["late_delivery"], true);
+    assert_eq!(all[1].payload["delivered"], true);
+    assert!(h.audit.verify().await.unwrap().ok());
+}

@@ -14,6 +14,9 @@ use crate::runbook::diagnose;
 use crate::telemetry::{ActionLabels, KindLabel};
 use crate::verify::{self, VerifyContext, VerifyStatus};
 
+/// How long the loop waits for a page to be delivered before leaving it to a background task.
+const PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What running one step led to.
 enum Step {
     /// Done; go on with the next step.
@@ -686,14 +689,26 @@ impl Engine {
             reject_command,
             links: vec![format!("{base}/api/v1/incidents/{}", inc.id)],
         };
-        let result = self.h.pager.send(&page).await;
-        let ok = result.is_ok();
         self.metrics
             .pages
             .get_or_create(&KindLabel {
                 kind: format!("{action:?}").to_lowercase(),
             })
             .inc();
+        // Deliver from a task: a slow or failing receiver (retries, backoff) must not hold up
+        // the loop. What finishes within PAGE_WAIT is recorded here; what takes longer is
+        // recorded by the task when it is done.
+        let pager = self.h.pager.clone();
+        let sent = page.clone();
+        let mut delivery =
+            tokio::spawn(async move { pager.send(&sent).await.map_err(|e| e.to_string()) });
+        let result = match tokio::time::timeout(PAGE_WAIT, &mut delivery).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => Some(Err(format!("pager task failed: {e}"))),
+            Err(_) => None,
+        };
+        let ok = result.as_ref().is_none_or(|r| r.is_ok());
+        let pending = result.is_none();
         if !ok {
             self.metrics.page_failures.inc();
         }
@@ -702,11 +717,40 @@ impl Engine {
             Some(&inc.run),
             Some(&inc.id),
             json!({
-                "pager": self.h.pager.name(), "page": page, "delivered": ok,
-                "error": result.err().map(|e| e.to_string()),
+                "pager": self.h.pager.name(), "page": page,
+                "delivered": result.as_ref().map(|r| r.is_ok()),
+                "pending": pending,
+                "error": result.and_then(|r| r.err()),
             }),
         )
         .await;
+        if pending {
+            let audit = self.h.audit.clone();
+            let metrics = self.metrics.clone();
+            let (run, id, key) = (inc.run.clone(), inc.id.clone(), page.dedup_key.clone());
+            tokio::spawn(async move {
+                let outcome = match delivery.await {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("pager task failed: {e}")),
+                };
+                if outcome.is_err() {
+                    metrics.page_failures.inc();
+                }
+                let entry = crate::audit::NewEntry {
+                    kind: EntryKind::Page,
+                    run: Some(run),
+                    incident: Some(id),
+                    actor: "babysitter".into(),
+                    payload: json!({
+                        "dedup_key": key, "late_delivery": true,
+                        "delivered": outcome.is_ok(), "error": outcome.err(),
+                    }),
+                };
+                if let Err(e) = audit.append(entry).await {
+                    tracing::error!(error = %e, "cannot record a page's late delivery");
+                }
+            });
+        }
         match action {
             PageAction::Trigger => {
                 inc.paged = true;
