@@ -31,6 +31,9 @@ pub struct Config {
     /// How often every watch's charts are polled.
     #[serde(with = "duration")]
     pub poll_interval: Duration,
+    /// Page on-call when a watch has been blind (its charts unreadable) this long.
+    #[serde(with = "duration")]
+    pub blind_page_after: Duration,
     /// How much chart history is kept in memory per run.
     #[serde(with = "duration")]
     pub retention: Duration,
@@ -60,6 +63,7 @@ impl Default for Config {
             data_dir: PathBuf::from("babysitter-data"),
             audit: AuditConfig::default(),
             poll_interval: Duration::from_secs(30),
+            blind_page_after: Duration::from_secs(15 * 60),
             retention: Duration::from_secs(6 * 3600),
             runbooks_dir: None,
             policy: PolicyConfig::default(),

@@ -666,6 +666,12 @@ async fn a_blind_watch_detects_nothing_and_does_nothing_until_it_sees_again() {
             .encode()
             .contains("babysitter_watch_blind{run=\"run-b\"} 1")
     );
+    // A long blindness is worth a page (one, under its own dedup key)…
+    let pages = h.pager.sent();
+    assert_eq!(pages.len(), 1, "{pages:#?}");
+    assert_eq!(pages[0].dedup_key, "babysitter/blind/run-b");
+    assert_eq!(pages[0].action, PageAction::Trigger);
+    assert!(pages[0].summary.contains("blind"), "{}", pages[0].summary);
     // Sight returns: the hang is now visible and handled.
     flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(
@@ -674,6 +680,14 @@ async fn a_blind_watch_detects_nothing_and_does_nothing_until_it_sees_again() {
     );
     assert_eq!(h.incidents_of("run-b")[0].state, IncidentState::Resolved);
     assert_eq!(h.engine.view().watches[0].status, "running");
+    // …resolved when sight returns.
+    let last = h
+        .pager
+        .sent()
+        .into_iter()
+        .rfind(|p| p.dedup_key == "babysitter/blind/run-b")
+        .unwrap();
+    assert_eq!(last.action, PageAction::Resolve);
 }
 
 /// A pager whose receiver takes 3 s to answer.

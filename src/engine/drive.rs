@@ -689,10 +689,33 @@ impl Engine {
             reject_command,
             links: vec![format!("{base}/api/v1/incidents/{}", inc.id)],
         };
+        let ok = self.deliver(&page, &inc.run, Some(&inc.id)).await;
+        match action {
+            PageAction::Trigger => {
+                inc.paged = true;
+                inc.page_severity = Some(severity);
+            }
+            PageAction::Resolve => inc.paged = false,
+            PageAction::Acknowledge => {}
+        }
+        self.emit(
+            now,
+            &inc.run,
+            Some(&inc.id),
+            EventKind::Paged,
+            format!("paged on-call `{}` ({action:?}, {severity})", page.route).to_lowercase(),
+        );
+        ok
+    }
+
+    /// Sends a page from a task and records it. The loop waits at most [`PAGE_WAIT`]; a slower
+    /// delivery is recorded when it finishes. Returns false only for a delivery known to have
+    /// failed.
+    pub(super) async fn deliver(&self, page: &Page, run: &str, incident: Option<&str>) -> bool {
         self.metrics
             .pages
             .get_or_create(&KindLabel {
-                kind: format!("{action:?}").to_lowercase(),
+                kind: format!("{:?}", page.action).to_lowercase(),
             })
             .inc();
         // Deliver from a task: a slow or failing receiver (retries, backoff) must not hold up
@@ -714,8 +737,8 @@ impl Engine {
         }
         self.record(
             EntryKind::Page,
-            Some(&inc.run),
-            Some(&inc.id),
+            Some(run),
+            incident,
             json!({
                 "pager": self.h.pager.name(), "page": page,
                 "delivered": result.as_ref().map(|r| r.is_ok()),
@@ -727,7 +750,11 @@ impl Engine {
         if pending {
             let audit = self.h.audit.clone();
             let metrics = self.metrics.clone();
-            let (run, id, key) = (inc.run.clone(), inc.id.clone(), page.dedup_key.clone());
+            let (run, id, key) = (
+                run.to_string(),
+                incident.map(str::to_string),
+                page.dedup_key.clone(),
+            );
             tokio::spawn(async move {
                 let outcome = match delivery.await {
                     Ok(r) => r,
@@ -739,7 +766,7 @@ impl Engine {
                 let entry = crate::audit::NewEntry {
                     kind: EntryKind::Page,
                     run: Some(run),
-                    incident: Some(id),
+                    incident: id,
                     actor: "babysitter".into(),
                     payload: json!({
                         "dedup_key": key, "late_delivery": true,
@@ -751,21 +778,6 @@ impl Engine {
                 }
             });
         }
-        match action {
-            PageAction::Trigger => {
-                inc.paged = true;
-                inc.page_severity = Some(severity);
-            }
-            PageAction::Resolve => inc.paged = false,
-            PageAction::Acknowledge => {}
-        }
-        self.emit(
-            now,
-            &inc.run,
-            Some(&inc.id),
-            EventKind::Paged,
-            format!("paged on-call `{}` ({action:?}, {severity})", page.route).to_lowercase(),
-        );
         ok
     }
 

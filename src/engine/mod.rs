@@ -34,9 +34,10 @@ use crate::audit::{AuditLog, EntryKind, NewEntry};
 use crate::charts::ChartSet;
 use crate::clock::SharedClock;
 use crate::config::{Config, WatchConfig};
+use crate::detect::Severity;
 use crate::detect::{DetectContext, Finding, Hysteresis, detect_all};
 use crate::incident::{Incident, IncidentState};
-use crate::notify::Pager;
+use crate::notify::{Page, PageAction, Pager};
 use crate::policy::PastAction;
 use crate::runbook::RunbookSet;
 use crate::sources::{MetricsSource, PollRequest};
@@ -67,6 +68,8 @@ pub(crate) struct WatchState {
     /// The last poll failed: the watch is blind, nothing is detected or done on stale data.
     pub blind_since: Option<f64>,
     pub source_error: Option<String>,
+    /// On-call was paged about this blindness (resolved when sight returns).
+    pub blind_paged: bool,
 }
 
 #[derive(Default)]
@@ -356,6 +359,11 @@ impl Engine {
                     w.charts.prune_before(now - retention);
                     if let Some(since) = w.blind_since.take() {
                         w.source_error = None;
+                        if std::mem::take(&mut w.blind_paged) {
+                            let page =
+                                self.blind_page(&w.cfg, PageAction::Resolve, now - since, None);
+                            self.deliver(&page, &req.run, None).await;
+                        }
                         self.metrics.watch_blind.get_or_create(&label).set(0);
                         self.emit(
                             now,
@@ -370,6 +378,18 @@ impl Engine {
                     self.metrics.poll_errors.get_or_create(&label).inc();
                     self.metrics.watch_blind.get_or_create(&label).set(1);
                     w.source_error = Some(e.to_string());
+                    let blind_for = w.blind_since.map_or(0.0, |b| now - b);
+                    if !w.blind_paged && blind_for >= self.cfg.blind_page_after.as_secs_f64() {
+                        // Nothing is watched on this run any more: a human must know.
+                        w.blind_paged = true;
+                        let page = self.blind_page(
+                            &w.cfg,
+                            PageAction::Trigger,
+                            blind_for,
+                            Some(e.to_string()),
+                        );
+                        self.deliver(&page, &req.run, None).await;
+                    }
                     if w.blind_since.is_none() {
                         w.blind_since = Some(now);
                         self.emit(
@@ -535,6 +555,43 @@ impl Engine {
         }
     }
 
+    /// The page about a watch that cannot read its charts (one per run, by dedup key).
+    fn blind_page(
+        &self,
+        w: &WatchConfig,
+        action: PageAction,
+        secs: f64,
+        error: Option<String>,
+    ) -> Page {
+        let summary = match action {
+            PageAction::Trigger => format!(
+                "babysitter has been blind on {} for {:.0} min: nothing is detected or done on it until its charts return",
+                w.run,
+                secs / 60.0
+            ),
+            _ => format!(
+                "charts of {} readable again after {:.0} min",
+                w.run,
+                secs / 60.0
+            ),
+        };
+        Page {
+            dedup_key: format!("babysitter/blind/{}", w.run),
+            action,
+            severity: Severity::Error,
+            summary,
+            run: w.run.clone(),
+            incident: format!("blind/{}", w.run),
+            route: w.route.clone(),
+            details: error
+                .map(|e| vec![("source error".to_string(), e)])
+                .unwrap_or_default(),
+            approve_command: None,
+            reject_command: None,
+            links: vec![format!("{}/api/v1/watches/{}", self.public_url(), w.run)],
+        }
+    }
+
     fn emit(&self, at: f64, run: &str, incident: Option<&str>, kind: EventKind, text: String) {
         tracing::info!(run, incident, kind = ?kind, "{text}");
         let _ = self.events.send(Event {
@@ -571,6 +628,7 @@ impl WatchState {
             paused: false,
             blind_since: None,
             source_error: None,
+            blind_paged: false,
         }
     }
 }
