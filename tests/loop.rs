@@ -128,13 +128,7 @@ async fn loss_spike_is_rolled_back_with_lower_lr_and_verified() {
 #[tokio::test]
 async fn hang_with_busy_gpus_is_restarted_and_verified() {
     let h = Harness::new(vec![("run-b", common::hang_fault(0))], |_| {}).await;
-    assert!(
-        h.until(3.0 * 3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state.is_final()))
-            .await
-    );
+    assert!(h.until_finished(3.0 * 3600.0).await);
     let inc = &h.incidents_of("run-b")[0];
     assert_eq!(inc.state, IncidentState::Resolved, "{inc:#?}");
     assert_eq!(inc.findings[0].kind, FindingKind::Stall);
@@ -156,13 +150,7 @@ async fn hang_with_busy_gpus_is_restarted_and_verified() {
 #[tokio::test]
 async fn a_hang_that_survives_restarts_fails_verification_and_escalates() {
     let h = Harness::new(vec![("run-b", common::hang_fault(5))], |_| {}).await;
-    assert!(
-        h.until(6.0 * 3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state.is_final()))
-            .await
-    );
+    assert!(h.until_finished(6.0 * 3600.0).await);
     let inc = &h.incidents_of("run-b")[0];
     assert_eq!(inc.state, IncidentState::Escalated, "{inc:#?}");
     let plan = &inc.diagnosis.as_ref().unwrap().plan;
@@ -228,10 +216,7 @@ async fn gpu_errors_pause_page_and_wait_for_approval() {
         .approve(&pending.id, "alice", Some("node looks bad".into()))
         .await
         .unwrap();
-    assert!(
-        h.until(3600.0, |v| v.incidents.values().any(|i| i.state.is_final()))
-            .await
-    );
+    assert!(h.until_finished(3600.0).await);
     let inc = h.incidents_of("run-c").remove(0);
     assert_eq!(inc.state, IncidentState::Resolved, "{inc:#?}");
     assert_eq!(restarts(&inc).len(), 1);
@@ -302,13 +287,7 @@ async fn a_denied_step_stops_the_plan_and_pages() {
             .insert(ActionKind::PatchConfig, Mode::Never);
     })
     .await;
-    assert!(
-        h.until(3.0 * 3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state.is_final()))
-            .await
-    );
+    assert!(h.until_finished(3.0 * 3600.0).await);
     let inc = h.incidents_of("run-a").remove(0);
     assert_eq!(inc.state, IncidentState::Escalated);
     assert!(
@@ -339,13 +318,7 @@ async fn the_circuit_breaker_stops_a_restart_storm() {
         }];
     })
     .await;
-    assert!(
-        h.until(6.0 * 3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state.is_final()))
-            .await
-    );
+    assert!(h.until_finished(6.0 * 3600.0).await);
     let inc = h.incidents_of("run-b").remove(0);
     assert_eq!(inc.state, IncidentState::Escalated);
     assert_eq!(
@@ -444,13 +417,7 @@ async fn a_restart_without_the_lr_patch_trains_into_the_spike_again_and_escalate
         cfg.runbooks_dir = Some(runbooks)
     })
     .await;
-    assert!(
-        h.until(3.0 * 3600.0, |v| v
-            .incidents
-            .values()
-            .any(|i| i.state.is_final()))
-            .await
-    );
+    assert!(h.until_finished(3.0 * 3600.0).await);
     let inc = h.incidents_of("run-a").remove(0);
     assert_eq!(inc.state, IncidentState::Escalated, "{inc:#?}");
     assert!(
@@ -674,10 +641,7 @@ async fn a_blind_watch_detects_nothing_and_does_nothing_until_it_sees_again() {
     assert!(pages[0].summary.contains("blind"), "{}", pages[0].summary);
     // Sight returns: the hang is now visible and handled.
     flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        h.until(3600.0, |v| v.incidents.values().any(|i| i.state.is_final()))
-            .await
-    );
+    assert!(h.until_finished(3600.0).await);
     assert_eq!(h.incidents_of("run-b")[0].state, IncidentState::Resolved);
     assert_eq!(h.engine.view().watches[0].status, "running");
     // …resolved when sight returns.

@@ -313,21 +313,15 @@ mod tests {
 
     fn page(action: PageAction, severity: Severity) -> Page {
         Page {
-            dedup_key: "babysitter/inc-3".into(),
-            action,
             severity,
-            summary: "loss spike".into(),
-            run: "run-c".into(),
-            incident: "inc-3".into(),
             route: "ml".into(),
             details: vec![
                 ("finding".into(), "loss_spike".into()),
                 ("done".into(), "pause".into()),
                 ("done".into(), "resume".into()),
             ],
-            approve_command: Some("curl approve".into()),
             reject_command: None,
-            links: vec!["http://h/api/v1/incidents/inc-3".into()],
+            ..Page::sample(action)
         }
     }
 

@@ -61,6 +61,31 @@ pub mod webhook;
 pub use outbox::Outbox;
 pub use router::{Router, build};
 
+#[cfg(test)]
+impl Page {
+    /// A page for tests: a critical trigger-or-other for `babysitter/inc-3` on run-c, with a
+    /// finding, two actions done, the approve/reject commands and a link. Tests override fields.
+    pub(crate) fn sample(action: PageAction) -> Page {
+        Page {
+            dedup_key: "babysitter/inc-3".into(),
+            action,
+            severity: Severity::Critical,
+            summary: "loss spike".into(),
+            run: "run-c".into(),
+            incident: "inc-3".into(),
+            route: "ml-oncall".into(),
+            details: vec![
+                ("finding".into(), "loss_spike on loss: 8σ".into()),
+                ("done".into(), "pause (ok)".into()),
+                ("done".into(), "resume (ok)".into()),
+            ],
+            approve_command: Some("curl approve".into()),
+            reject_command: Some("curl reject".into()),
+            links: vec!["http://h/api/v1/incidents/inc-3".into()],
+        }
+    }
+}
+
 impl Page {
     /// The evidence as a JSON object in reading order; a repeated key gets a number (`done 2`).
     pub fn details_object(&self) -> serde_json::Map<String, serde_json::Value> {

@@ -218,17 +218,13 @@ mod tests {
     fn create_respects_limits_and_maps_priority() {
         let p = pager("https://api.opsgenie.com");
         let page = Page {
-            dedup_key: "babysitter/inc-3".into(),
-            action: PageAction::Trigger,
             severity: Severity::Warning,
             summary: "s".repeat(500),
-            run: "run-c".into(),
-            incident: "inc-3".into(),
             route: "default".into(),
             details: vec![("finding".into(), "loss_spike".into())],
-            approve_command: Some("curl approve".into()),
             reject_command: None,
             links: vec![],
+            ..Page::sample(PageAction::Trigger)
         };
         let a = p.create(&page);
         assert_eq!(a.message.chars().count(), MESSAGE_MAX);

@@ -201,7 +201,6 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::detect::Severity;
 
     /// Records what it delivered; fails while `down`.
     #[derive(Default)]
@@ -241,16 +240,7 @@ mod tests {
     fn page(key: &str, action: PageAction) -> Page {
         Page {
             dedup_key: key.into(),
-            action,
-            severity: Severity::Critical,
-            summary: "s".into(),
-            run: "r".into(),
-            incident: "i".into(),
-            route: "default".into(),
-            details: vec![],
-            approve_command: None,
-            reject_command: None,
-            links: vec![],
+            ..Page::sample(action)
         }
     }
 

@@ -186,25 +186,11 @@ fn scrub(e: PageError, secret: &str) -> PageError {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::detect::Severity;
 
     fn page(action: PageAction) -> Page {
         Page {
-            dedup_key: "babysitter/inc-3".into(),
-            action,
-            severity: Severity::Critical,
             summary: "x".repeat(2000),
-            run: "run-c".into(),
-            incident: "inc-3".into(),
-            route: "ml-oncall".into(),
-            details: vec![
-                ("finding".into(), "loss_spike on loss: 8σ".into()),
-                ("done".into(), "pause (ok)".into()),
-                ("done".into(), "resume (ok)".into()),
-            ],
-            approve_command: Some("curl approve".into()),
-            reject_command: Some("curl reject".into()),
-            links: vec!["http://h/api/v1/incidents/inc-3".into()],
+            ..Page::sample(action)
         }
     }
 

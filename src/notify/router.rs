@@ -231,16 +231,10 @@ mod tests {
     fn page(route: &str) -> Page {
         Page {
             dedup_key: "babysitter/inc-1".into(),
-            action: PageAction::Trigger,
             severity: Severity::Error,
-            summary: "s".into(),
-            run: "r".into(),
             incident: "inc-1".into(),
             route: route.into(),
-            details: vec![],
-            approve_command: None,
-            reject_command: None,
-            links: vec![],
+            ..Page::sample(PageAction::Trigger)
         }
     }
 

@@ -168,19 +168,14 @@ mod tests {
 
     fn page(action: PageAction) -> Page {
         Page {
-            dedup_key: "babysitter/inc-3".into(),
-            action,
-            severity: Severity::Critical,
             summary: "GPU <Xid> errors".into(),
-            run: "run-c".into(),
-            incident: "inc-3".into(),
             route: "default".into(),
             details: (0..12)
                 .map(|i| (format!("k{i}"), "v".repeat(3000)))
                 .collect(),
             approve_command: Some("curl -X POST http://h/approve".into()),
             reject_command: Some("curl -X POST http://h/reject".into()),
-            links: vec!["http://h/api/v1/incidents/inc-3".into()],
+            ..Page::sample(action)
         }
     }
 

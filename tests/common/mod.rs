@@ -201,3 +201,13 @@ impl Harness {
         .await
     }
 }
+
+impl Harness {
+    /// Ticks until some incident is resolved or escalated (at most `max_secs` of run time).
+    pub async fn until_finished(&self, max_secs: f64) -> bool {
+        self.until(max_secs, |v| {
+            v.incidents.values().any(|i| i.state.is_final())
+        })
+        .await
+    }
+}
