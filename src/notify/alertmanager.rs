@@ -7,7 +7,9 @@
 //! alerts resolve by themselves a few minutes later instead of firing forever.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
+
+use crate::notify::http::every_while_alive;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -134,9 +136,13 @@ impl AlertmanagerPager {
             delivery: Delivery::new(name, &cfg.delivery)?,
             open: Mutex::new(BTreeMap::new()),
         });
-        let resender = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|h| h.spawn(resend_loop(Arc::downgrade(&inner))));
+        let resender = tokio::runtime::Handle::try_current().ok().map(|h| {
+            h.spawn(every_while_alive(
+                Arc::downgrade(&inner),
+                inner.resend_interval,
+                |inner| async move { resend(&inner).await },
+            ))
+        });
         Ok(AlertmanagerPager { inner, resender })
     }
 
@@ -212,37 +218,28 @@ async fn post(inner: &Inner, what: &str, alerts: &[Alert]) -> Result<(), PageErr
         .map(|_| ())
 }
 
-async fn resend_loop(inner: Weak<Inner>) {
-    let every = match inner.upgrade() {
-        Some(i) => i.resend_interval,
-        None => return,
+/// Re-sends every open alert with a later `endsAt`; false when the state is unusable.
+async fn resend(inner: &Inner) -> bool {
+    let now = Utc::now();
+    let ttl = chrono::Duration::from_std(inner.resend_interval * 3)
+        .unwrap_or(chrono::Duration::minutes(3));
+    let alerts: Vec<Alert> = match inner.open.lock() {
+        Ok(mut open) => open
+            .values_mut()
+            .map(|a| {
+                a.ends_at = ts(now + ttl);
+                a.clone()
+            })
+            .collect(),
+        Err(_) => return false,
     };
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let now = Utc::now();
-        let ttl = chrono::Duration::from_std(inner.resend_interval * 3)
-            .unwrap_or(chrono::Duration::minutes(3));
-        let alerts: Vec<Alert> = match inner.open.lock() {
-            Ok(mut open) => open
-                .values_mut()
-                .map(|a| {
-                    a.ends_at = ts(now + ttl);
-                    a.clone()
-                })
-                .collect(),
-            Err(_) => return,
-        };
-        if alerts.is_empty() {
-            continue;
-        }
-        if let Err(e) = post(&inner, "resend open alerts", &alerts).await {
-            tracing::warn!(pager = %inner.name, error = %e, "re-sending open alerts failed");
-        }
+    if alerts.is_empty() {
+        return true;
     }
+    if let Err(e) = post(inner, "resend open alerts", &alerts).await {
+        tracing::warn!(pager = %inner.name, error = %e, "re-sending open alerts failed");
+    }
+    true
 }
 
 #[async_trait]

@@ -3,12 +3,33 @@
 //! its response body is quoted in the error. Errors never carry the request URL (a Slack
 //! webhook URL is itself the credential) nor any header.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use super::PageError;
 use crate::config::DeliveryConfig;
+
+/// Runs `work` on the owner every `every` (the first time one period after the start) for as
+/// long as the owner lives: the task ends once the last `Arc` is dropped, or when `work` returns
+/// false. Background work of a pager (re-sending, redelivering) must not keep the pager alive.
+pub(crate) async fn every_while_alive<T, F, Fut>(owner: Weak<T>, every: Duration, mut work: F)
+where
+    F: FnMut(Arc<T>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(owner) = owner.upgrade() else { return };
+        if !work(owner).await {
+            return;
+        }
+    }
+}
 
 /// The longest response body quoted in an error.
 const BODY_QUOTE: usize = 1000;

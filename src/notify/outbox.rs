@@ -8,10 +8,12 @@
 //! it in the audit log); the queue lives in memory.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::notify::http::every_while_alive;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -57,9 +59,16 @@ impl Outbox {
             every: cfg.redeliver_every,
             give_up_after: cfg.redeliver_for,
         });
-        let task = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|h| h.spawn(redeliver_loop(Arc::downgrade(&shared))));
+        let task = tokio::runtime::Handle::try_current().ok().map(|h| {
+            h.spawn(every_while_alive(
+                Arc::downgrade(&shared),
+                shared.every,
+                |s| async move {
+                    redeliver(&s).await;
+                    true
+                },
+            ))
+        });
         Outbox { shared, task }
     }
 
@@ -120,37 +129,27 @@ async fn flush(inner: &dyn Pager, key: &str, q: &mut Queue) -> Result<(), PageEr
     Ok(())
 }
 
-async fn redeliver_loop(shared: Weak<Shared>) {
-    let every = match shared.upgrade() {
-        Some(s) => s.every,
-        None => return,
-    };
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(s) = shared.upgrade() else { return };
-        let mut queues = s.queues.lock().await;
-        let keys: Vec<String> = queues.keys().cloned().collect();
-        for key in keys {
-            let Some(q) = queues.get_mut(&key) else {
-                continue;
-            };
-            if q.since.elapsed() > s.give_up_after {
-                tracing::error!(
-                    pager = %s.inner.name(), dedup_key = %key, pages = q.pages.len(),
-                    "giving up redelivering pages: a human must check this incident"
-                );
-                queues.remove(&key);
-                continue;
-            }
-            if let Err(e) = flush(s.inner.as_ref(), &key, q).await {
-                tracing::warn!(pager = %s.inner.name(), dedup_key = %key, error = %e, "redelivery failed, will retry");
-            }
-            if q.pages.is_empty() {
-                queues.remove(&key);
-            }
+/// One pass over the queues: redeliver in order, give up on what is too old.
+async fn redeliver(s: &Shared) {
+    let mut queues = s.queues.lock().await;
+    let keys: Vec<String> = queues.keys().cloned().collect();
+    for key in keys {
+        let Some(q) = queues.get_mut(&key) else {
+            continue;
+        };
+        if q.since.elapsed() > s.give_up_after {
+            tracing::error!(
+                pager = %s.inner.name(), dedup_key = %key, pages = q.pages.len(),
+                "giving up redelivering pages: a human must check this incident"
+            );
+            queues.remove(&key);
+            continue;
+        }
+        if let Err(e) = flush(s.inner.as_ref(), &key, q).await {
+            tracing::warn!(pager = %s.inner.name(), dedup_key = %key, error = %e, "redelivery failed, will retry");
+        }
+        if q.pages.is_empty() {
+            queues.remove(&key);
         }
     }
 }
