@@ -5,17 +5,15 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so source edits reuse the cached dependency layer.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && echo 'fn main() {}' > benches/detection.rs \
-    && cargo build --release --locked --bin babysitter || true
 COPY . .
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin babysitter \
-    && strip target/release/babysitter
+# Cache mounts keep the registry and the target directory between builds (BuildKit).
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin babysitter \
+    && install -D -s target/release/babysitter /out/babysitter
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/babysitter /usr/local/bin/babysitter
+COPY --from=build /out/babysitter /usr/local/bin/babysitter
 # The built-in runbook library is compiled into the binary; the files are shipped too so
 # operators can read them (and copy them into a ConfigMap to customise).
 COPY --from=build /src/runbooks /usr/share/babysitter/runbooks
