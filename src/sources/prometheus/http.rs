@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use prometheus_http_query::response::RangeVector;
+use std::sync::Arc;
+
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
+use super::decode::{self, DecodeError, Series};
 use super::settings::PrometheusConfig;
 
 /// Why the source could not be built (bad settings or unreadable files).
@@ -178,30 +180,6 @@ pub enum QueryError {
     Rejected(String),
 }
 
-/// Whether a failure is worth retrying.
-fn classify(e: &prometheus_http_query::Error) -> QueryError {
-    use prometheus_http_query::Error;
-    let text = error_text(e);
-    match e {
-        Error::Prometheus(p)
-            if p.is_timeout() || p.is_unavailable() || p.is_internal() || p.is_canceled() =>
-        {
-            QueryError::Unavailable(text)
-        }
-        Error::Prometheus(_) => QueryError::Rejected(text),
-        Error::Client(c) => match c.inner() {
-            Some(r) if r.is_decode() => QueryError::Rejected(text),
-            Some(r) => match r.status() {
-                Some(s) if s.is_client_error() && s.as_u16() != 429 => QueryError::Rejected(text),
-                _ => QueryError::Unavailable(text),
-            },
-            // Not JSON without an HTTP error: a proxy answering in its own words.
-            None => QueryError::Unavailable(text),
-        },
-        _ => QueryError::Rejected(text),
-    }
-}
-
 /// The error with its causes (`reqwest`'s "error sending request" alone says little).
 fn error_text(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -232,8 +210,15 @@ impl Retry {
     }
 }
 
+/// Bodies larger than this are decoded on the blocking pool, so a 70 MB start-up slice does not
+/// stall the runtime worker that is reading the next response.
+const INLINE_DECODE_BYTES: usize = 256 * 1024;
+
 /// One range query (POST: a batch's run matcher can be long), retried on transient failures.
-/// Returns the series and how many retries it took.
+/// Sent with prometheus-http-query's reqwest client (its timeouts, auth, headers and TLS) and
+/// decoded by [`decode::range_response`], keeping only the labels in `keep`. Returns the series
+/// and how many retries it took.
+#[allow(clippy::too_many_arguments)]
 pub async fn range_query(
     client: &prometheus_http_query::Client,
     expr: &str,
@@ -242,34 +227,27 @@ pub async fn range_query(
     step_secs: f64,
     eval_timeout: Duration,
     retry: Retry,
-) -> (Result<Vec<RangeVector>, QueryError>, u32) {
+    keep: Arc<Vec<String>>,
+) -> (Result<Vec<Series>, QueryError>, u32) {
+    let url = format!(
+        "{}/api/v1/query_range",
+        client.base_url().as_str().trim_end_matches('/')
+    );
+    let form = [
+        ("query", expr.to_string()),
+        ("start", start.to_string()),
+        ("end", end.to_string()),
+        ("step", step_secs.to_string()),
+        ("timeout", format!("{}ms", eval_timeout.as_millis())),
+    ];
     let mut attempt = 0;
     loop {
-        let res = client
-            .query_range(expr, start, end, step_secs)
-            .timeout(eval_timeout.as_millis().min(i64::MAX as u128) as i64)
-            .post()
-            .await;
-        let err = match res {
-            Ok(r) => {
-                let (data, _) = r.into_inner();
-                return match data.into_matrix() {
-                    Ok(m) => (Ok(m), attempt),
-                    Err(other) => (
-                        Err(QueryError::Rejected(format!(
-                            "expected a range vector, got {}",
-                            match other {
-                                prometheus_http_query::response::Data::Vector(_) => {
-                                    "an instant vector"
-                                }
-                                _ => "a scalar",
-                            }
-                        ))),
-                        attempt,
-                    ),
-                };
-            }
-            Err(e) => classify(&e),
+        let err = match fetch(client.inner(), &url, &form).await {
+            Ok(body) => match decode_body(body, keep.clone()).await {
+                Ok(series) => return (Ok(series), attempt),
+                Err(e) => e,
+            },
+            Err(e) => e,
         };
         match err {
             QueryError::Unavailable(_) if attempt < retry.retries => {
@@ -280,6 +258,68 @@ pub async fn range_query(
             e => return (Err(e), attempt),
         }
     }
+}
+
+/// POSTs the query; a 2xx body, or the failure classified for retrying.
+async fn fetch(
+    http: &reqwest::Client,
+    url: &str,
+    form: &[(&str, String)],
+) -> Result<bytes::Bytes, QueryError> {
+    let resp = http
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| QueryError::Unavailable(error_text(&e)))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| QueryError::Unavailable(error_text(&e)))?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let text = match decode::error_response(&body) {
+        Some((kind, msg)) => format!("HTTP {status}: {kind}: {msg}"),
+        None => format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)]).trim()
+        ),
+    };
+    // 4xx (but 429) is a query Prometheus refuses: retrying will not help. 429, 5xx (503 while
+    // starting, 422 is 4xx: a PromQL execution error) are transient.
+    if status.is_client_error() && status.as_u16() != 429 {
+        Err(QueryError::Rejected(text))
+    } else {
+        Err(QueryError::Unavailable(text))
+    }
+}
+
+async fn decode_body(body: bytes::Bytes, keep: Arc<Vec<String>>) -> Result<Vec<Series>, QueryError> {
+    let small = body.len() <= INLINE_DECODE_BYTES;
+    let run = move || {
+        let names: Vec<&str> = keep.iter().map(String::as_str).collect();
+        decode::range_response(&body, &names)
+    };
+    let res = if small {
+        run()
+    } else {
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|e| QueryError::Unavailable(format!("decoding task failed: {e}")))?
+    };
+    res.map_err(|e| match e {
+        DecodeError::Api { ref error_type, .. }
+            if matches!(
+                error_type.as_str(),
+                "timeout" | "canceled" | "unavailable" | "internal"
+            ) =>
+        {
+            QueryError::Unavailable(e.to_string())
+        }
+        e => QueryError::Rejected(e.to_string()),
+    })
 }
 
 /// Standard base64 with padding (RFC 4648), for the basic-auth header.

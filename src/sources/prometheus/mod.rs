@@ -16,6 +16,7 @@
 //!   stale data) until their charts are readable again. A run that Prometheus simply has no
 //!   series for is not an error: that is `metrics_absent`, for the detectors to judge.
 
+pub mod decode;
 pub mod http;
 pub mod profile;
 pub mod settings;
@@ -260,7 +261,7 @@ pub fn validate(cfg: &PrometheusConfig) -> Result<(), SetupError> {
 /// What one finished query contributes.
 struct Done {
     query: usize,
-    result: Result<Vec<prometheus_http_query::response::RangeVector>, QueryError>,
+    result: Result<Vec<decode::Series>, QueryError>,
 }
 
 #[async_trait]
@@ -298,6 +299,9 @@ impl MetricsSource for PrometheusSource {
             let counters = self.counters.clone();
             let timeout = self.cfg.timeout;
             let (start, end) = (q.start, q.end);
+            let mut keep = vec![self.cfg.run_label.clone()];
+            keep.extend(q.template.labels.iter().cloned());
+            let keep = Arc::new(keep);
             tasks.spawn(async move {
                 let Ok(_permit) = limit.acquire_owned().await else {
                     return Done {
@@ -306,7 +310,8 @@ impl MetricsSource for PrometheusSource {
                     };
                 };
                 let (result, retries) =
-                    http::range_query(&client, &expr, start, end, step, timeout, retry).await;
+                    http::range_query(&client, &expr, start, end, step, timeout, retry, keep)
+                        .await;
                 counters
                     .requests
                     .fetch_add(1 + u64::from(retries), Ordering::Relaxed);
@@ -359,15 +364,14 @@ impl MetricsSource for PrometheusSource {
                     let index: HashMap<&str, usize> =
                         q.runs.iter().map(|(r, i)| (r.as_str(), *i)).collect();
                     for rv in series {
-                        let (metric, samples) = rv.into_inner();
-                        let Some(run) = metric.get(&self.cfg.run_label) else {
+                        let Some(run) = rv.label(&self.cfg.run_label) else {
                             let msg = format!(
                                 "prometheus {} chart `{}`: a result series has no `{}` label (the expression must keep it, e.g. `by ({})`): {:?}",
                                 self.shown_url,
                                 q.key,
                                 self.cfg.run_label,
                                 self.cfg.run_label,
-                                metric
+                                rv.labels
                             );
                             for (_, i) in &q.runs {
                                 if let Some(slot) = errors.get_mut(*i)
@@ -378,26 +382,23 @@ impl MetricsSource for PrometheusSource {
                             }
                             break;
                         };
-                        let Some(&i) = index.get(run.as_str()) else {
+                        let Some(&i) = index.get(run) else {
                             continue;
                         };
                         let mut key = q.key.clone();
                         for l in &q.template.labels {
-                            if let Some(v) = metric.get(l) {
-                                key.labels.insert(l.clone(), v.clone());
+                            if let Some(v) = rv.label(l) {
+                                key.labels.insert(l.clone(), v.to_string());
                             }
                         }
                         self.counters.series.fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .samples
-                            .fetch_add(samples.len() as u64, Ordering::Relaxed);
+                            .fetch_add(rv.samples.len() as u64, Ordering::Relaxed);
                         if let Some(slot) = charts.get_mut(i) {
-                            slot.entry(key).or_default().extend(
-                                samples
-                                    .iter()
-                                    .map(|s| Sample::new(s.timestamp(), s.value()))
-                                    .filter(|s| s.t <= now),
-                            );
+                            slot.entry(key)
+                                .or_default()
+                                .extend(rv.samples.iter().copied().filter(|s| s.t <= now));
                         }
                     }
                 }
