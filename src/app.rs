@@ -84,6 +84,8 @@ impl App {
         };
         let addr = listener.local_addr()?;
         let metrics = Arc::new(Metrics::new());
+        // Without leader election the one instance leads.
+        metrics.leader.set(1);
         let handles = Handles {
             clock: parts.clock,
             source: parts.source,

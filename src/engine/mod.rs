@@ -338,7 +338,10 @@ impl Engine {
             return;
         }
         self.metrics.polls.inc();
+        let started = std::time::Instant::now();
         let results = self.h.source.poll(&requests, now).await;
+        self.metrics
+            .observe_source(self.h.source.stats(), started.elapsed().as_secs_f64());
         let retention = self.cfg.retention.as_secs_f64();
         for (req, res) in requests.iter().zip(results) {
             let Some(w) = st.watches.get_mut(&req.run) else {

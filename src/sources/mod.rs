@@ -8,6 +8,20 @@ use async_trait::async_trait;
 
 use crate::act::Target;
 use crate::charts::{ChartKey, Sample};
+use crate::config::WatchConfig;
+
+/// Cumulative counters of a source (its own metrics on `/metrics`, the benchmark, the tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollStats {
+    pub polls: u64,
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
+    pub retries: u64,
+    /// Queries that failed after their retries.
+    pub failed_queries: u64,
+    pub series: u64,
+    pub samples: u64,
+}
 
 /// One run to poll.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,4 +55,18 @@ pub trait MetricsSource: Send + Sync {
         requests: &[PollRequest],
         now: f64,
     ) -> Vec<Result<ChartBatch, SourceError>>;
+
+    /// A watch added while running (Kubernetes discovery): set up what polling it needs. An
+    /// error names what is wrong with the watch; the engine then does not add it.
+    fn add_watch(&self, _watch: &WatchConfig) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// A watch that ended (its workload completed or disappeared).
+    fn remove_watch(&self, _run: &str) {}
+
+    /// Counters since start (zero for sources that keep none).
+    fn stats(&self) -> PollStats {
+        PollStats::default()
+    }
 }

@@ -85,7 +85,9 @@ pub fn range_response(body: &[u8], keep: &[&str]) -> Result<Vec<Series>, DecodeE
     match data.result_type.as_deref() {
         Some("matrix") => Ok(data.result.unwrap_or_default()),
         Some(t) => Err(DecodeError::NotMatrix(t.to_string())),
-        None => Err(DecodeError::Malformed("`data.resultType` is missing".into())),
+        None => Err(DecodeError::Malformed(
+            "`data.resultType` is missing".into(),
+        )),
     }
 }
 
@@ -99,7 +101,12 @@ pub fn error_response(body: &[u8]) -> Option<(String, String)> {
         error: Option<String>,
     }
     let e: E = serde_json::from_slice(body).ok()?;
-    (e.status == "error").then(|| (e.error_type.unwrap_or_default(), e.error.unwrap_or_default()))
+    (e.status == "error").then(|| {
+        (
+            e.error_type.unwrap_or_default(),
+            e.error.unwrap_or_default(),
+        )
+    })
 }
 
 struct Envelope {
@@ -226,7 +233,10 @@ impl<'de> Visitor<'de> for ResultSeed<'_> {
     }
     // A scalar or string result (`[t, "v"]` is a seq too, but of numbers: see SeriesSeed).
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
         Ok(None)
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {

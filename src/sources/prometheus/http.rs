@@ -296,7 +296,10 @@ async fn fetch(
     }
 }
 
-async fn decode_body(body: bytes::Bytes, keep: Arc<Vec<String>>) -> Result<Vec<Series>, QueryError> {
+async fn decode_body(
+    body: bytes::Bytes,
+    keep: Arc<Vec<String>>,
+) -> Result<Vec<Series>, QueryError> {
     let small = body.len() <= INLINE_DECODE_BYTES;
     let run = move || {
         let names: Vec<&str> = keep.iter().map(String::as_str).collect();

@@ -22,8 +22,8 @@ pub mod profile;
 pub mod settings;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -43,18 +43,7 @@ use settings::{ChartTemplate, PrometheusConfig};
 /// dragging the whole batch back to its own start.
 const BATCH_SLACK_SECS: i64 = 300;
 
-/// Cumulative counters (the benchmark and the tests read them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PollStats {
-    pub polls: u64,
-    /// HTTP requests sent, retries included.
-    pub requests: u64,
-    pub retries: u64,
-    /// Queries that failed after their retries.
-    pub failed_queries: u64,
-    pub series: u64,
-    pub samples: u64,
-}
+pub use super::PollStats;
 
 #[derive(Default)]
 struct Counters {
@@ -87,7 +76,8 @@ pub struct PrometheusSource {
     cfg: Arc<PrometheusConfig>,
     /// The URL as shown in errors and logs (a password in it is masked).
     shown_url: String,
-    plans: HashMap<String, Arc<ChartPlan>>,
+    /// Resolved charts per watched run (watches come and go with Kubernetes discovery).
+    plans: RwLock<HashMap<String, Arc<ChartPlan>>>,
     limit: Arc<Semaphore>,
     counters: Arc<Counters>,
 }
@@ -96,7 +86,7 @@ impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusSource")
             .field("url", &self.shown_url)
-            .field("watches", &self.plans.len())
+            .field("watches", &self.plans.read().map(|p| p.len()).unwrap_or(0))
             .finish()
     }
 }
@@ -112,26 +102,27 @@ impl PrometheusSource {
         let client = http::build_client(cfg)?;
         let mut plans = HashMap::new();
         for w in watches {
-            let sel = w.profile.as_ref().unwrap_or(&cfg.default_profile);
-            let plan = profile::resolve(sel, &w.charts).map_err(|source| SetupError::Profile {
-                run: w.run.clone(),
-                source,
-            })?;
-            plans.insert(w.run.clone(), Arc::new(plan));
+            plans.insert(w.run.clone(), Arc::new(resolve_plan(cfg, w)?));
         }
         Ok(PrometheusSource {
             client,
             cfg: Arc::new(cfg.clone()),
             shown_url: crate::app::redact(&cfg.url),
-            plans,
+            plans: RwLock::new(plans),
             limit: Arc::new(Semaphore::new(cfg.max_concurrent_queries)),
             counters: Arc::new(Counters::default()),
         })
     }
 
     /// The resolved charts of a watch.
-    pub fn plan(&self, run: &str) -> Option<&ChartPlan> {
-        self.plans.get(run).map(|p| p.as_ref())
+    pub fn plan(&self, run: &str) -> Option<Arc<ChartPlan>> {
+        self.plans_read().get(run).cloned()
+    }
+
+    /// The plans, readable even after a panic elsewhere poisoned the lock (they stay consistent:
+    /// every write is one `insert` or `remove`).
+    fn plans_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ChartPlan>>> {
+        self.plans.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The Prometheus URL, a password in it masked.
@@ -140,6 +131,10 @@ impl PrometheusSource {
     }
 
     pub fn stats(&self) -> PollStats {
+        MetricsSource::stats(self)
+    }
+
+    fn counters_snapshot(&self) -> PollStats {
         let c = &self.counters;
         PollStats {
             polls: c.polls.load(Ordering::Relaxed),
@@ -158,8 +153,9 @@ impl PrometheusSource {
         let lookback = self.cfg.lookback.as_secs_f64();
         let overlap = self.cfg.overlap.as_secs_f64();
         let mut groups: BTreeMap<(ChartKey, ChartTemplate), Vec<Member>> = BTreeMap::new();
+        let plans = self.plans_read();
         for (i, r) in requests.iter().enumerate() {
-            let Some(plan) = self.plans.get(&r.run) else {
+            let Some(plan) = plans.get(&r.run) else {
                 continue;
             };
             let from = match r.since {
@@ -210,6 +206,15 @@ impl PrometheusSource {
         }
         out
     }
+}
+
+/// A watch's charts: its profile (or the source's default) with its own overrides.
+fn resolve_plan(cfg: &PrometheusConfig, w: &WatchConfig) -> Result<ChartPlan, SetupError> {
+    let sel = w.profile.as_ref().unwrap_or(&cfg.default_profile);
+    profile::resolve(sel, &w.charts).map_err(|source| SetupError::Profile {
+        run: w.run.clone(),
+        source,
+    })
 }
 
 fn align_down(t: i64, step: i64) -> i64 {
@@ -266,18 +271,41 @@ struct Done {
 
 #[async_trait]
 impl MetricsSource for PrometheusSource {
+    fn add_watch(&self, w: &WatchConfig) -> Result<(), SourceError> {
+        let plan = resolve_plan(&self.cfg, w).map_err(|e| SourceError::BadData(e.to_string()))?;
+        self.plans
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(w.run.clone(), Arc::new(plan));
+        Ok(())
+    }
+
+    fn remove_watch(&self, run: &str) {
+        self.plans
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run);
+    }
+
+    fn stats(&self) -> PollStats {
+        self.counters_snapshot()
+    }
+
     async fn poll(
         &self,
         requests: &[PollRequest],
         now: f64,
     ) -> Vec<Result<ChartBatch, SourceError>> {
         self.counters.polls.fetch_add(1, Ordering::Relaxed);
-        let mut errors: Vec<Option<SourceError>> = requests
-            .iter()
-            .map(|r| {
-                (!self.plans.contains_key(&r.run)).then(|| SourceError::UnknownRun(r.run.clone()))
-            })
-            .collect();
+        let mut errors: Vec<Option<SourceError>> = {
+            let plans = self.plans_read();
+            requests
+                .iter()
+                .map(|r| {
+                    (!plans.contains_key(&r.run)).then(|| SourceError::UnknownRun(r.run.clone()))
+                })
+                .collect()
+        };
         let mut charts: Vec<BTreeMap<ChartKey, Vec<Sample>>> =
             vec![BTreeMap::new(); requests.len()];
         let queries = self.plan_queries(requests, now);
@@ -310,8 +338,7 @@ impl MetricsSource for PrometheusSource {
                     };
                 };
                 let (result, retries) =
-                    http::range_query(&client, &expr, start, end, step, timeout, retry, keep)
-                        .await;
+                    http::range_query(&client, &expr, start, end, step, timeout, retry, keep).await;
                 counters
                     .requests
                     .fetch_add(1 + u64::from(retries), Ordering::Relaxed);
