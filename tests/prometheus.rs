@@ -771,9 +771,13 @@ async fn bench_poll_many_runs() {
             .map(|r| PollRequest { since, ..r.clone() })
             .collect();
         let before = src.stats();
+        let rss_before = reset_peak_rss();
+        let cpu0 = cpu_seconds();
         let t = Instant::now();
         let res = src.poll(&reqs, now).await;
         let wall = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
+        let peak = peak_rss_mb();
         let after = src.stats();
         assert!(res.iter().all(|r| r.is_ok()));
         // The same PromQL, sent directly, two at a time, not decoded into charts.
@@ -813,6 +817,9 @@ async fn bench_poll_many_runs() {
         }
         let raw = t.elapsed().as_secs_f64();
         println!(
+            "{runs} runs, {label}: babysitter CPU {cpu:.3}s, peak RSS {peak:.0} MB (was {rss_before:.0} MB before the poll)"
+        );
+        println!(
             "{runs} runs, {label}: {} requests, {} series, {} samples, {:.1} MB, poll {wall:.3}s, raw queries {raw:.3}s, ratio {:.2}",
             after.requests - before.requests,
             after.series - before.series,
@@ -821,4 +828,32 @@ async fn bench_poll_many_runs() {
             wall / raw
         );
     }
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, in clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resets the kernel's peak-RSS mark to the current RSS (`clear_refs` 5) and returns it in MB.
+fn reset_peak_rss() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    peak_rss_mb()
+}
+
+/// Peak resident memory of this process since the last reset, in MB (`VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
