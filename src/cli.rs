@@ -437,11 +437,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let parts = Parts {
         clock,
         source,
-        actuator: sim,
+        actuator: sim.clone(),
         pager,
         tick_every,
     };
     let app = App::build(cfg, parts, false).await?;
+    if let Some(inv) = app.engine.agent() {
+        let inspector = Arc::new(crate::agent::SimInspector::new(sim));
+        app.engine.set_agent(Arc::new(inv.with_inspector(inspector)));
+    }
     tracing::info!(addr = %app.addr, "babysitter serving");
     app.engine.restore().await;
     app.engine.start("serve").await;
