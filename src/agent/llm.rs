@@ -168,6 +168,8 @@ impl std::fmt::Debug for OpenAiClient {
 
 impl OpenAiClient {
     /// `base_url` up to the version (`http://localhost:11434/v1`); `timeout` bounds each call.
+    /// The investigator enforces its own per-call limit; this one (a second longer) is the
+    /// backstop for callers that use the client alone.
     pub fn new(
         base_url: &str,
         model: &str,
@@ -175,7 +177,7 @@ impl OpenAiClient {
         timeout: Duration,
     ) -> Result<OpenAiClient, LlmError> {
         let http = reqwest::Client::builder()
-            .timeout(timeout)
+            .timeout(timeout + Duration::from_secs(1))
             .build()
             .map_err(|e| LlmError::Transport(e.to_string()))?;
         Ok(OpenAiClient {
