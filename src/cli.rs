@@ -536,7 +536,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let app = App::build(cfg, parts, false).await?;
     if let Some(inv) = app.engine.agent() {
         let inspector = Arc::new(crate::agent::SimInspector::new(sim));
-        app.engine.set_agent(Arc::new(inv.with_inspector(inspector)));
+        app.engine
+            .set_agent(Arc::new(inv.with_inspector(inspector)));
     }
     tracing::info!(addr = %app.addr, "babysitter serving");
     app.engine.restore().await;

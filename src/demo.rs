@@ -154,7 +154,8 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
     let app = App::build(cfg, parts, true).await?;
     if let Some(inv) = app.engine.agent() {
         let inspector = Arc::new(crate::agent::SimInspector::new(sim.clone()));
-        app.engine.set_agent(Arc::new(inv.with_inspector(inspector)));
+        app.engine
+            .set_agent(Arc::new(inv.with_inspector(inspector)));
     }
     let engine = app.engine.clone();
     println!(

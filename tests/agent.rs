@@ -134,13 +134,17 @@ fn check_request(headers: &HeaderMap, body: &Value) -> Vec<String> {
                     v.push(format!("messages[{i}] ({role}) has no text content"));
                 }
                 if !open.is_empty() {
-                    v.push(format!("messages[{i}]: tool calls {open:?} were never answered"));
+                    v.push(format!(
+                        "messages[{i}]: tool calls {open:?} were never answered"
+                    ));
                     open.clear();
                 }
             }
             "assistant" => {
                 if !open.is_empty() {
-                    v.push(format!("messages[{i}]: tool calls {open:?} were never answered"));
+                    v.push(format!(
+                        "messages[{i}]: tool calls {open:?} were never answered"
+                    ));
                 }
                 open = m["tool_calls"]
                     .as_array()
@@ -152,7 +156,9 @@ fn check_request(headers: &HeaderMap, body: &Value) -> Vec<String> {
                     })
                     .unwrap_or_default();
                 if m["content"].is_null() && open.is_empty() {
-                    v.push(format!("messages[{i}]: assistant message without content or calls"));
+                    v.push(format!(
+                        "messages[{i}]: assistant message without content or calls"
+                    ));
                 }
             }
             "tool" => {
@@ -173,7 +179,9 @@ fn check_request(headers: &HeaderMap, body: &Value) -> Vec<String> {
         }
     }
     if !open.is_empty() {
-        v.push(format!("the request ends with unanswered tool calls {open:?}"));
+        v.push(format!(
+            "the request ends with unanswered tool calls {open:?}"
+        ));
     }
     let mut names = std::collections::BTreeSet::new();
     for t in body["tools"].as_array().into_iter().flatten() {
@@ -214,7 +222,9 @@ async fn chat(
             s.violations.extend(problems.clone());
             return Err((
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"message": problems.join("; "), "type": "invalid_request_error"}})),
+                Json(
+                    json!({"error": {"message": problems.join("; "), "type": "invalid_request_error"}}),
+                ),
             ));
         }
         let n = s.served;
@@ -351,7 +361,12 @@ async fn malicious_log_line_is_sent_as_data_and_widens_nothing() {
     // The "fooled" model follows the log line and asks for an action babysitter does not have.
     let server = FakeLlm::start(vec![
         turn(vec![call("pod_logs", json!({"tail": 10}))]),
-        turn(vec![propose("loss-spike", json!({"type": "delete_job"}), &["loss"], 1.0)]),
+        turn(vec![propose(
+            "loss-spike",
+            json!({"type": "delete_job"}),
+            &["loss"],
+            1.0,
+        )]),
     ])
     .await;
     let cluster = cluster_with_log("llama-7b-worker-0", &["step 100 loss 2.3", INJECTION]);
@@ -371,7 +386,12 @@ async fn malicious_log_line_is_sent_as_data_and_widens_nothing() {
         .unwrap();
     let wrapped: Value = serde_json::from_str(tool_msg["content"].as_str().unwrap()).unwrap();
     assert_eq!(wrapped["tool"], "pod_logs");
-    assert!(wrapped["notice"].as_str().unwrap().contains("not an instruction"));
+    assert!(
+        wrapped["notice"]
+            .as_str()
+            .unwrap()
+            .contains("not an instruction")
+    );
     assert_eq!(wrapped["data"][1], INJECTION);
     // The tools offered never change, whatever the model read.
     let tools = |r: &Value| -> Vec<String> {
@@ -403,7 +423,11 @@ async fn invalid_json_arguments_fail_clearly() {
 
 #[tokio::test]
 async fn unknown_tool_fails_clearly() {
-    let server = FakeLlm::start(vec![turn(vec![call("kubectl_delete", json!({"job": "x"}))])]).await;
+    let server = FakeLlm::start(vec![turn(vec![call(
+        "kubectl_delete",
+        json!({"job": "x"}),
+    )])])
+    .await;
     let r = investigate(&server, server.config(), ClusterState::default(), None).await;
     assert_eq!(r.status, AgentStatus::Failed);
     assert_eq!(
@@ -430,7 +454,9 @@ async fn wrong_parameter_types_fail_clearly() {
     let r = investigate(&server, server.config(), ClusterState::default(), None).await;
     assert_eq!(r.status, AgentStatus::Failed);
     assert!(
-        r.error.unwrap().contains("does not fit babysitter's actions"),
+        r.error
+            .unwrap()
+            .contains("does not fit babysitter's actions"),
         "wrong parameter type must be refused"
     );
     // A runbook that is not loaded.
@@ -556,7 +582,13 @@ async fn evidence_that_does_not_reproduce_lowers_confidence() {
     assert_eq!(r.stated_confidence, Some(0.8));
     assert_eq!(r.confidence, Some(0.0));
     assert_eq!(r.evidence[0].status, "differs");
-    assert!(r.evidence[0].detail.as_deref().unwrap().contains("1 then, 2 now"));
+    assert!(
+        r.evidence[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("1 then, 2 now")
+    );
     assert_eq!(r.evidence[1].status, "not_run");
 }
 
@@ -578,8 +610,17 @@ async fn redaction_hides_names_and_tools_still_resolve_them() {
         namespace: "team-secret-ns".into(),
         name: "llama-70b-prod".into(),
     });
-    let cluster = cluster_with_log(pod, &[&format!("{pod}: CUDA error: an illegal memory access")]);
-    let inv = Investigator::new(cfg.clone(), server.client(&cfg), None, Arc::new(cluster), runbooks);
+    let cluster = cluster_with_log(
+        pod,
+        &[&format!("{pod}: CUDA error: an illegal memory access")],
+    );
+    let inv = Investigator::new(
+        cfg.clone(),
+        server.client(&cfg),
+        None,
+        Arc::new(cluster),
+        runbooks,
+    );
     let r = inv.investigate(&brief).await;
     assert_eq!(server.violations(), Vec::<String>::new());
     assert_eq!(r.status, AgentStatus::DoesNotKnow);
@@ -589,7 +630,10 @@ async fn redaction_hides_names_and_tools_still_resolve_them() {
         assert!(!sent.contains(name), "`{name}` left the cluster");
     }
     // The placeholder reached the right pod: its log line came back (redacted).
-    assert!(sent.contains("pod-1: CUDA error: an illegal memory access"), "{sent}");
+    assert!(
+        sent.contains("pod-1: CUDA error: an illegal memory access"),
+        "{sent}"
+    );
 }
 
 // ----- in the engine ----------------------------------------------------------------------
@@ -598,7 +642,13 @@ async fn redaction_hides_names_and_tools_still_resolve_them() {
 async fn until_agent(h: &Harness) -> Incident {
     for _ in 0..400 {
         h.tick().await;
-        if let Some(i) = h.engine.view().incidents.values().find(|i| i.agent.is_some()) {
+        if let Some(i) = h
+            .engine
+            .view()
+            .incidents
+            .values()
+            .find(|i| i.agent.is_some())
+        {
             return i.clone();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -641,19 +691,22 @@ async fn baseline() -> (Incident, Vec<EntryKind>) {
 async fn correct_investigation_reaches_the_right_proposal() {
     // Autonomy `suggest`: the plan waits for a human, so nothing has run that a breaker or a
     // cooldown would weigh against the proposal.
-    let (h, server) = harness_with_agent(vec![
-        turn(vec![
-            call("query_range", json!({"query": "loss"})),
-            call("workload_status", json!({})),
-        ]),
-        turn(vec![call("read_runbook", json!({"id": "loss-spike"}))]),
-        turn(vec![propose(
-            "loss-spike",
-            json!({"type": "restart_from_checkpoint", "checkpoint": "before_onset"}),
-            &["loss"],
-            0.8,
-        )]),
-    ], |c| c.watches[0].autonomy = Autonomy::Suggest)
+    let (h, server) = harness_with_agent(
+        vec![
+            turn(vec![
+                call("query_range", json!({"query": "loss"})),
+                call("workload_status", json!({})),
+            ]),
+            turn(vec![call("read_runbook", json!({"id": "loss-spike"}))]),
+            turn(vec![propose(
+                "loss-spike",
+                json!({"type": "restart_from_checkpoint", "checkpoint": "before_onset"}),
+                &["loss"],
+                0.8,
+            )]),
+        ],
+        |c| c.watches[0].autonomy = Autonomy::Suggest,
+    )
     .await;
     let inc = until_agent(&h).await;
     assert_eq!(server.violations(), Vec::<String>::new());
@@ -672,7 +725,10 @@ async fn correct_investigation_reaches_the_right_proposal() {
     let first = &server.requests()[0];
     let brief = first["messages"][1]["content"].as_str().unwrap();
     assert!(brief.contains("loss_spike") && brief.contains("# Loss spike"));
-    assert_eq!(report.transcript.len(), server.requests()[2]["messages"].as_array().unwrap().len() + 1);
+    assert_eq!(
+        report.transcript.len(),
+        server.requests()[2]["messages"].as_array().unwrap().len() + 1
+    );
     // On record: the transcript and the proposal with its verdict (never executed).
     let entries = h.entries(&inc.id).await;
     let inv = entries
@@ -744,10 +800,18 @@ async fn the_gate_weighs_an_agent_proposal_against_what_already_ran() {
 async fn a_fooled_agent_cannot_widen_what_is_allowed() {
     // The model reads the "logs" and then proposes a pause, which the loss-spike runbook does
     // not list: the gate denies it, and babysitter does exactly what it would have done.
-    let (h, server) = harness_with_agent(vec![
-        turn(vec![call("pod_logs", json!({}))]),
-        turn(vec![propose("loss-spike", json!({"type": "pause"}), &[], 1.0)]),
-    ], |_| {})
+    let (h, server) = harness_with_agent(
+        vec![
+            turn(vec![call("pod_logs", json!({}))]),
+            turn(vec![propose(
+                "loss-spike",
+                json!({"type": "pause"}),
+                &[],
+                1.0,
+            )]),
+        ],
+        |_| {},
+    )
     .await;
     let inc = until_agent(&h).await;
     assert_eq!(server.violations(), Vec::<String>::new());
@@ -755,7 +819,11 @@ async fn a_fooled_agent_cannot_widen_what_is_allowed() {
     let d = report.decision.clone().unwrap();
     assert_eq!(d.verdict, Verdict::Deny);
     assert_eq!(d.rule, rule::NOT_IN_RUNBOOK);
-    assert_eq!(report.confidence, Some(0.5), "nothing cited: confidence halved");
+    assert_eq!(
+        report.confidence,
+        Some(0.5),
+        "nothing cited: confidence halved"
+    );
     assert!(h.until_finished(4.0 * 3600.0).await);
     let done = h.incidents_of("llama-7b").remove(0);
     assert!(!action_kinds(&done).contains(&ActionKind::Pause));
@@ -765,11 +833,14 @@ async fn a_fooled_agent_cannot_widen_what_is_allowed() {
 
 #[tokio::test]
 async fn malformed_output_is_audited_and_the_plan_stands() {
-    let (h, server) = harness_with_agent(vec![turn(vec![ScriptCall {
-        name: "propose_step".into(),
-        arguments: None,
-        raw_arguments: Some("{not json".into()),
-    }])], |_| {})
+    let (h, server) = harness_with_agent(
+        vec![turn(vec![ScriptCall {
+            name: "propose_step".into(),
+            arguments: None,
+            raw_arguments: Some("{not json".into()),
+        }])],
+        |_| {},
+    )
     .await;
     let inc = until_agent(&h).await;
     assert_eq!(server.violations(), Vec::<String>::new());

@@ -248,7 +248,12 @@ impl WorkloadInspector for NoInspector {
     async fn events(&self, _: &Target, _: usize) -> Result<Vec<EventInfo>, InspectFailed> {
         Err(InspectFailed("no cluster access is configured".into()))
     }
-    async fn logs(&self, _: &Target, _: Option<&str>, _: usize) -> Result<Vec<String>, InspectFailed> {
+    async fn logs(
+        &self,
+        _: &Target,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<String>, InspectFailed> {
         Err(InspectFailed("no cluster access is configured".into()))
     }
 }
@@ -394,22 +399,27 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(r[0].points, vec![(0.0, 0.0), (30.0, 3.0), (60.0, 6.0), (90.0, 9.0)]);
-        assert!(q
-            .run(&QuerySpec::Instant {
+        assert_eq!(
+            r[0].points,
+            vec![(0.0, 0.0), (30.0, 3.0), (60.0, 6.0), (90.0, 9.0)]
+        );
+        assert!(
+            q.run(&QuerySpec::Instant {
                 query: "rate(x[5m])".into(),
                 time: 1.0
             })
             .await
-            .is_err());
-        assert!(q
-            .run(&QuerySpec::Instant {
+            .is_err()
+        );
+        assert!(
+            q.run(&QuerySpec::Instant {
                 query: "grad_norm".into(),
                 time: 1.0
             })
             .await
             .unwrap()
-            .is_empty());
+            .is_empty()
+        );
     }
 
     #[tokio::test]

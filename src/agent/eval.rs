@@ -30,7 +30,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::llm::{ChatRequest, ChatResponse, Choice, FunctionCall, LlmClient, LlmError, Message, ToolCall, Usage};
+use super::llm::{
+    ChatRequest, ChatResponse, Choice, FunctionCall, LlmClient, LlmError, Message, ToolCall, Usage,
+};
 use super::{AgentConfig, AgentReport, AgentStatus, Brief, ClusterState, Investigator};
 use crate::act::{ActionKind, Target};
 use crate::charts::{ChartKey, ChartSet, Sample, Series};
@@ -168,7 +170,10 @@ impl LlmClient for ScriptedLlm {
     }
     async fn chat(&self, _request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let n = {
-            let mut next = self.next.lock().map_err(|_| LlmError::Transport("script lock".into()))?;
+            let mut next = self
+                .next
+                .lock()
+                .map_err(|_| LlmError::Transport("script lock".into()))?;
             let n = *next;
             *next += 1;
             n
@@ -210,7 +215,8 @@ pub fn load_cases(dir: &Path) -> Result<Vec<(PathBuf, EvalCase)>, EvalError> {
     let mut out = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(&p).map_err(|e| case_err(&p, e.to_string()))?;
-        let case: EvalCase = serde_json::from_str(&text).map_err(|e| case_err(&p, e.to_string()))?;
+        let case: EvalCase =
+            serde_json::from_str(&text).map_err(|e| case_err(&p, e.to_string()))?;
         if case.findings.is_empty() {
             return Err(case_err(&p, "findings: at least one finding is needed"));
         }
@@ -226,7 +232,10 @@ pub fn case_charts(path: &Path, case: &EvalCase) -> Result<ChartSet, EvalError> 
         let file = path.parent().unwrap_or(Path::new(".")).join(t);
         let trace = crate::replay::Trace::load(&file).map_err(|e| case_err(path, e.to_string()))?;
         for (key, series) in trace.charts.iter() {
-            charts.insert(key.clone(), Series::from_samples(series.until(case.now).iter().copied()));
+            charts.insert(
+                key.clone(),
+                Series::from_samples(series.until(case.now).iter().copied()),
+            );
         }
     }
     for (name, pts) in &case.charts {
@@ -254,7 +263,11 @@ pub struct CaseResult {
 
 pub fn grade(expected: &Expected, report: &AgentReport) -> f64 {
     if expected.does_not_know {
-        return if report.status == AgentStatus::DoesNotKnow { 1.0 } else { 0.0 };
+        return if report.status == AgentStatus::DoesNotKnow {
+            1.0
+        } else {
+            0.0
+        };
     }
     let Some(p) = &report.proposal else {
         return 0.0;
@@ -367,14 +380,21 @@ impl EvalSummary {
                 c.name,
                 want,
                 got,
-                c.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                c.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             ));
         }
         s.push_str(&format!(
             "score: {:.2}/{:.0} ({:.1}%)\n",
             self.score,
             self.max,
-            if self.max > 0.0 { 100.0 * self.score / self.max } else { 0.0 }
+            if self.max > 0.0 {
+                100.0 * self.score / self.max
+            } else {
+                0.0
+            }
         ));
         s
     }

@@ -277,7 +277,10 @@ mod tests {
             r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#,
         )
         .unwrap();
-        assert_eq!(r.choices[0].message.tool_calls[0].function.arguments, "{\"a\":1}");
+        assert_eq!(
+            r.choices[0].message.tool_calls[0].function.arguments,
+            "{\"a\":1}"
+        );
         assert_eq!(r.usage.unwrap().total_tokens, 15);
     }
 }

@@ -203,7 +203,10 @@ fn allowed<'a>(set: &'a RunbookSet, ids: &'a [String]) -> impl Iterator<Item = &
 
 /// Does `action` belong to the runbook's steps (same kind)?
 pub fn runbook_lists(runbook: &Runbook, action: &Action) -> bool {
-    runbook.steps.iter().any(|s| s.action.kind() == action.kind())
+    runbook
+        .steps
+        .iter()
+        .any(|s| s.action.kind() == action.kind())
 }
 
 /// Evenly thinned points of the last `window` seconds, newest kept.
@@ -490,7 +493,8 @@ impl Session<'_> {
             if let Some(u) = resp.usage {
                 self.usage.prompt_tokens += u.prompt_tokens;
                 self.usage.completion_tokens += u.completion_tokens;
-                self.usage.total_tokens += u.total_tokens.max(u.prompt_tokens + u.completion_tokens);
+                self.usage.total_tokens +=
+                    u.total_tokens.max(u.prompt_tokens + u.completion_tokens);
             }
             let Some(choice) = resp.choices.into_iter().next() else {
                 return End::Failed(AgentError::NoChoice);
@@ -577,10 +581,17 @@ impl Session<'_> {
                 } else {
                     let a: RangeArgs = parse_args(name, args).map_err(bad)?;
                     let end = a.end.filter(|t| t.is_finite()).unwrap_or(b.now);
-                    let start = a.start.filter(|t| t.is_finite() && *t < end).unwrap_or(end - window);
+                    let start = a
+                        .start
+                        .filter(|t| t.is_finite() && *t < end)
+                        .unwrap_or(end - window);
                     let points = self.inv.cfg.chart_points.max(2) as f64;
                     let min_step = ((end - start) / (points * 5.0)).max(1.0);
-                    let step = a.step.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(0.0).max(min_step);
+                    let step = a
+                        .step
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .unwrap_or(0.0)
+                        .max(min_step);
                     QuerySpec::Range {
                         query: a.query,
                         start,
@@ -589,7 +600,10 @@ impl Session<'_> {
                     }
                 };
                 let result = self.query.run(&spec).await.map_err(|e| e.0);
-                let out = result.as_ref().map(|r| series_json(r)).map_err(Clone::clone);
+                let out = result
+                    .as_ref()
+                    .map(|r| series_json(r))
+                    .map_err(Clone::clone);
                 self.ran.push(Ran { spec, result });
                 out
             }
@@ -679,9 +693,7 @@ impl Session<'_> {
         if !(0.0..=1.0).contains(&a.confidence) {
             return End::Failed(AgentError::InvalidConfidence(a.confidence));
         }
-        if allowed(&self.inv.runbooks, &self.brief.allowed_runbooks)
-            .all(|r| r.id != a.runbook)
-        {
+        if allowed(&self.inv.runbooks, &self.brief.allowed_runbooks).all(|r| r.id != a.runbook) {
             return End::Failed(AgentError::UnknownRunbook(a.runbook));
         }
         End::Proposed(
@@ -707,11 +719,9 @@ impl Session<'_> {
                     detail: Some("cited but never queried during the investigation".into()),
                 },
                 Some(r) => {
-                    let again = tokio::time::timeout(
-                        self.inv.cfg.request_timeout,
-                        self.query.run(&r.spec),
-                    )
-                    .await;
+                    let again =
+                        tokio::time::timeout(self.inv.cfg.request_timeout, self.query.run(&r.spec))
+                            .await;
                     match (&r.result, again) {
                         (Ok(then), Ok(Ok(now))) => match same_result(then, &now) {
                             Ok(()) => EvidenceCheck {

@@ -40,7 +40,8 @@ impl Redactor {
         *n += 1;
         let placeholder = format!("{class}-{n}");
         self.pairs.push((real.to_string(), placeholder.clone()));
-        self.pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        self.pairs
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         placeholder
     }
 

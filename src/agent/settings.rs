@@ -172,10 +172,7 @@ impl AgentConfig {
             })?;
             let key = text.trim().to_string();
             if key.is_empty() {
-                return Err(bad(
-                    "api_key_file",
-                    format!("{} is empty", path.display()),
-                ));
+                return Err(bad("api_key_file", format!("{} is empty", path.display())));
             }
             return Ok(Some(key));
         }
@@ -241,6 +238,9 @@ mod tests {
         assert_eq!(c.max_wall, Duration::from_secs(90));
         assert!(c.redact);
         assert_eq!(c.max_steps, 8);
-        assert!(toml::from_str::<AgentConfig>("base_url = \"x\"\nmodel = \"m\"\nmax_step = 3\n").is_err());
+        assert!(
+            toml::from_str::<AgentConfig>("base_url = \"x\"\nmodel = \"m\"\nmax_step = 3\n")
+                .is_err()
+        );
     }
 }

@@ -68,7 +68,9 @@ pub fn definitions(query_language: &str) -> Vec<ToolDef> {
     vec![
         def(
             QUERY_INSTANT,
-            &format!("Evaluate a metrics query at one time (default: the incident's time). Query language: {query_language}."),
+            &format!(
+                "Evaluate a metrics query at one time (default: the incident's time). Query language: {query_language}."
+            ),
             json!({"type": "object", "properties": {
                 "query": {"type": "string"},
                 "time": {"type": "number", "description": "Unix seconds"}
@@ -76,7 +78,9 @@ pub fn definitions(query_language: &str) -> Vec<ToolDef> {
         ),
         def(
             QUERY_RANGE,
-            &format!("Evaluate a metrics query over a time range (default: the recent chart window). Query language: {query_language}."),
+            &format!(
+                "Evaluate a metrics query over a time range (default: the recent chart window). Query language: {query_language}."
+            ),
             json!({"type": "object", "properties": {
                 "query": {"type": "string"},
                 "start": {"type": "number", "description": "Unix seconds"},
@@ -84,8 +88,16 @@ pub fn definitions(query_language: &str) -> Vec<ToolDef> {
                 "step": {"type": "number", "description": "seconds between points"}
             }, "required": ["query"], "additionalProperties": false}),
         ),
-        def(WORKLOAD_STATUS, "The training workload's current status.", no_params()),
-        def(LIST_PODS, "The workload's pods: phase, node, restarts, readiness.", no_params()),
+        def(
+            WORKLOAD_STATUS,
+            "The training workload's current status.",
+            no_params(),
+        ),
+        def(
+            LIST_PODS,
+            "The workload's pods: phase, node, restarts, readiness.",
+            no_params(),
+        ),
         def(
             RECENT_EVENTS,
             "Recent cluster events of the workload, newest last.",
@@ -101,7 +113,11 @@ pub fn definitions(query_language: &str) -> Vec<ToolDef> {
                 "tail": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_LINES}
             }, "additionalProperties": false}),
         ),
-        def(LIST_RUNBOOKS, "The runbooks that may handle this run: id, title, triggers, steps.", no_params()),
+        def(
+            LIST_RUNBOOKS,
+            "The runbooks that may handle this run: id, title, triggers, steps.",
+            no_params(),
+        ),
         def(
             READ_RUNBOOK,
             "The full text of one runbook.",
@@ -193,9 +209,10 @@ pub struct GiveUpArgs {
 /// wrong type is an error that names the tool. An empty string counts as `{}`.
 pub fn parse_args<T: for<'de> Deserialize<'de>>(tool: &str, raw: &str) -> Result<T, String> {
     let raw = if raw.trim().is_empty() { "{}" } else { raw };
-    let v: Value =
-        serde_json::from_str(raw).map_err(|e| format!("arguments of `{tool}` are not JSON: {e}"))?;
-    serde_json::from_value(v).map_err(|e| format!("arguments of `{tool}` do not fit its schema: {e}"))
+    let v: Value = serde_json::from_str(raw)
+        .map_err(|e| format!("arguments of `{tool}` are not JSON: {e}"))?;
+    serde_json::from_value(v)
+        .map_err(|e| format!("arguments of `{tool}` do not fit its schema: {e}"))
 }
 
 /// The content of a `tool` message: the output as a JSON value under `data`, beside a notice
@@ -255,7 +272,14 @@ mod tests {
         let big = wrap(POD_LOGS, Ok(json!("x".repeat(5000))), 300);
         let v: Value = serde_json::from_str(&big).unwrap();
         assert_eq!(v["data"]["truncated"], true);
-        assert_eq!(v["data"]["truncated_json"].as_str().unwrap().chars().count(), 300);
+        assert_eq!(
+            v["data"]["truncated_json"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            300
+        );
     }
 
     #[test]

@@ -54,7 +54,11 @@ impl Engine {
         let (Some(w), Some(diagnosis)) = (st.watches.get(&inc.run), inc.diagnosis.clone()) else {
             return;
         };
-        let keep = inv.config().chart_window.as_secs_f64().max(MIN_HISTORY_SECS);
+        let keep = inv
+            .config()
+            .chart_window
+            .as_secs_f64()
+            .max(MIN_HISTORY_SECS);
         let mut charts = ChartSet::new();
         for (key, series) in w.charts.iter() {
             charts.insert(
