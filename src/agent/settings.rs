@@ -230,6 +230,29 @@ mod tests {
     }
 
     #[test]
+    fn config_file_section_loads_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[agent]\nbase_url = \"http://localhost:11434/v1\"\nmodel = \"qwen2.5:7b\"\nmax_steps = 5\n",
+        )
+        .unwrap();
+        let cfg = crate::config::Config::load(Some(&path)).unwrap();
+        let a = cfg.agent.unwrap();
+        assert_eq!(a.model, "qwen2.5:7b");
+        assert_eq!(a.max_steps, 5);
+        std::fs::write(
+            &path,
+            "[agent]\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nmax_steps = 0\n",
+        )
+        .unwrap();
+        let e = crate::config::Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("agent.max_steps"), "{e}");
+        assert!(crate::config::Config::default().agent.is_none());
+    }
+
+    #[test]
     fn toml_section_parses_with_defaults() {
         let c: AgentConfig = toml::from_str(
             "base_url = \"http://vllm:8000/v1\"\nmodel = \"llama\"\nmax_wall = \"90s\"\nredact = true\n",
