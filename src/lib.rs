@@ -40,8 +40,8 @@
 //! | [`telemetry`] | babysitter's own Prometheus metrics |
 //!
 //! Traits sit only at I/O edges ([`sources::MetricsSource`], [`act::Actuator`],
-//! [`notify::Pager`]); detection, diagnosis, policy and verification are synchronous functions
-//! over values, so they are cheap to test exhaustively.
+//! [`notify::Pager`], [`agent::LlmClient`]); detection, diagnosis, policy and verification are
+//! synchronous functions over values, so they are cheap to test exhaustively.
 pub mod act;
 pub mod agent;
 pub mod api;

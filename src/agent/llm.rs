@@ -55,6 +55,8 @@ impl Message {
 /// may write invalid JSON there, which babysitter must catch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
+    /// Some servers omit it; the investigator then numbers the call itself.
+    #[serde(default)]
     pub id: String,
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
@@ -68,8 +70,18 @@ fn function_type() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionCall {
     pub name: String,
-    #[serde(default)]
+    /// A JSON string per the API; a server that sends a JSON object instead is accepted (the
+    /// object is kept in its string form).
+    #[serde(default, deserialize_with = "string_or_json")]
     pub arguments: String,
+}
+
+fn string_or_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    })
 }
 
 /// A tool offered to the model: `{"type": "function", "function": {name, description,
@@ -282,5 +294,17 @@ mod tests {
             "{\"a\":1}"
         );
         assert_eq!(r.usage.unwrap().total_tokens, 15);
+    }
+
+    #[test]
+    fn object_arguments_and_missing_ids_are_accepted() {
+        let r: ChatResponse = serde_json::from_str(
+            r#"{"choices":[{"message":{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":{"a":1}}}]}}]}"#,
+        )
+        .unwrap();
+        let c = &r.choices[0].message.tool_calls[0];
+        assert_eq!(c.function.arguments, r#"{"a":1}"#);
+        assert_eq!(c.id, "");
+        assert!(r.usage.is_none());
     }
 }

@@ -499,7 +499,13 @@ impl Session<'_> {
             let Some(choice) = resp.choices.into_iter().next() else {
                 return End::Failed(AgentError::NoChoice);
             };
-            let msg = choice.message;
+            let mut msg = choice.message;
+            // Calls without an id (some servers) are numbered, so each tool message can answer one.
+            for (i, c) in msg.tool_calls.iter_mut().enumerate() {
+                if c.id.trim().is_empty() {
+                    c.id = format!("call_{}_{i}", self.usage.steps);
+                }
+            }
             self.messages.push(msg.clone());
             if msg.tool_calls.is_empty() {
                 // Prose without a finishing call: the model did not reach a proposal.

@@ -247,7 +247,9 @@ mod tests {
             "[agent]\nbase_url = \"http://x/v1\"\nmodel = \"m\"\nmax_steps = 0\n",
         )
         .unwrap();
-        let e = crate::config::Config::load(Some(&path)).unwrap_err().to_string();
+        let e = crate::config::Config::load(Some(&path))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("agent.max_steps"), "{e}");
         assert!(crate::config::Config::default().agent.is_none());
     }
