@@ -906,3 +906,52 @@ async fn shipped_eval_cases_score_fully_against_the_http_server() {
     }
     assert_eq!(total, cases.len() as f64);
 }
+
+#[tokio::test]
+async fn app_builds_the_agent_from_config_and_refuses_a_missing_key_file() {
+    use babysitter::app::{App, Parts};
+    use babysitter::clock::{ManualClock, SharedClock};
+    use babysitter::sim::SimCluster;
+    let dir = tempfile::tempdir().unwrap();
+    let build = |agent: AgentConfig| {
+        let mut cfg = babysitter::config::Config::default();
+        cfg.data_dir = dir.path().to_path_buf();
+        cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.agent = Some(agent);
+        let clock: SharedClock = ManualClock::new(common::ORIGIN);
+        let sim = Arc::new(SimCluster::new(clock.clone(), 1));
+        let parts = Parts {
+            clock,
+            source: sim.clone(),
+            actuator: sim,
+            pager: babysitter::notify::ConsolePager::new(),
+            tick_every: Duration::from_secs(30),
+        };
+        App::build(cfg, parts, false)
+    };
+    let ok = build(AgentConfig::new("http://127.0.0.1:9/v1", MODEL))
+        .await
+        .unwrap();
+    assert_eq!(ok.engine.agent().unwrap().config().model, MODEL);
+    ok.engine.start("test").await;
+    let loaded = ok
+        .engine
+        .handles()
+        .audit
+        .query(&babysitter::audit::Filter {
+            kind: Some(EntryKind::ConfigLoaded),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded[0].payload["agent"]["model"], MODEL);
+    drop(ok);
+    let mut bad = AgentConfig::new("http://127.0.0.1:9/v1", MODEL);
+    bad.api_key_file = Some(dir.path().join("no-such-secret"));
+    let err = build(bad).await.err().unwrap();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("agent.api_key_file") && text.contains("no-such-secret"),
+        "{text}"
+    );
+}

@@ -201,6 +201,8 @@ impl Engine {
                 "poll_interval_secs": self.cfg.poll_interval.as_secs_f64(),
                 "policy": self.cfg.policy,
                 "watches": self.cfg.watches.iter().map(|w| &w.run).collect::<Vec<_>>(),
+                // Which model investigates, with its budgets (the key is never in the config).
+                "agent": self.cfg.agent,
             }),
         )
         .await;
