@@ -914,10 +914,12 @@ async fn app_builds_the_agent_from_config_and_refuses_a_missing_key_file() {
     use babysitter::sim::SimCluster;
     let dir = tempfile::tempdir().unwrap();
     let build = |agent: AgentConfig| {
-        let mut cfg = babysitter::config::Config::default();
-        cfg.data_dir = dir.path().to_path_buf();
+        let mut cfg = babysitter::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            agent: Some(agent),
+            ..Default::default()
+        };
         cfg.server.listen = "127.0.0.1:0".parse().unwrap();
-        cfg.agent = Some(agent);
         let clock: SharedClock = ManualClock::new(common::ORIGIN);
         let sim = Arc::new(SimCluster::new(clock.clone(), 1));
         let parts = Parts {
