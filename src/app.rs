@@ -95,7 +95,24 @@ impl App {
             runbooks: Arc::new(runbooks),
         };
         let public = cfg.server.public_url.clone();
+        // The optional investigator; workloads are read through nothing until the caller gives
+        // it an inspector (`Engine::set_agent` with `Investigator::with_inspector`).
+        let investigator = match &cfg.agent {
+            Some(a) => Some(
+                crate::agent::Investigator::from_config(
+                    &cfg,
+                    a,
+                    Arc::new(crate::agent::NoInspector),
+                    handles.runbooks.clone(),
+                )
+                .context("agent")?,
+            ),
+            None => None,
+        };
         let engine = Engine::new(Arc::new(cfg), handles, metrics);
+        if let Some(inv) = investigator {
+            engine.set_agent(Arc::new(inv));
+        }
         engine.set_public_url(public.unwrap_or_else(|| format!("http://{addr}")));
         Ok(App {
             engine,

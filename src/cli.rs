@@ -107,6 +107,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The LLM investigator (`[agent]`).
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// Approve a pending action through the API.
     Approve(SettleArgs),
     /// Reject a pending action through the API (the incident goes to a human).
@@ -127,6 +132,30 @@ pub struct SettleArgs {
     /// Bearer token with the `operator` role.
     #[arg(long, env = "BABYSITTER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the eval suite: every `*.json` case of a folder through the agent; print each
+    /// case's grade and the score.
+    Eval {
+        /// Folder of cases (e.g. testdata/agent-evals).
+        #[arg(long)]
+        cases: PathBuf,
+        /// Config with an `[agent]` section (endpoint, model, budgets) and optionally
+        /// `runbooks_dir`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Play each case's scripted model turns instead of calling an endpoint (CI).
+        #[arg(long)]
+        scripted: bool,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Exit with failure when the score (0–1 of the maximum) is below this.
+        #[arg(long)]
+        min_score: Option<f64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +241,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Agent {
+            command:
+                AgentCommand::Eval {
+                    cases,
+                    config,
+                    scripted,
+                    json,
+                    min_score,
+                },
+        } => agent_eval(&cases, config.as_deref(), scripted, json, min_score).await,
         Command::Approve(a) => settle(a, "approve").await,
         Command::Reject(a) => settle(a, "reject").await,
     }
@@ -245,6 +284,16 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
             }
         }
     }
+    // The agent's key file or variable must be readable now, not at the first incident.
+    if let Some(a) = cfg.as_ref().and_then(|c| c.agent.as_ref()) {
+        match a.api_key() {
+            Ok(_) => println!("agent: OK ({} at {})", a.model, a.base_url),
+            Err(e) => {
+                eprintln!("{e}");
+                ok = false;
+            }
+        }
+    }
     let mut cfg = cfg.unwrap_or_default();
     if let Some(dir) = runbooks {
         cfg.runbooks_dir = Some(dir);
@@ -268,6 +317,49 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `agent eval`: the eval suite against the configured endpoint, or scripted.
+async fn agent_eval(
+    cases: &std::path::Path,
+    config: Option<&std::path::Path>,
+    scripted: bool,
+    json: bool,
+    min_score: Option<f64>,
+) -> anyhow::Result<ExitCode> {
+    use crate::agent::{AgentConfig, LlmClient, OpenAiClient};
+    let cfg = Config::load(config)?;
+    let runbooks = Arc::new(crate::app::load_runbooks(&cfg).context("runbooks")?);
+    let (agent, llm): (AgentConfig, Option<Arc<dyn LlmClient>>) = if scripted {
+        let agent = cfg
+            .agent
+            .clone()
+            .unwrap_or_else(|| AgentConfig::new("http://127.0.0.1:9/v1", "scripted"));
+        (agent, None)
+    } else {
+        let Some(agent) = cfg.agent.clone() else {
+            anyhow::bail!(
+                "no [agent] section: pass --config with one (see docs/AGENT.md), or --scripted"
+            );
+        };
+        let client = OpenAiClient::from_config(&agent).context("agent")?;
+        (agent, Some(Arc::new(client)))
+    };
+    let summary = crate::agent::eval::run_suite(cases, &agent, runbooks, llm).await?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    let ratio = if summary.max > 0.0 {
+        summary.score / summary.max
+    } else {
+        0.0
+    };
+    Ok(match min_score {
+        Some(m) if ratio < m => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// `replay`: findings as JSON lines or text, or the score against labels.
@@ -437,11 +529,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let parts = Parts {
         clock,
         source,
-        actuator: sim,
+        actuator: sim.clone(),
         pager,
         tick_every,
     };
     let app = App::build(cfg, parts, false).await?;
+    if let Some(inv) = app.engine.agent() {
+        let inspector = Arc::new(crate::agent::SimInspector::new(sim));
+        app.engine
+            .set_agent(Arc::new(inv.with_inspector(inspector)));
+    }
     tracing::info!(addr = %app.addr, "babysitter serving");
     app.engine.restore().await;
     app.engine.start("serve").await;

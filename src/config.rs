@@ -53,6 +53,9 @@ pub struct Config {
     /// The route (or pager) for pages whose route is neither a route nor a pager.
     pub default_route: Option<String>,
     pub watches: Vec<WatchConfig>,
+    /// `[agent]`: the optional LLM investigator (absent: no agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agent::AgentConfig>,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             routes: BTreeMap::new(),
             default_route: None,
             watches: Vec::new(),
+            agent: None,
         }
     }
 }
@@ -587,6 +591,10 @@ impl Config {
             }
         }
         self.validate_paging()?;
+        if let Some(a) = &self.agent {
+            a.validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if self.poll_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "poll_interval: must be positive".into(),
@@ -685,7 +693,13 @@ impl Config {
 /// Top-level field names of [`Config`], as written in a file.
 fn config_fields() -> Vec<String> {
     match serde_json::to_value(Config::default()) {
-        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        // `agent` is absent from the defaults (it is optional) but may be set from the
+        // environment (`BABYSITTER_AGENT__MODEL`).
+        Ok(serde_json::Value::Object(m)) => m
+            .keys()
+            .cloned()
+            .chain(std::iter::once("agent".to_string()))
+            .collect(),
         _ => Vec::new(),
     }
 }

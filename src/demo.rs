@@ -152,6 +152,11 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
     };
     let audit_url = cfg.audit_url();
     let app = App::build(cfg, parts, true).await?;
+    if let Some(inv) = app.engine.agent() {
+        let inspector = Arc::new(crate::agent::SimInspector::new(sim.clone()));
+        app.engine
+            .set_agent(Arc::new(inv.with_inspector(inspector)));
+    }
     let engine = app.engine.clone();
     println!(
         "babysitter demo — 3 simulated training runs, time ×{} (1 s = {} of training)",

@@ -26,6 +26,7 @@
 //! | [`runbook`] | Markdown runbooks with front matter; deterministic diagnosis → `Plan` |
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
 //! | [`act`] | the `Action` enum and the `Actuator` trait |
+//! | [`agent`] | the optional LLM investigator: read-only tools, one proposed runbook step, budgets, evals |
 //! | [`verify`] | did the run recover after the action? |
 //! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
 //! | [`notify`] | the `Pager` trait; console, PagerDuty, Slack, signed webhook, Alertmanager, Opsgenie; routes and an outbox |
@@ -39,9 +40,10 @@
 //! | [`telemetry`] | babysitter's own Prometheus metrics |
 //!
 //! Traits sit only at I/O edges ([`sources::MetricsSource`], [`act::Actuator`],
-//! [`notify::Pager`]); detection, diagnosis, policy and verification are synchronous functions
-//! over values, so they are cheap to test exhaustively.
+//! [`notify::Pager`], [`agent::LlmClient`]); detection, diagnosis, policy and verification are
+//! synchronous functions over values, so they are cheap to test exhaustively.
 pub mod act;
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod audit;

@@ -54,11 +54,15 @@ pub enum EntryKind {
     RunbookExecuted,
     /// A runbook's plan and decisions were computed over the API without acting.
     RunbookDryRun,
+    /// The LLM investigator finished: its full transcript, usage and outcome.
+    AgentInvestigation,
+    /// The investigator's proposal and the policy gate's verdict on it (never executed directly).
+    AgentProposal,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 21] = [
+    pub const ALL: [EntryKind; 23] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -80,6 +84,8 @@ impl EntryKind {
         EntryKind::Stopped,
         EntryKind::RunbookExecuted,
         EntryKind::RunbookDryRun,
+        EntryKind::AgentInvestigation,
+        EntryKind::AgentProposal,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -106,6 +112,8 @@ impl EntryKind {
             EntryKind::Stopped => "stopped",
             EntryKind::RunbookExecuted => "runbook_executed",
             EntryKind::RunbookDryRun => "runbook_dry_run",
+            EntryKind::AgentInvestigation => "agent_investigation",
+            EntryKind::AgentProposal => "agent_proposal",
         }
     }
 

@@ -170,6 +170,8 @@ impl Engine {
         );
         inc.diagnosis = Some(d);
         self.transition(inc, IncidentEvent::Diagnose, now);
+        // The optional agent investigates beside the deterministic plan, which goes on as is.
+        self.start_investigation(st, inc, now).await;
     }
 
     /// Resolves the checkpoint a restart goes back to (before onset, latest) into a step.

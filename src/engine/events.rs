@@ -24,6 +24,8 @@ pub enum EventKind {
     Resolved,
     Escalated,
     Paged,
+    /// The LLM investigator reported (a proposal, "does not know", or a failure).
+    AgentReported,
 }
 
 impl EventKind {
@@ -48,6 +50,7 @@ impl EventKind {
             EventKind::Resolved => "✓",
             EventKind::Escalated => "⚑",
             EventKind::Paged => "☎",
+            EventKind::AgentReported => "✎",
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - an action that fails, a verification that fails for the last time, a denied step and a
 //!   rejected approval all escalate to a human.
 
+mod agent;
 mod drive;
 mod events;
 mod execute;
@@ -104,8 +105,10 @@ pub struct Engine {
     state: Mutex<State>,
     view: RwLock<View>,
     events: broadcast::Sender<Event>,
-    wake: Notify,
+    wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// The optional LLM investigator and the reports its tasks hand back.
+    agent: agent::AgentHook,
     /// Base URL of the API, for approve commands and links in pages.
     public_url: RwLock<String>,
 }
@@ -131,8 +134,9 @@ impl Engine {
             state: Mutex::new(st),
             view: RwLock::new(View::default()),
             events,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             metrics,
+            agent: agent::AgentHook::default(),
             public_url: RwLock::new(public_url),
         };
         Arc::new(engine)
@@ -197,6 +201,8 @@ impl Engine {
                 "poll_interval_secs": self.cfg.poll_interval.as_secs_f64(),
                 "policy": self.cfg.policy,
                 "watches": self.cfg.watches.iter().map(|w| &w.run).collect::<Vec<_>>(),
+                // Which model investigates, with its budgets (the key is never in the config).
+                "agent": self.cfg.agent,
             }),
         )
         .await;
@@ -301,6 +307,7 @@ impl Engine {
     pub async fn tick(&self) {
         let now = self.h.clock.now();
         let mut st = self.state.lock().await;
+        self.collect_agent_reports(&mut st, now).await;
         self.poll(&mut st, now).await;
         let runs: Vec<String> = st.watches.keys().cloned().collect();
         for run in &runs {

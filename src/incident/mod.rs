@@ -170,6 +170,9 @@ pub struct Incident {
     /// Who asked for it when it was opened by running a runbook over the API (no finding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The LLM investigator's report, when an agent is configured (a proposal, never an action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agent::AgentReport>,
 }
 
 impl Incident {
@@ -211,6 +214,7 @@ impl Incident {
             paged: false,
             page_severity: None,
             requested_by: None,
+            agent: None,
         }
     }
 
