@@ -174,6 +174,14 @@ impl Engine {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
     }
 
+    /// A copy of one watched run's charts (what the detectors see), for the dashboard. Charts are
+    /// not part of [`View`] because copying every run's series on every poll would cost more
+    /// than the rare page that draws them; this waits for a tick in progress to finish.
+    pub async fn charts(&self, run: &str) -> Option<ChartSet> {
+        let st = self.state.lock().await;
+        st.watches.get(run).map(|w| w.charts.clone())
+    }
+
     /// Records the start of the service: config and runbooks (with content hashes) and each watch.
     pub async fn start(&self, mode: &str) {
         let runbooks: Vec<_> = self
