@@ -146,13 +146,13 @@ pub fn seg(s: &str) -> String {
 }
 
 /// The signed-in browser, or the way to the login page when reads need one.
-fn reader(engine: &Engine, headers: &HeaderMap, here: &str) -> Result<Option<Session>, Response> {
+fn reader(engine: &Engine, headers: &HeaderMap, here: &str) -> Result<Option<Session>, Redirect> {
     let api = &engine.config().api;
     let session = auth::session(api, headers);
     if auth::can_read(api, session.as_ref()) {
         Ok(session)
     } else {
-        Err(Redirect::to(&format!("/login?next={}", seg(here))).into_response())
+        Err(Redirect::to(&format!("/login?next={}", seg(here))))
     }
 }
 
@@ -169,7 +169,7 @@ pub(crate) struct Chrome {
 async fn index(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Response {
     let session = match reader(&engine, &headers, "/") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let view = engine.view();
     let chrome = Chrome {
@@ -182,15 +182,33 @@ async fn index(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Respons
     page(StatusCode::OK, pages::index(&chrome, &view))
 }
 
+#[derive(Debug, Deserialize)]
+struct RunQuery {
+    /// Hours of history to draw: one of [`pages::RUN_WINDOWS_H`].
+    hours: Option<u32>,
+}
+
 async fn run_page(
     State(engine): State<Arc<Engine>>,
     headers: HeaderMap,
     Path(run): Path<String>,
+    q: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let here = format!("/runs/{}", seg(&run));
     let session = match reader(&engine, &headers, &here) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
+    };
+    let hours = match q.map(|Query(q)| q.hours) {
+        Ok(None) => pages::RUN_WINDOWS_H[0],
+        Ok(Some(h)) if pages::RUN_WINDOWS_H.contains(&h) => h,
+        _ => {
+            return DashboardError::BadRequest(format!(
+                "query `hours`: one of {:?}",
+                pages::RUN_WINDOWS_H
+            ))
+            .into_response();
+        }
     };
     let view = engine.view();
     let Some(watch) = view.watches.iter().find(|w| w.run == run).cloned() else {
@@ -226,7 +244,7 @@ async fn run_page(
     };
     page(
         StatusCode::OK,
-        pages::run(&chrome, &watch, &charts, &incidents, &recent),
+        pages::run(&chrome, hours, &watch, &charts, &incidents, &recent),
     )
 }
 
@@ -245,7 +263,7 @@ async fn incident_page(
     let here = format!("/incidents/{}", seg(&id));
     let session = match reader(&engine, &headers, &here) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let view = engine.view();
     let inc = match view.incidents.get(&id) {
@@ -315,13 +333,17 @@ async fn audit_page(
 ) -> Response {
     let session = match reader(&engine, &headers, "/audit") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return DashboardError::BadRequest(e.body_text()).into_response(),
     };
-    let blank = |s: &Option<String>| s.as_ref().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let blank = |s: &Option<String>| {
+        s.as_ref()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     let kind = match blank(&q.kind) {
         None => None,
         Some(k) => match EntryKind::parse(&k) {
@@ -338,11 +360,17 @@ async fn audit_page(
         kind,
         ..Filter::default()
     };
-    let (entries, older) =
-        match newest(&engine.handles().audit, filter.clone(), q.before, AUDIT_PAGE).await {
-            Ok(r) => r,
-            Err(e) => return DashboardError::from(e).into_response(),
-        };
+    let (entries, older) = match newest(
+        &engine.handles().audit,
+        filter.clone(),
+        q.before,
+        AUDIT_PAGE,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return DashboardError::from(e).into_response(),
+    };
     let view = engine.view();
     let chrome = Chrome {
         session,
@@ -404,7 +432,11 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-async fn login_form(State(engine): State<Arc<Engine>>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+async fn login_form(
+    State(engine): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let api = &engine.config().api;
     let session = auth::session(api, &headers);
     let next = auth::local_path(q.next.as_deref());
@@ -510,12 +542,11 @@ async fn settle(
             "an approval posted from another site is refused".into(),
         ));
     }
-    let session = auth::session(&engine.config().api, &headers).ok_or_else(|| {
-        DashboardError::Api {
+    let session =
+        auth::session(&engine.config().api, &headers).ok_or_else(|| DashboardError::Api {
             status: StatusCode::UNAUTHORIZED,
             message: "sign in with an operator token to approve or reject".into(),
-        }
-    })?;
+        })?;
     let Form(f) = form.map_err(|e| DashboardError::BadRequest(e.body_text()))?;
     if !auth::form_token_ok(&session, &f.csrf) {
         return Err(DashboardError::Forbidden(

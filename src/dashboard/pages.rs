@@ -14,8 +14,8 @@ use crate::incident::{Incident, IncidentState};
 use crate::runbook::Runbook;
 use crate::verify::VerifyStatus;
 
-/// How much history the run page draws.
-const RUN_WINDOW_SECS: f64 = 3.0 * 3600.0;
+/// The time windows the run page offers, in hours; the first is the default.
+pub const RUN_WINDOWS_H: [u32; 4] = [1, 3, 6, 24];
 /// Evidence charts start this long before the incident's onset.
 const EVIDENCE_BEFORE_SECS: f64 = 30.0 * 60.0;
 
@@ -288,7 +288,13 @@ fn finding_marks<'a>(findings: impl Iterator<Item = &'a Finding>, chart: &str) -
             at: f.at,
             onset: f.onset,
             kind: f.kind.as_str().to_string(),
-            label: format!("{} ({}) raised {} UTC: {}", f.kind, f.severity, fmt_time(f.at), f.message),
+            label: format!(
+                "{} ({}) raised {} UTC: {}",
+                f.kind,
+                f.severity,
+                fmt_time(f.at),
+                f.message
+            ),
         })
         .collect();
     marks.dedup_by(|a, b| a.at == b.at && a.kind == b.kind);
@@ -383,13 +389,14 @@ fn verify_text(v: &VerifyStatus) -> Markup {
 
 pub(super) fn run(
     c: &Chrome,
+    hours: u32,
     w: &WatchView,
     charts: &ChartSet,
     incidents: &[Incident],
     recent: &[Entry],
 ) -> Markup {
     let to = charts.latest_t().map_or(c.now, |t| t.max(c.now));
-    let from = to - RUN_WINDOW_SECS;
+    let from = to - f64::from(hours) * 3600.0;
     let findings: Vec<&Finding> = incidents
         .iter()
         .flat_map(|i| i.findings.iter())
@@ -412,7 +419,15 @@ pub(super) fn run(
             }
         }
         section {
-            h2 { "Charts " span.muted { "(last 3 h; red bands run from a finding's onset to where it was raised, dashed lines are actions)" } }
+            h2 { "Charts"
+                span.windows {
+                    @for n in RUN_WINDOWS_H {
+                        @if n == hours { strong { (n) " h" } }
+                        @else { a href={ "/runs/" (seg(&w.run)) "?hours=" (n) } { (n) " h" } }
+                    }
+                }
+            }
+            p.muted { "Red bands run from a finding's onset to the point where it was raised (the dot); dashed lines are babysitter's actions." }
             (chart_grid(charts, from, to, &findings, &actions, None))
         }
         section {
@@ -444,16 +459,20 @@ pub(super) fn incident(
 ) -> Markup {
     let onset = i.onset();
     let from = onset - EVIDENCE_BEFORE_SECS;
-    let to = charts.latest_t().map_or(c.now, |t| t.max(c.now)).max(from + 60.0);
+    let to = charts
+        .latest_t()
+        .map_or(c.now, |t| t.max(c.now))
+        .max(from + 60.0);
     let findings: Vec<&Finding> = i.findings.iter().collect();
     let mut evidence: Vec<String> = i.findings.iter().map(|f| f.chart.clone()).collect();
     evidence.sort();
     evidence.dedup();
     let actions = action_marks(std::iter::once(i));
-    let pending = i
-        .pending
-        .as_ref()
-        .filter(|p| i.state == IncidentState::AwaitingApproval && p.approved_by.is_none() && p.rejected_by.is_none());
+    let pending = i.pending.as_ref().filter(|p| {
+        i.state == IncidentState::AwaitingApproval
+            && p.approved_by.is_none()
+            && p.rejected_by.is_none()
+    });
     let body = html! {
         h1 { "Incident " (i.id) " " (state_badge(i.state)) }
         p.meta {
@@ -564,12 +583,26 @@ pub(super) fn incident(
     layout(c, &format!("Incident {}", i.id), body)
 }
 
-/// A payload as one line (at most 300 characters).
-fn payload_line(v: &serde_json::Value) -> String {
-    let s = v.to_string();
-    match s.char_indices().nth(300) {
+/// At most `n` characters of `s`, with an ellipsis when cut.
+fn clip(s: String, n: usize) -> String {
+    match s.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s,
+    }
+}
+
+/// A payload: one line as the summary, the whole (pretty, up to 20,000 characters) on demand.
+fn payload(v: &serde_json::Value) -> Markup {
+    let line = v.to_string();
+    if line.chars().count() <= 160 {
+        return html! { code { (line) } };
+    }
+    let pretty = serde_json::to_string_pretty(v).unwrap_or(line.clone());
+    html! {
+        details {
+            summary { code { (clip(line, 160)) } }
+            pre { (clip(pretty, 20_000)) }
+        }
     }
 }
 
@@ -589,7 +622,7 @@ fn audit_table(entries: &[Entry]) -> Markup {
                             td { @if let Some(r) = &e.run { a href={ "/runs/" (seg(r)) } { (r) } } }
                             td { @if let Some(i) = &e.incident { a href={ "/incidents/" (seg(i)) } { (i) } } }
                             td { (e.actor) }
-                            td.payload { code { (payload_line(&e.payload)) } }
+                            td.payload { (payload(&e.payload)) }
                         }
                     }
                 }
@@ -607,7 +640,11 @@ pub(super) fn audit(c: &Chrome, f: &Filter, entries: &[Entry], older: Option<i64
     };
     let older_link = older.map(|b| {
         let mut parts = vec![format!("before={b}")];
-        for (k, v) in [("run", &q.run), ("incident", &q.incident), ("kind", &q.kind)] {
+        for (k, v) in [
+            ("run", &q.run),
+            ("incident", &q.incident),
+            ("kind", &q.kind),
+        ] {
             if let Some(v) = v {
                 parts.push(format!("{k}={}", seg(v)));
             }

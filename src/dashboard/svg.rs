@@ -317,9 +317,7 @@ mod tests {
 
     #[test]
     fn one_spike_survives_downsampling() {
-        let mut s: Vec<Sample> = (0..20_000)
-            .map(|i| Sample::new(i as f64, 1.0))
-            .collect();
+        let mut s: Vec<Sample> = (0..20_000).map(|i| Sample::new(i as f64, 1.0)).collect();
         s[12_345].v = 100.0;
         let sc = Scale {
             from: 0.0,

@@ -211,9 +211,17 @@ async fn the_run_page_marks_the_finding_on_its_chart() {
     assert!(body.contains(">xid_errors</figcaption>"));
     // The pause babysitter did is drawn as an action.
     assert!(body.contains("action-marker"));
+    assert_eq!(f.get("/runs/nope", None).await.0, StatusCode::NOT_FOUND);
+    // The window is one of the offered ones; the default (1 h) is marked, the others linked.
+    assert!(body.contains("<strong>1 h</strong>"), "{body}");
+    let (status, _, body) = f.get("/runs/run-c?hours=6", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("<strong>6 h</strong>") && body.contains(r#"href="/runs/run-c?hours=1""#)
+    );
     assert_eq!(
-        f.get("/runs/nope", None).await.0,
-        StatusCode::NOT_FOUND
+        f.get("/runs/run-c?hours=5", None).await.0,
+        StatusCode::BAD_REQUEST
     );
 }
 
@@ -249,9 +257,7 @@ async fn an_operator_approves_on_the_page_and_it_is_recorded_under_their_name() 
     let csrf = form_token_for(OPERATOR);
     assert!(body.contains(&format!(r#"value="{csrf}""#)), "{body}");
     assert!(body.contains(&format!(r#"formaction="/actions/{action}/approve""#)));
-    let (status, _, _) = f
-        .post_form(&uri, Some(&alice), None, "csrf=0000")
-        .await;
+    let (status, _, _) = f.post_form(&uri, Some(&alice), None, "csrf=0000").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _, _) = f
         .post_form(
@@ -406,8 +412,14 @@ fn runbook_markdown_cannot_carry_markup_or_script_links() {
          <img src=x onerror=alert(1)>\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
     );
     assert!(html.contains("<h1>Title</h1>"));
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
-    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
     assert!(html.contains(r##"<a href="#">this</a>"##), "{html}");
     assert!(html.contains("<table>"));
 }
