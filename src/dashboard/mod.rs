@@ -38,8 +38,8 @@ use crate::engine::Engine;
 use crate::incident::Incident;
 use auth::Session;
 
-/// How long one `/events` stream lasts before the browser reconnects: bounded so that an open
-/// tab never holds up a graceful shutdown for longer than this.
+/// How long one `/events` stream lasts before the browser reconnects (streams also end when the
+/// engine stops, so an open tab never holds up a graceful shutdown).
 const STREAM_LIFETIME: Duration = Duration::from_secs(20);
 /// Entries per page of the audit view.
 const AUDIT_PAGE: usize = 100;
@@ -586,27 +586,33 @@ async fn settle(
 }
 
 /// The engine's story as server-sent events (`event: engine`, data: the event as JSON); each
-/// stream ends after [`STREAM_LIFETIME`] and the browser reconnects.
+/// stream ends after [`STREAM_LIFETIME`] (the browser reconnects) or when the engine stops.
 async fn events(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Response {
     let api = &engine.config().api;
     if !auth::can_read(api, auth::session(api, &headers).as_ref()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let rx = engine.subscribe();
+    let stopped = engine.stopped();
     let deadline = tokio::time::Instant::now() + STREAM_LIFETIME;
-    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
-        use tokio::sync::broadcast::error::RecvError;
-        let next = tokio::time::timeout_at(deadline, rx.recv()).await.ok()?;
-        let event = match next {
-            Ok(ev) => SseEvent::default()
-                .event("engine")
-                .json_data(&ev)
-                .unwrap_or_else(|_| SseEvent::default().event("lagged").data("{}")),
-            Err(RecvError::Lagged(_)) => SseEvent::default().event("lagged").data("{}"),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok::<_, Infallible>(event), rx))
-    });
+    let stream =
+        futures_util::stream::unfold((rx, stopped), move |(mut rx, mut stopped)| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(deadline, rx.recv()) => r.ok()?,
+                // The service is stopping: end the stream so the server can finish.
+                _ = stopped.wait_for(|s| *s) => return None,
+            };
+            let event = match next {
+                Ok(ev) => SseEvent::default()
+                    .event("engine")
+                    .json_data(&ev)
+                    .unwrap_or_else(|_| SseEvent::default().event("lagged").data("{}")),
+                Err(RecvError::Lagged(_)) => SseEvent::default().event("lagged").data("{}"),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, Infallible>(event), (rx, stopped)))
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()

@@ -438,3 +438,45 @@ fn times_read_as_utc_and_relative() {
     assert_eq!(pages::ago(10_000.0, 10_000.0 - 720.0), "12 min ago");
     assert_eq!(pages::fmt_time(f64::NAN), "—");
 }
+
+#[tokio::test]
+async fn the_event_stream_carries_engine_events_and_ends_when_the_engine_stops() {
+    let f = fixture(true).await;
+    let res = crate::api::router(f.engine.clone())
+        .oneshot(Request::get("/events").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let engine = f.engine.clone();
+    let looper = tokio::spawn(
+        engine.run(std::time::Duration::from_secs(3600), async move {
+            let _ = stop_rx.await;
+        }),
+    );
+    let mut body = res.into_body();
+    // Each watch's start is an event; it comes through the stream.
+    f.engine.start("test").await;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(first.data_ref().unwrap()).into_owned();
+    assert!(text.starts_with("event: engine\ndata: {"), "{text}");
+    assert!(text.contains(r#""kind":"watch_started""#), "{text}");
+    let _ = stop_tx.send(());
+    looper.await.unwrap();
+    // Drained, then closed well before the stream's own lifetime runs out.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        end.is_ok(),
+        "the stream did not end when the engine stopped"
+    );
+}

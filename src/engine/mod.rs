@@ -105,6 +105,9 @@ pub struct Engine {
     view: RwLock<View>,
     events: broadcast::Sender<Event>,
     wake: Notify,
+    /// Turns `true` when [`Engine::run`] stops, so long-lived readers (the dashboard's event
+    /// stream) end and let the HTTP server shut down.
+    stopped: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Metrics>,
     /// Base URL of the API, for approve commands and links in pages.
     public_url: RwLock<String>,
@@ -132,6 +135,7 @@ impl Engine {
             view: RwLock::new(View::default()),
             events,
             wake: Notify::new(),
+            stopped: tokio::sync::watch::Sender::new(false),
             metrics,
             public_url: RwLock::new(public_url),
         };
@@ -153,6 +157,11 @@ impl Engine {
     /// The story, as it happens.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Turns `true` once the loop has stopped (see [`Engine::run`]).
+    pub fn stopped(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopped.subscribe()
     }
 
     /// Sets the API's base URL once the server is bound (approve commands and links use it).
@@ -300,6 +309,7 @@ impl Engine {
                 _ = &mut shutdown => break,
             }
         }
+        self.stopped.send_replace(true);
         let now = self.h.clock.now();
         self.record(EntryKind::Stopped, None, None, json!({ "at": now }))
             .await;
