@@ -192,10 +192,10 @@ impl Browser {
         .await
     }
 
-    /// Waits up to 10 s for an element; the page swaps its content on refresh, so a stale
+    /// Waits up to 20 s for an element; the page swaps its content on refresh, so a stale
     /// element is looked up again.
     async fn find(&self, css: &str) -> String {
-        for _ in 0..100 {
+        for _ in 0..200 {
             if let Ok(v) = self
                 .try_call(
                     "POST",
