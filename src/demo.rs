@@ -164,6 +164,10 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
         humantime::format_duration(Duration::from_secs(opts.speed.round() as u64))
     );
     println!(
+        "  dashboard: {}/   (open it in a browser; sign in with the operator token below to approve)",
+        engine.public_url()
+    );
+    println!(
         "  API:       {}/api/v1/watches   (incidents: /api/v1/incidents, audit: /api/v1/audit)",
         engine.public_url()
     );

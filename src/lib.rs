@@ -33,6 +33,7 @@
 //! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`) |
 //! | [`engine`] | the loop that drives every stage and owns the state between polls |
 //! | [`api`] | the HTTP API (axum) |
+//! | [`dashboard`] | server-rendered pages for on-call: runs, SVG charts with findings, incidents with Approve / Reject, the audit log |
 //! | [`app`] | wiring: `App::build` then `App::run_until` |
 //! | [`demo`] | the embedded default: three simulated runs and the story on the terminal |
 //! | [`cli`] | `serve`, `demo`, `check`, `replay`, `audit verify`, `approve`, `reject` |
@@ -51,6 +52,7 @@ pub mod charts;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod detect;
 pub mod engine;

@@ -36,6 +36,7 @@ async fn demo_tells_three_stories_and_the_audit_log_catches_tampering() {
 
     // The story, one readable line per step.
     assert!(stdout.contains("API:"), "{stdout}");
+    assert!(stdout.contains("dashboard: http://127.0.0.1:"), "{stdout}");
     for needle in [
         "run-a  ! loss_spike",
         "diagnosed with runbook `loss-spike`",

@@ -48,6 +48,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)

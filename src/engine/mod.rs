@@ -106,6 +106,9 @@ pub struct Engine {
     view: RwLock<View>,
     events: broadcast::Sender<Event>,
     wake: Arc<Notify>,
+    /// Turns `true` when [`Engine::run`] stops, so long-lived readers (the dashboard's event
+    /// stream) end and let the HTTP server shut down.
+    stopped: tokio::sync::watch::Sender<bool>,
     metrics: Arc<Metrics>,
     /// The optional LLM investigator and the reports its tasks hand back.
     agent: agent::AgentHook,
@@ -135,6 +138,7 @@ impl Engine {
             view: RwLock::new(View::default()),
             events,
             wake: Arc::new(Notify::new()),
+            stopped: tokio::sync::watch::Sender::new(false),
             metrics,
             agent: agent::AgentHook::default(),
             public_url: RwLock::new(public_url),
@@ -159,6 +163,11 @@ impl Engine {
         self.events.subscribe()
     }
 
+    /// Turns `true` once the loop has stopped (see [`Engine::run`]).
+    pub fn stopped(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopped.subscribe()
+    }
+
     /// Sets the API's base URL once the server is bound (approve commands and links use it).
     pub fn set_public_url(&self, url: String) {
         if let Ok(mut u) = self.public_url.write() {
@@ -176,6 +185,14 @@ impl Engine {
     /// A consistent snapshot for the API.
     pub fn view(&self) -> View {
         self.view.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// A copy of one watched run's charts (what the detectors see), for the dashboard. Charts are
+    /// not part of [`View`] because copying every run's series on every poll would cost more
+    /// than the rare page that draws them; this waits for a tick in progress to finish.
+    pub async fn charts(&self, run: &str) -> Option<ChartSet> {
+        let st = self.state.lock().await;
+        st.watches.get(run).map(|w| w.charts.clone())
     }
 
     /// Records the start of the service: config and runbooks (with content hashes) and each watch.
@@ -298,6 +315,7 @@ impl Engine {
                 _ = &mut shutdown => break,
             }
         }
+        self.stopped.send_replace(true);
         let now = self.h.clock.now();
         self.record(EntryKind::Stopped, None, None, json!({ "at": now }))
             .await;
