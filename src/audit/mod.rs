@@ -54,11 +54,15 @@ pub enum EntryKind {
     RunbookExecuted,
     /// A runbook's plan and decisions were computed over the API without acting.
     RunbookDryRun,
+    /// A page could not be delivered (queued for redelivery, or given up).
+    PageFailed,
+    /// An alert arrived from Alertmanager's webhook (enriched and maybe forwarded).
+    AlertReceived,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 21] = [
+    pub const ALL: [EntryKind; 23] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -80,6 +84,8 @@ impl EntryKind {
         EntryKind::Stopped,
         EntryKind::RunbookExecuted,
         EntryKind::RunbookDryRun,
+        EntryKind::PageFailed,
+        EntryKind::AlertReceived,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -106,6 +112,8 @@ impl EntryKind {
             EntryKind::Stopped => "stopped",
             EntryKind::RunbookExecuted => "runbook_executed",
             EntryKind::RunbookDryRun => "runbook_dry_run",
+            EntryKind::PageFailed => "page_failed",
+            EntryKind::AlertReceived => "alert_received",
         }
     }
 
@@ -433,6 +441,12 @@ impl AuditLog {
             write_lock: tokio::sync::Mutex::new(()),
             healthy: AtomicBool::new(true),
         })
+    }
+
+    /// The connection pool, for modules that keep their own tables beside the log
+    /// (`page_outbox`). They must never touch `audit_log` itself.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// The database URL, password removed.

@@ -170,6 +170,9 @@ pub struct Incident {
     /// Who asked for it when it was opened by running a runbook over the API (no finding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// Reminders paged for the pending approval so far (`[paging] renotify_*`).
+    #[serde(default)]
+    pub renotified: u32,
 }
 
 impl Incident {
@@ -211,6 +214,7 @@ impl Incident {
             paged: false,
             page_severity: None,
             requested_by: None,
+            renotified: 0,
         }
     }
 

@@ -1,6 +1,8 @@
 //! PagerDuty Events API v2: `POST {url}/v2/enqueue` with the integration's routing key. One
 //! dedup key per incident makes trigger, acknowledge and resolve one PagerDuty alert; a
 //! trigger carries the evidence in `payload.custom_details` and the approve/reject commands.
+//! A reminder (`Page::reminder > 0`) resolves the open alert and triggers it again under the
+//! same key, because PagerDuty silently folds a repeated trigger into an open alert.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -152,6 +154,20 @@ impl Pager for PagerDutyPager {
     }
 
     async fn send(&self, page: &Page) -> Result<(), PageError> {
+        if page.action == PageAction::Trigger && page.reminder > 0 {
+            // PagerDuty folds a trigger into the open alert of its key without notifying
+            // anyone: a reminder resolves it and triggers it again (never two open at once).
+            let close = Page {
+                action: PageAction::Resolve,
+                ..page.clone()
+            };
+            let event = self.event(&close, chrono::Utc::now());
+            let what = format!("resolve before reminder {} {}", page.reminder, page.dedup_key);
+            self.delivery
+                .send(&what, |c| c.post(&self.endpoint).json(&event))
+                .await
+                .map_err(|e| scrub(e, &self.routing_key))?;
+        }
         let event = self.event(page, chrono::Utc::now());
         let what = format!("{} {}", event.event_action, page.dedup_key);
         self.delivery
