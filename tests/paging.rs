@@ -1,7 +1,12 @@
 //! Paging against receivers that check requests the way the real services do: PagerDuty's
 //! Events API v2, a Slack incoming webhook, Opsgenie's Alert API and a webhook receiver that
 //! verifies the HMAC signature — all local axum servers on 127.0.0.1:0 — plus a real
-//! Alertmanager (Debian's `prometheus-alertmanager`) when it is installed.
+//! Alertmanager (Debian's `prometheus-alertmanager`) when it is installed: babysitter's alerts
+//! in its v2 API, resolved and silenced, and its own webhook delivering alerts to babysitter's
+//! enrichment endpoint, from where the enriched alert reaches a pager. Also: the durable outbox
+//! across a restart, and reminders for an approval nobody answers.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,7 +28,8 @@ use babysitter::notify::opsgenie::OpsgeniePager;
 use babysitter::notify::pagerduty::PagerDutyPager;
 use babysitter::notify::slack::SlackPager;
 use babysitter::notify::webhook::WebhookPager;
-use babysitter::notify::{ConsolePager, Page, PageAction, PageError, Pager};
+use babysitter::audit::{AuditLog, EntryKind, Filter};
+use babysitter::notify::{ConsolePager, Page, PageAction, PageError, PageStore, Pager};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
@@ -67,6 +73,7 @@ fn page(action: PageAction) -> Page {
             "curl -sX POST http://127.0.0.1:8080/api/v1/actions/act-3/reject".into(),
         ),
         links: vec!["http://127.0.0.1:8080/api/v1/incidents/inc-7".into()],
+        reminder: 0,
     }
 }
 
@@ -93,13 +100,17 @@ struct Pd {
     throttle: usize,
     /// The next N requests get 503.
     unavailable: usize,
+    /// Every request before this instant gets 503 (a receiver down for a while).
+    down_until: Option<Instant>,
 }
 
 /// What PagerDuty's Events API v2 checks before it answers 202.
 fn pd_errors(ev: &Value) -> Vec<String> {
     let mut errs = Vec::new();
-    if ev["routing_key"].as_str() != Some(PD_KEY) {
-        errs.push("'routing_key' is invalid".to_string());
+    match ev["routing_key"].as_str() {
+        Some(k) if k.len() != 32 => errs.push("'routing_key' must be 32 characters".to_string()),
+        Some(PD_KEY) => {}
+        _ => errs.push("'routing_key' is invalid".to_string()),
     }
     let action = ev["event_action"].as_str().unwrap_or("");
     if !["trigger", "acknowledge", "resolve"].contains(&action) {
@@ -148,6 +159,9 @@ async fn pd_enqueue(State(s): State<Arc<Mutex<Pd>>>, body: Bytes) -> Response {
     }
     if s.unavailable > 0 {
         s.unavailable -= 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable").into_response();
+    }
+    if s.down_until.is_some_and(|t| Instant::now() < t) {
         return (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable").into_response();
     }
     let Ok(ev) = serde_json::from_slice::<Value>(&body) else {
@@ -291,7 +305,7 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
         .unwrap();
     assert_eq!(pd.lock().unwrap().requests, 4);
 
-    let wrong = "WRONGKEY0000000000000000000000000";
+    let wrong = "WRONGKEY000000000000000000000000";
     let err = pd_pager(&url, wrong)
         .send(&page(PageAction::Trigger))
         .await
@@ -304,6 +318,12 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
     assert!(text.contains("'routing_key' is invalid"), "{text}");
     assert!(!text.contains(wrong), "the routing key leaked: {text}");
     assert_eq!(pd.lock().unwrap().requests, 5, "a 400 is not retried");
+    let err = pd_pager(&url, "short")
+        .send(&page(PageAction::Trigger))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'routing_key' must be 32 characters"), "{err}");
 }
 
 #[tokio::test]
@@ -1046,4 +1066,294 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
                 .is_some_and(|s| s.len() == 1)
     })
     .await;
+}
+
+// ---------------------------------------------------------------- durable outbox
+
+#[tokio::test]
+async fn a_page_undelivered_across_a_restart_still_arrives() {
+    let (url, pd) = pagerduty().await;
+    // PagerDuty answers 503 for the next 2.5 s.
+    pd.lock().unwrap().down_until = Some(Instant::now() + Duration::from_millis(2500));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paging.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[pagers.oncall-pd]
+kind = "pagerduty"
+routing_key = "{PD_KEY}"
+url = "{url}"
+[pagers.oncall-pd.delivery]
+attempts = 2
+backoff = "20ms"
+redeliver_every = "200ms"
+[routes]
+ml-oncall = ["oncall-pd"]
+"#
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(Some(&path)).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("audit.db").display());
+
+    // First life: the trigger and the acknowledge fail and are persisted.
+    {
+        let audit = Arc::new(AuditLog::open(&db).await.unwrap());
+        let store = PageStore::open(audit.clone()).await.unwrap();
+        let pager = babysitter::notify::build(&cfg, ConsolePager::new(), false).unwrap();
+        pager.attach_store(store.clone()).await;
+        let err = pager
+            .send(&page(PageAction::Trigger))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queued for redelivery"), "{err}");
+        assert!(pager.send(&page(PageAction::Acknowledge)).await.is_err());
+        assert_eq!(store.count().await.unwrap(), 2);
+        let failed = audit
+            .query(&Filter {
+                kind: Some(EntryKind::PageFailed),
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1, "one page_failed when the incident's queue starts");
+        assert_eq!(failed[0].payload["pager"], "oncall-pd");
+        assert_eq!(failed[0].payload["dedup_key"], "babysitter/inc-7");
+        assert!(
+            failed[0].payload["error"]
+                .as_str()
+                .unwrap()
+                .contains("HTTP 503")
+        );
+        // babysitter stops (the pager and its redelivery task go away).
+        drop(pager);
+        audit.close().await;
+    }
+    assert!(pd.lock().unwrap().events.is_empty());
+
+    // Second life on the same database: the pages are loaded and delivered, in order.
+    let audit = Arc::new(AuditLog::open(&db).await.unwrap());
+    let store = PageStore::open(audit.clone()).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 2);
+    let pager = babysitter::notify::build(&cfg, ConsolePager::new(), false).unwrap();
+    pager.attach_store(store.clone()).await;
+    let t0 = Instant::now();
+    while pd.lock().unwrap().events.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    {
+        let pd = pd.lock().unwrap();
+        let actions: Vec<&str> = pd
+            .events
+            .iter()
+            .map(|e| e["event_action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["trigger", "acknowledge"], "in order, once each");
+        assert_eq!(pd.alerts["babysitter/inc-7"], "acknowledged");
+        assert!(pd.requests > 2, "503s were answered before the 202s");
+    }
+    assert_eq!(store.count().await.unwrap(), 0, "delivered pages leave the table");
+    let redelivered = audit
+        .query(&Filter {
+            kind: Some(EntryKind::Page),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(redelivered.len(), 2);
+    assert!(redelivered.iter().all(|e| e.payload["redelivered"] == true));
+    assert!(audit.verify().await.unwrap().ok());
+}
+
+// ---------------------------------------------------------------- Slack 429 and lifecycle
+
+#[derive(Default)]
+struct SlackState {
+    throttle: usize,
+    requests: Vec<Instant>,
+    got: Vec<Value>,
+}
+
+async fn slack() -> (String, Arc<Mutex<SlackState>>) {
+    let state = Arc::new(Mutex::new(SlackState::default()));
+    let app = axum::Router::new()
+        .route(
+            "/services/T000/B000/XXXX",
+            post(
+                |State(s): State<Arc<Mutex<SlackState>>>, body: Bytes| async move {
+                    let mut s = s.lock().unwrap();
+                    s.requests.push(Instant::now());
+                    if s.throttle > 0 {
+                        s.throttle -= 1;
+                        // Slack's rate limit: 429 with Retry-After (seconds).
+                        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "rate_limited")
+                            .into_response();
+                    }
+                    let Ok(m) = serde_json::from_slice::<Value>(&body) else {
+                        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+                    };
+                    if let Some(e) = slack_error(&m) {
+                        return (StatusCode::BAD_REQUEST, e).into_response();
+                    }
+                    s.got.push(m);
+                    (StatusCode::OK, "ok").into_response()
+                },
+            ),
+        )
+        .with_state(state.clone());
+    (
+        format!("http://{}/services/T000/B000/XXXX", serve(app).await),
+        state,
+    )
+}
+
+#[tokio::test]
+async fn slack_honours_retry_after_and_tells_trigger_acknowledge_resolve_under_one_key() {
+    let (url, state) = slack().await;
+    state.lock().unwrap().throttle = 1;
+    let pager = SlackPager::new(
+        "slack-ml",
+        &SlackConfig {
+            webhook_url: Secret::Value(url),
+            delivery: fast(),
+        },
+    )
+    .unwrap();
+    for a in [
+        PageAction::Trigger,
+        PageAction::Acknowledge,
+        PageAction::Resolve,
+    ] {
+        pager.send(&page(a)).await.unwrap();
+    }
+    let s = state.lock().unwrap();
+    assert_eq!(s.requests.len(), 4, "one 429, then three messages");
+    // The backoff is 20 ms: only `Retry-After: 1` explains the wait after the 429.
+    assert!(s.requests[1] - s.requests[0] >= Duration::from_millis(950));
+    let texts: Vec<&str> = s.got.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert!(texts[0].contains("[critical]"), "{texts:?}");
+    assert!(texts[1].contains("automation took over"), "{texts:?}");
+    assert!(texts[2].contains("resolved"), "{texts:?}");
+    assert!(texts.iter().all(|t| t.contains("babysitter/inc-7")));
+}
+
+// ---------------------------------------------------------------- Opsgenie 429
+
+#[tokio::test]
+async fn opsgenie_429_then_success() {
+    let throttled = Arc::new(Mutex::new((1usize, 0usize)));
+    let t = throttled.clone();
+    let (og_url, og) = opsgenie().await;
+    // A throttling proxy in front of the fake Opsgenie: the first request gets 429.
+    let upstream = og_url.clone();
+    let app = axum::Router::new()
+        .fallback(move |req: axum::extract::Request| {
+            let t = t.clone();
+            let upstream = upstream.clone();
+            async move {
+                {
+                    let mut t = t.lock().unwrap();
+                    t.1 += 1;
+                    if t.0 > 0 {
+                        t.0 -= 1;
+                        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "")
+                            .into_response();
+                    }
+                }
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                let mut fwd = reqwest::Client::new().post(format!("{upstream}{}", parts.uri));
+                for (k, v) in parts.headers.iter() {
+                    if k == "authorization" || k == "content-type" {
+                        fwd = fwd.header(k.as_str(), v.to_str().unwrap());
+                    }
+                }
+                let res = fwd.body(body).send().await.unwrap();
+                let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
+                (status, res.text().await.unwrap()).into_response()
+            }
+        });
+    let proxy = format!("http://{}", serve(app).await);
+    let pager = OpsgeniePager::new(
+        "og",
+        &OpsgenieConfig {
+            api_key: Secret::Value("5e1f-test".into()),
+            url: proxy,
+            tags: vec![],
+            delivery: fast(),
+        },
+    )
+    .unwrap();
+    pager.send(&page(PageAction::Trigger)).await.unwrap();
+    assert_eq!(throttled.lock().unwrap().1, 2, "a 429, then the create");
+    assert_eq!(og.lock().unwrap().alerts["babysitter/inc-7"], "open");
+}
+
+// ---------------------------------------------------------------- reminders
+
+#[tokio::test]
+async fn reminders_close_and_reopen_one_pagerduty_alert() {
+    let (url, pd) = pagerduty().await;
+    let pager = pd_pager(&url, PD_KEY);
+    pager.send(&page(PageAction::Trigger)).await.unwrap();
+    let mut reminder = page(PageAction::Trigger);
+    reminder.reminder = 1;
+    pager.send(&reminder).await.unwrap();
+    let pd = pd.lock().unwrap();
+    let actions: Vec<&str> = pd
+        .events
+        .iter()
+        .map(|e| e["event_action"].as_str().unwrap())
+        .collect();
+    // PagerDuty would fold a second trigger into the open alert silently.
+    assert_eq!(actions, ["trigger", "resolve", "trigger"]);
+    assert_eq!(pd.alerts.len(), 1);
+    assert_eq!(pd.alerts["babysitter/inc-7"], "triggered");
+}
+
+#[tokio::test]
+async fn an_unanswered_approval_is_paged_again_up_to_the_limit() {
+    let h = common::Harness::new(vec![("run-x", common::xid_fault())], |c| {
+        c.paging.renotify_after = Duration::from_secs(600);
+        c.paging.renotify_max = 2;
+    })
+    .await;
+    assert!(h.until_approval_pending().await);
+    let triggers = |h: &common::Harness| -> Vec<Page> {
+        h.pager
+            .sent()
+            .into_iter()
+            .filter(|p| p.action == PageAction::Trigger && p.run == "run-x")
+            .collect()
+    };
+    assert_eq!(triggers(&h).len(), 1);
+    let first = triggers(&h)[0].clone();
+    assert_eq!(first.reminder, 0);
+    assert!(first.approve_command.is_some());
+    assert!(
+        first
+            .links
+            .iter()
+            .any(|l| l.ends_with("/runs/run-x")),
+        "{:?}",
+        first.links
+    );
+    assert!(first.details.iter().any(|(k, _)| k == "plan"));
+    // Nine minutes: no reminder yet.
+    h.until(540.0, |_| false).await;
+    assert_eq!(triggers(&h).len(), 1);
+    // An hour later: exactly two reminders, same key, with the commands.
+    h.until(3600.0, |_| false).await;
+    let t = triggers(&h);
+    assert_eq!(t.len(), 3, "{:?}", t.iter().map(|p| &p.summary).collect::<Vec<_>>());
+    assert_eq!(
+        t.iter().map(|p| p.reminder).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert!(t.iter().all(|p| p.dedup_key == first.dedup_key));
+    assert!(t[1].summary.contains("reminder 1/2"), "{}", t[1].summary);
+    assert!(t[2].approve_command.is_some());
 }
