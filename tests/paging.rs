@@ -18,6 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use babysitter::audit::{AuditLog, EntryKind, Filter};
 use babysitter::config::{
     AlertmanagerConfig, Config, DeliveryConfig, OpsgenieConfig, PagerDutyConfig, Secret,
     SlackConfig, WebhookConfig,
@@ -28,7 +29,6 @@ use babysitter::notify::opsgenie::OpsgeniePager;
 use babysitter::notify::pagerduty::PagerDutyPager;
 use babysitter::notify::slack::SlackPager;
 use babysitter::notify::webhook::WebhookPager;
-use babysitter::audit::{AuditLog, EntryKind, Filter};
 use babysitter::notify::{ConsolePager, Page, PageAction, PageError, PageStore, Pager};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -1096,7 +1096,10 @@ ml-oncall = ["oncall-pd"]
     )
     .unwrap();
     let cfg = Config::load(Some(&path)).unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("audit.db").display());
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("audit.db").display()
+    );
 
     // First life: the trigger and the acknowledge fail and are persisted.
     {
@@ -1119,7 +1122,11 @@ ml-oncall = ["oncall-pd"]
             })
             .await
             .unwrap();
-        assert_eq!(failed.len(), 1, "one page_failed when the incident's queue starts");
+        assert_eq!(
+            failed.len(),
+            1,
+            "one page_failed when the incident's queue starts"
+        );
         assert_eq!(failed[0].payload["pager"], "oncall-pd");
         assert_eq!(failed[0].payload["dedup_key"], "babysitter/inc-7");
         assert!(
@@ -1155,7 +1162,11 @@ ml-oncall = ["oncall-pd"]
         assert_eq!(pd.alerts["babysitter/inc-7"], "acknowledged");
         assert!(pd.requests > 2, "503s were answered before the 202s");
     }
-    assert_eq!(store.count().await.unwrap(), 0, "delivered pages leave the table");
+    assert_eq!(
+        store.count().await.unwrap(),
+        0,
+        "delivered pages leave the table"
+    );
     let redelivered = audit
         .query(&Filter {
             kind: Some(EntryKind::Page),
@@ -1189,7 +1200,11 @@ async fn slack() -> (String, Arc<Mutex<SlackState>>) {
                     if s.throttle > 0 {
                         s.throttle -= 1;
                         // Slack's rate limit: 429 with Retry-After (seconds).
-                        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "rate_limited")
+                        return (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "1")],
+                            "rate_limited",
+                        )
                             .into_response();
                     }
                     let Ok(m) = serde_json::from_slice::<Value>(&body) else {
@@ -1249,33 +1264,32 @@ async fn opsgenie_429_then_success() {
     let (og_url, og) = opsgenie().await;
     // A throttling proxy in front of the fake Opsgenie: the first request gets 429.
     let upstream = og_url.clone();
-    let app = axum::Router::new()
-        .fallback(move |req: axum::extract::Request| {
-            let t = t.clone();
-            let upstream = upstream.clone();
-            async move {
-                {
-                    let mut t = t.lock().unwrap();
-                    t.1 += 1;
-                    if t.0 > 0 {
-                        t.0 -= 1;
-                        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "")
-                            .into_response();
-                    }
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let t = t.clone();
+        let upstream = upstream.clone();
+        async move {
+            {
+                let mut t = t.lock().unwrap();
+                t.1 += 1;
+                if t.0 > 0 {
+                    t.0 -= 1;
+                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "")
+                        .into_response();
                 }
-                let (parts, body) = req.into_parts();
-                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-                let mut fwd = reqwest::Client::new().post(format!("{upstream}{}", parts.uri));
-                for (k, v) in parts.headers.iter() {
-                    if k == "authorization" || k == "content-type" {
-                        fwd = fwd.header(k.as_str(), v.to_str().unwrap());
-                    }
-                }
-                let res = fwd.body(body).send().await.unwrap();
-                let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
-                (status, res.text().await.unwrap()).into_response()
             }
-        });
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut fwd = reqwest::Client::new().post(format!("{upstream}{}", parts.uri));
+            for (k, v) in parts.headers.iter() {
+                if k == "authorization" || k == "content-type" {
+                    fwd = fwd.header(k.as_str(), v.to_str().unwrap());
+                }
+            }
+            let res = fwd.body(body).send().await.unwrap();
+            let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
+            (status, res.text().await.unwrap()).into_response()
+        }
+    });
     let proxy = format!("http://{}", serve(app).await);
     let pager = OpsgeniePager::new(
         "og",
@@ -1334,10 +1348,7 @@ async fn an_unanswered_approval_is_paged_again_up_to_the_limit() {
     assert_eq!(first.reminder, 0);
     assert!(first.approve_command.is_some());
     assert!(
-        first
-            .links
-            .iter()
-            .any(|l| l.ends_with("/runs/run-x")),
+        first.links.iter().any(|l| l.ends_with("/runs/run-x")),
         "{:?}",
         first.links
     );
@@ -1348,12 +1359,479 @@ async fn an_unanswered_approval_is_paged_again_up_to_the_limit() {
     // An hour later: exactly two reminders, same key, with the commands.
     h.until(3600.0, |_| false).await;
     let t = triggers(&h);
-    assert_eq!(t.len(), 3, "{:?}", t.iter().map(|p| &p.summary).collect::<Vec<_>>());
     assert_eq!(
-        t.iter().map(|p| p.reminder).collect::<Vec<_>>(),
-        [0, 1, 2]
+        t.len(),
+        3,
+        "{:?}",
+        t.iter().map(|p| &p.summary).collect::<Vec<_>>()
     );
+    assert_eq!(t.iter().map(|p| p.reminder).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(t.iter().all(|p| p.dedup_key == first.dedup_key));
     assert!(t[1].summary.contains("reminder 1/2"), "{}", t[1].summary);
     assert!(t[2].approve_command.is_some());
+}
+
+// ---------------------------------------------------------------- alert enrichment
+
+const AM_TOKEN: &str = "am-webhook-token-0123";
+
+/// The real engine on the simulator, paging through `pager`, with Alertmanager's token set.
+struct Live {
+    engine: Arc<babysitter::engine::Engine>,
+    clock: Arc<babysitter::clock::ManualClock>,
+    audit: Arc<AuditLog>,
+    _dir: tempfile::TempDir,
+}
+
+impl Live {
+    async fn new(runs: Vec<(&str, Vec<babysitter::sim::Fault>)>, pager: Arc<dyn Pager>) -> Live {
+        use babysitter::config::{ApiRole, ApiToken, token_hash};
+        let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
+        let shared: babysitter::clock::SharedClock = clock.clone();
+        let sim = Arc::new(babysitter::sim::SimCluster::new(shared.clone(), 7));
+        let mut cfg = Config::default();
+        for (name, faults) in runs {
+            let mut spec = babysitter::sim::SimRunSpec::new(name, common::ORIGIN - common::HISTORY);
+            spec.faults = faults;
+            sim.add_run(spec).unwrap();
+            cfg.watches.push(common::watch(name));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        cfg.data_dir = dir.path().to_path_buf();
+        cfg.server.public_url = Some("http://babysitter.example".into());
+        cfg.api.tokens = vec![
+            ApiToken::for_secret("alice", ApiRole::Operator, common::OPERATOR_TOKEN),
+            ApiToken::for_secret("vera", ApiRole::Viewer, common::VIEWER_TOKEN),
+        ];
+        cfg.paging.alert_token_sha256 = Some(token_hash(AM_TOKEN));
+        let audit = Arc::new(AuditLog::open(&cfg.audit_url()).await.unwrap());
+        let handles = babysitter::engine::Handles {
+            clock: shared,
+            source: sim.clone(),
+            actuator: sim,
+            pager,
+            audit: audit.clone(),
+            runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
+        };
+        let engine = babysitter::engine::Engine::new(
+            Arc::new(cfg),
+            handles,
+            Arc::new(babysitter::telemetry::Metrics::new()),
+        );
+        engine.start("test").await;
+        Live {
+            engine,
+            clock,
+            audit,
+            _dir: dir,
+        }
+    }
+
+    /// Ticks (30 s each) until an approval is pending.
+    async fn until_approval_pending(&self) {
+        for _ in 0..120 {
+            self.clock.advance(30.0);
+            self.engine.tick().await;
+            if self
+                .engine
+                .view()
+                .incidents
+                .values()
+                .any(|i| i.state == babysitter::incident::IncidentState::AwaitingApproval)
+            {
+                return;
+            }
+        }
+        panic!("no approval became pending");
+    }
+}
+
+fn am_payload(status: &str, alerts: Value) -> Value {
+    json!({
+        "version": "4", "status": status, "receiver": "babysitter", "groupLabels": {"alertname": "TrainingLossHigh"},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am.example:9093",
+        "groupKey": "{}:{alertname=\"TrainingLossHigh\"}", "truncatedAlerts": 0, "alerts": alerts,
+    })
+}
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(b.to_string())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn enrichment_endpoints_check_auth_and_fields_and_forward_once() {
+    let (url, pd) = pagerduty().await;
+    let live = Live::new(
+        vec![("run-x", common::xid_fault())],
+        Arc::new(pd_pager(&url, PD_KEY)),
+    )
+    .await;
+    live.until_approval_pending().await;
+    let router = babysitter::api::router(live.engine.clone());
+
+    // GET enrich: babysitter's view of the run, by the run label or the workload's pod.
+    let (st, e) = call(
+        &router,
+        "GET",
+        "/api/v1/alerts/enrich?run=run-x",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{e}");
+    assert_eq!(e["run"], "run-x");
+    assert_eq!(e["matched_by"]["label"], "run");
+    assert_eq!(e["runbook"]["id"], "gpu-hardware-error");
+    assert_eq!(e["incident"]["state"], "awaiting_approval");
+    assert!(!e["plan"].as_array().unwrap().is_empty());
+    assert!(
+        e["pending_action"]["approve"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://babysitter.example/api/v1/actions/")
+    );
+    assert_eq!(
+        e["links"]["dashboard"],
+        "http://babysitter.example/runs/run-x"
+    );
+    let (st, e2) = call(
+        &router,
+        "GET",
+        "/api/v1/alerts/enrich?pod=run-x-worker-0",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(e2["matched_by"]["label"], "pod");
+    let (st, _) = call(&router, "GET", "/api/v1/alerts/enrich?run=nope", None, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = call(&router, "GET", "/api/v1/alerts/enrich", None, None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    let alert = json!({
+        "status": "firing", "labels": {"alertname": "TrainingLossHigh", "run": "run-x", "severity": "critical"},
+        "annotations": {"summary": "loss above 4 for 10m"}, "startsAt": "2026-11-25T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom.example/graph", "fingerprint": "f00d",
+    });
+    let uri = "/api/v1/alerts/alertmanager";
+    // Auth: nobody, a viewer: refused; Alertmanager's own token or an operator: taken.
+    let body = am_payload("firing", json!([alert.clone()]));
+    assert_eq!(
+        call(&router, "POST", uri, None, Some(body.clone())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(
+            &router,
+            "POST",
+            uri,
+            Some(common::VIEWER_TOKEN),
+            Some(body.clone())
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // Alertmanager's token grants nothing but this endpoint.
+    assert_eq!(
+        call(&router, "GET", "/api/v1/incidents", Some(AM_TOKEN), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A bad payload is a 400 naming the field.
+    let mut broken = body.clone();
+    broken["alerts"][0]["fingerprint"] = json!(null);
+    let (st, err) = call(&router, "POST", uri, Some(AM_TOKEN), Some(broken)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        err["error"],
+        "field `alerts[0].fingerprint`: required, a string"
+    );
+    let mut v3 = body.clone();
+    v3["version"] = json!("3");
+    let (st, err) = call(&router, "POST", uri, Some(AM_TOKEN), Some(v3)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("field `version`"),
+        "{err}"
+    );
+
+    // Taken: enriched and forwarded; the same alert again is not paged twice.
+    let unwatched = json!({
+        "status": "firing", "labels": {"alertname": "DiskFull", "instance": "db-1"},
+        "startsAt": "2026-11-25T10:00:00Z", "fingerprint": "beef",
+    });
+    let (st, res) = call(
+        &router,
+        "POST",
+        uri,
+        Some(AM_TOKEN),
+        Some(am_payload("firing", json!([alert.clone(), unwatched]))),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["alerts"][0]["forwarded"], true);
+    assert_eq!(
+        res["alerts"][0]["enrichment"]["runbook"]["id"],
+        "gpu-hardware-error"
+    );
+    assert_eq!(res["alerts"][1]["forwarded"], false);
+    assert_eq!(res["alerts"][1]["run"], Value::Null);
+    let (_, again) = call(
+        &router,
+        "POST",
+        uri,
+        Some(common::OPERATOR_TOKEN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(again["alerts"][0]["forwarded"], false);
+    assert_eq!(again["alerts"][0]["note"], "already forwarded unchanged");
+
+    let key = "alertmanager/f00d";
+    eventually("the enriched alert at PagerDuty", async || {
+        pd.lock().unwrap().alerts.contains_key(key)
+    })
+    .await;
+    {
+        let pd = pd.lock().unwrap();
+        let ev: Vec<&Value> = pd.events.iter().filter(|e| e["dedup_key"] == key).collect();
+        assert_eq!(ev.len(), 1);
+        let p = &ev[0]["payload"];
+        assert_eq!(p["severity"], "critical");
+        assert!(
+            p["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("[TrainingLossHigh] run-x: loss above 4 for 10m — babysitter: inc-")
+        );
+        assert_eq!(
+            p["custom_details"]["runbook"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next(),
+            Some("gpu-hardware-error")
+        );
+        assert!(
+            p["custom_details"]["approve"]
+                .as_str()
+                .unwrap()
+                .contains("/approve")
+        );
+        assert_eq!(
+            ev[0]["links"][0]["href"],
+            "http://babysitter.example/runs/run-x"
+        );
+    }
+    // Every alert is on record, with who sent it.
+    let received = live
+        .audit
+        .query(&Filter {
+            kind: Some(EntryKind::AlertReceived),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 3);
+    assert_eq!(received[0].actor, "api:alertmanager-webhook");
+    assert_eq!(received[0].run.as_deref(), Some("run-x"));
+    assert_eq!(received[1].payload["forwarded"], false);
+    assert_eq!(received[2].actor, "api:alice");
+}
+
+#[tokio::test]
+async fn real_alertmanager_webhook_reaches_a_pager_enriched() {
+    let Some(bin) = alertmanager_bin() else {
+        if std::env::var_os("BABYSITTER_REQUIRE_ALERTMANAGER").is_some() {
+            panic!("prometheus-alertmanager is not installed (scripts/test installs it)");
+        }
+        eprintln!("SKIPPED: prometheus-alertmanager is not installed (scripts/test installs it)");
+        return;
+    };
+    let (pd_url, pd) = pagerduty().await;
+    let live = Live::new(
+        vec![("run-x", common::xid_fault())],
+        Arc::new(pd_pager(&pd_url, PD_KEY)),
+    )
+    .await;
+    live.until_approval_pending().await;
+    let api = serve(babysitter::api::router(live.engine.clone())).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("am.yml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            r#"route:
+  receiver: babysitter
+  group_by: ['alertname', 'run']
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: babysitter
+    webhook_configs:
+      - url: http://{api}/api/v1/alerts/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: {AM_TOKEN}
+"#
+        ),
+    )
+    .unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _am = Kill(
+        std::process::Command::new(bin)
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("Alertmanager ready", async || {
+        reqwest::get(format!("{base}/-/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+
+    // A firing alert about the watched run, as Prometheus would post it.
+    let starts = chrono::Utc::now();
+    let alert = |ends: chrono::DateTime<chrono::Utc>| {
+        json!([{
+            "labels": {"alertname": "TrainingLossHigh", "run": "run-x", "severity": "critical"},
+            "annotations": {"summary": "loss above 4 for 10m"},
+            "startsAt": starts.to_rfc3339(), "endsAt": ends.to_rfc3339(),
+            "generatorURL": "http://prom.example/graph",
+        }])
+    };
+    let post = |body: Value| {
+        let url = format!("{base}/api/v2/alerts");
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        }
+    };
+    post(alert(starts + chrono::Duration::hours(1))).await;
+
+    // Alertmanager → babysitter (webhook, with its token) → enriched → PagerDuty.
+    eventually("the enriched alert at PagerDuty", async || {
+        pd.lock().unwrap().events.iter().any(|e| {
+            e["dedup_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("alertmanager/"))
+        })
+    })
+    .await;
+    let key = {
+        let pd = pd.lock().unwrap();
+        let ev = pd
+            .events
+            .iter()
+            .find(|e| {
+                e["dedup_key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("alertmanager/"))
+            })
+            .unwrap();
+        assert_eq!(ev["event_action"], "trigger");
+        let p = &ev["payload"];
+        assert!(
+            p["summary"]
+                .as_str()
+                .unwrap()
+                .contains("run-x: loss above 4 for 10m — babysitter: inc-"),
+            "{p}"
+        );
+        assert!(
+            p["custom_details"]["runbook"]
+                .as_str()
+                .unwrap()
+                .starts_with("gpu-hardware-error")
+        );
+        assert!(p["custom_details"]["plan"].as_str().is_some());
+        assert_eq!(
+            p["custom_details"]["dashboard"],
+            "http://babysitter.example/runs/run-x"
+        );
+        assert!(
+            p["custom_details"]["approve"]
+                .as_str()
+                .unwrap()
+                .contains("/approve")
+        );
+        ev["dedup_key"].as_str().unwrap().to_string()
+    };
+    let received = live
+        .audit
+        .query(&Filter {
+            kind: Some(EntryKind::AlertReceived),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(received[0].actor, "api:alertmanager-webhook");
+    assert_eq!(received[0].payload["receiver"], "babysitter");
+    assert_eq!(
+        format!(
+            "alertmanager/{}",
+            received[0].payload["fingerprint"].as_str().unwrap()
+        ),
+        key
+    );
+
+    // Resolved at the source: Alertmanager sends the resolve (send_resolved), the page resolves.
+    post(alert(chrono::Utc::now())).await;
+    eventually("the page to resolve", async || {
+        pd.lock().unwrap().alerts.get(&key) == Some(&"resolved")
+    })
+    .await;
 }

@@ -51,7 +51,10 @@ pub(super) fn routes(engine: Arc<Engine>) -> Router<Arc<Engine>> {
     Router::new()
         .route("/api/v1/alerts/alertmanager", post(receive))
         .route("/api/v1/alerts/enrich", get(enrich))
-        .layer(axum::middleware::from_fn_with_state(engine, authorize_alerts))
+        .layer(axum::middleware::from_fn_with_state(
+            engine,
+            authorize_alerts,
+        ))
         .layer(Extension(Arc::new(Forwarded::default())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ALERTS_BODY))
 }
@@ -324,7 +327,11 @@ pub fn enrichment(base: &str, view: &View, w: &WatchView, by: &MatchedBy) -> Val
 }
 
 fn severity_of(labels: &BTreeMap<String, String>) -> Severity {
-    match labels.get("severity").map(|s| s.to_ascii_lowercase()).as_deref() {
+    match labels
+        .get("severity")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("critical" | "page" | "p1") => Severity::Critical,
         Some("error" | "high" | "p2") => Severity::Error,
         Some("info" | "none" | "p5") => Severity::Info,
@@ -378,7 +385,12 @@ pub fn alert_page(a: &InAlert, route: &str, e: &Value) -> Page {
         for f in e["findings"].as_array().into_iter().flatten() {
             details.push((
                 "finding".into(),
-                format!("{} on {}: {}", s(&f["kind"]), s(&f["chart"]), s(&f["message"])),
+                format!(
+                    "{} on {}: {}",
+                    s(&f["kind"]),
+                    s(&f["chart"]),
+                    s(&f["message"])
+                ),
             ));
         }
     }
@@ -388,12 +400,7 @@ pub fn alert_page(a: &InAlert, route: &str, e: &Value) -> Page {
             format!("{id} — {}", s(&e["runbook"]["title"])),
         ));
     }
-    let plan: Vec<String> = e["plan"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(s)
-        .collect();
+    let plan: Vec<String> = e["plan"].as_array().into_iter().flatten().map(s).collect();
     if !plan.is_empty() {
         details.push(("plan".into(), plan.join(" → ")));
     }
@@ -494,7 +501,10 @@ async fn receive(
                 (false, Some("forwarding is off ([paging] forward_alerts)"))
             }
             (Some(_), false) => {
-                let digest = enrichment.as_ref().map(Value::to_string).unwrap_or_default();
+                let digest = enrichment
+                    .as_ref()
+                    .map(Value::to_string)
+                    .unwrap_or_default();
                 let mut seen = seen.0.lock().map_err(|_| {
                     ApiError::Unavailable("alert bookkeeping is unusable; retry".into())
                 })?;
@@ -535,9 +545,7 @@ async fn receive(
                 "the audit log cannot be written, so the alert is not taken: {e}"
             )));
         }
-        if forward
-            && let (Some((w, _)), Some(e)) = (&matched, &enrichment)
-        {
+        if forward && let (Some((w, _)), Some(e)) = (&matched, &enrichment) {
             to_send.push(alert_page(a, &w.route, e));
         }
         outcomes.push(Outcome {
@@ -709,7 +717,9 @@ mod tests {
             ),
         ];
         let cfg = PagingConfig::default();
-        let m = |l: &[(&str, &str)]| match_watch(&cfg, &ws, &labels(l)).map(|(w, by)| (w.run.clone(), by.label));
+        let m = |l: &[(&str, &str)]| {
+            match_watch(&cfg, &ws, &labels(l)).map(|(w, by)| (w.run.clone(), by.label))
+        };
         assert_eq!(m(&[("run", "run-a")]), Some(("run-a".into(), "run".into())));
         assert_eq!(
             m(&[("job", "llama-pretrain"), ("namespace", "ml")]),
@@ -719,7 +729,10 @@ mod tests {
             m(&[("pod", "llama-pretrain-worker-3")]),
             Some(("llama".into(), "pod".into()))
         );
-        assert_eq!(m(&[("job", "llama-pretrain"), ("namespace", "other")]), None);
+        assert_eq!(
+            m(&[("job", "llama-pretrain"), ("namespace", "other")]),
+            None
+        );
         assert_eq!(m(&[("pod", "llama-pretrainer-0")]), None);
         assert_eq!(m(&[("run", "unknown")]), None);
         let custom = PagingConfig {
@@ -727,7 +740,8 @@ mod tests {
             ..PagingConfig::default()
         };
         assert_eq!(
-            match_watch(&custom, &ws, &labels(&[("training_run", "llama")])).map(|(w, _)| w.run.clone()),
+            match_watch(&custom, &ws, &labels(&[("training_run", "llama")]))
+                .map(|(w, _)| w.run.clone()),
             Some("llama".into())
         );
     }
@@ -758,7 +772,11 @@ mod tests {
         assert_eq!(d["plan"], "pause → restart from checkpoint");
         assert_eq!(d["finding"], "loss_spike on loss: 9σ");
         assert_eq!(d["dashboard"], "http://b/runs/run-a");
-        assert!(p.approve_command.unwrap().contains("http://b/api/v1/actions/x/approve"));
+        assert!(
+            p.approve_command
+                .unwrap()
+                .contains("http://b/api/v1/actions/x/approve")
+        );
         assert_eq!(p.links[0], "http://b/runs/run-a");
         assert_eq!(p.links[2], "http://prom/graph");
     }

@@ -660,7 +660,8 @@ impl Engine {
                 format!("{} — {}", d.runbook, d.title),
             ));
             if !d.plan.steps.is_empty() {
-                let steps: Vec<String> = d.plan.steps.iter().map(|s| s.action.to_string()).collect();
+                let steps: Vec<String> =
+                    d.plan.steps.iter().map(|s| s.action.to_string()).collect();
                 details.push(("plan".to_string(), steps.join(" → ")));
             }
         }
@@ -709,10 +710,7 @@ impl Engine {
             details,
             approve_command,
             reject_command,
-            links: vec![
-                format!("{base}/api/v1/incidents/{}", inc.id),
-                dashboard,
-            ],
+            links: vec![format!("{base}/api/v1/incidents/{}", inc.id), dashboard],
             reminder: 0,
         }
     }

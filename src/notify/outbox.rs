@@ -274,7 +274,9 @@ async fn attach(s: &Shared, store: Arc<PageStore>) {
     // Pages that failed before the store was attached: persist them now.
     for (key, q) in queues.iter_mut() {
         for p in q.pages.iter_mut().filter(|p| p.ord.is_none()) {
-            p.ord = s.persist(&p.page, q.since_ms, "queued before start-up").await;
+            p.ord = s
+                .persist(&p.page, q.since_ms, "queued before start-up")
+                .await;
         }
         tracing::debug!(pager = %s.name(), dedup_key = %key, "queued pages persisted");
     }
@@ -346,7 +348,9 @@ impl Pager for Outbox {
             s.forget_key(&key).await;
         }
         if let Some(q) = queues.get_mut(&key) {
-            let ord = s.persist(page, q.since_ms, "queued behind earlier pages").await;
+            let ord = s
+                .persist(page, q.since_ms, "queued behind earlier pages")
+                .await;
             q.pages.push(Queued {
                 page: page.clone(),
                 ord,

@@ -162,7 +162,10 @@ impl Pager for PagerDutyPager {
                 ..page.clone()
             };
             let event = self.event(&close, chrono::Utc::now());
-            let what = format!("resolve before reminder {} {}", page.reminder, page.dedup_key);
+            let what = format!(
+                "resolve before reminder {} {}",
+                page.reminder, page.dedup_key
+            );
             self.delivery
                 .send(&what, |c| c.post(&self.endpoint).json(&event))
                 .await

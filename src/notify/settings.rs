@@ -78,7 +78,11 @@ mod tests {
             alert_run_label: "run-name".into(),
             ..PagingConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("paging.alert_run_label"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("paging.alert_run_label")
+        );
         let bad = PagingConfig {
             alert_token_sha256: Some("abc".into()),
             ..PagingConfig::default()
@@ -92,7 +96,11 @@ mod tests {
             renotify_after: Duration::ZERO,
             ..PagingConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("paging.renotify_after"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("paging.renotify_after")
+        );
         let off = PagingConfig {
             renotify_after: Duration::ZERO,
             renotify_max: 0,

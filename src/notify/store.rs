@@ -91,7 +91,9 @@ impl PageStore {
             .and_then(|r| r.try_get::<Option<i64>, _>("m"))
             .map_err(store.err("reading the last ord"))?;
         // Microseconds keep the order across restarts without a sequence (portable SQL).
-        let start = chrono::Utc::now().timestamp_micros().max(max.unwrap_or(0) + 1);
+        let start = chrono::Utc::now()
+            .timestamp_micros()
+            .max(max.unwrap_or(0) + 1);
         store.next_ord.store(start, Ordering::SeqCst);
         Ok(Arc::new(store))
     }
@@ -285,7 +287,10 @@ mod tests {
         let o2 = store.insert("pd", &a, 1000, "HTTP 503").await.unwrap();
         store.insert("slack", &t, 2000, "refused").await.unwrap();
         assert!(o2 > o1);
-        store.set_tries("pd", &t.dedup_key, 3, "HTTP 502").await.unwrap();
+        store
+            .set_tries("pd", &t.dedup_key, 3, "HTTP 502")
+            .await
+            .unwrap();
         store.record_failure("pd", &t, "HTTP 503", false).await;
         drop(store);
 
@@ -302,7 +307,11 @@ mod tests {
         again.delete("pd", o3).await.unwrap();
         again.delete_key("pd", &t.dedup_key).await.unwrap();
         assert!(again.load("pd").await.unwrap().is_empty());
-        assert_eq!(again.count().await.unwrap(), 1, "slack's page is still there");
+        assert_eq!(
+            again.count().await.unwrap(),
+            1,
+            "slack's page is still there"
+        );
 
         let failed = audit
             .query(&crate::audit::Filter {
