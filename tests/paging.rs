@@ -1673,13 +1673,11 @@ async fn enrichment_endpoints_check_auth_and_fields_and_forward_once() {
 
 #[tokio::test]
 async fn real_alertmanager_webhook_reaches_a_pager_enriched() {
-    let Some(bin) = alertmanager_bin() else {
-        if std::env::var_os("BABYSITTER_REQUIRE_ALERTMANAGER").is_some() {
-            panic!("prometheus-alertmanager is not installed (scripts/test installs it)");
-        }
+    if alertmanager_bin().is_none() && std::env::var_os("BABYSITTER_REQUIRE_ALERTMANAGER").is_none()
+    {
         eprintln!("SKIPPED: prometheus-alertmanager is not installed (scripts/test installs it)");
         return;
-    };
+    }
     let (pd_url, pd) = pagerduty().await;
     let live = Live::new(
         vec![("run-x", common::xid_fault())],
@@ -1688,13 +1686,9 @@ async fn real_alertmanager_webhook_reaches_a_pager_enriched() {
     .await;
     live.until_approval_pending().await;
     let api = serve(babysitter::api::router(live.engine.clone())).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let cfg_path = dir.path().join("am.yml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            r#"route:
+    // Alertmanager posts to babysitter with its bearer token, resolved alerts too.
+    let Some((_am, base, _dir)) = start_alertmanager(&format!(
+        r#"route:
   receiver: babysitter
   group_by: ['alertname', 'run']
   group_wait: 0s
@@ -1709,34 +1703,11 @@ receivers:
           authorization:
             credentials: {AM_TOKEN}
 "#
-        ),
-    )
-    .unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    ))
+    .await
+    else {
+        return;
     };
-    let _am = Kill(
-        std::process::Command::new(bin)
-            .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    eventually("Alertmanager ready", async || {
-        reqwest::get(format!("{base}/-/ready"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
 
     // A firing alert about the watched run, as Prometheus would post it.
     let starts = chrono::Utc::now();
@@ -1832,6 +1803,128 @@ receivers:
     post(alert(chrono::Utc::now())).await;
     eventually("the page to resolve", async || {
         pd.lock().unwrap().alerts.get(&key) == Some(&"resolved")
+    })
+    .await;
+}
+
+/// Starts a real Alertmanager with `config` on a free port; `None` (the test is skipped) when
+/// it is not installed, unless `BABYSITTER_REQUIRE_ALERTMANAGER` is set.
+async fn start_alertmanager(config: &str) -> Option<(Kill, String, tempfile::TempDir)> {
+    let Some(bin) = alertmanager_bin() else {
+        if std::env::var_os("BABYSITTER_REQUIRE_ALERTMANAGER").is_some() {
+            panic!("prometheus-alertmanager is not installed (scripts/test installs it)");
+        }
+        eprintln!("SKIPPED: prometheus-alertmanager is not installed (scripts/test installs it)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("am.yml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let am = Kill(
+        std::process::Command::new(bin)
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("Alertmanager ready", async || {
+        reqwest::get(format!("{base}/-/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    Some((am, base, dir))
+}
+
+#[tokio::test]
+async fn real_alertmanager_alert_of_an_incident_resolves_when_the_incident_does() {
+    let Some((_am, base, _dir)) =
+        start_alertmanager("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
+            .await
+    else {
+        return;
+    };
+    let pager = AlertmanagerPager::new(
+        "am",
+        &AlertmanagerConfig {
+            url: base.clone(),
+            labels: [("team".to_string(), "ml".to_string())].into(),
+            resend_interval: Duration::from_secs(60),
+            delivery: fast(),
+        },
+    )
+    .unwrap();
+    let live = Live::new(vec![("run-x", common::xid_fault())], Arc::new(pager)).await;
+    live.until_approval_pending().await;
+    let alerts = format!("{base}/api/v2/alerts?filter=run%3D%22run-x%22");
+    eventually("babysitter's alert in Alertmanager", async || {
+        get_json(&alerts)
+            .await
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let a = get_json(&alerts).await[0].clone();
+    let inc = live
+        .engine
+        .view()
+        .incidents
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(a["labels"]["alertname"], "BabysitterIncident");
+    assert_eq!(a["labels"]["incident"], inc.id);
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["route"], "ml-oncall");
+    assert_eq!(a["labels"]["team"], "ml");
+    assert_eq!(a["status"]["state"], "active");
+    assert_eq!(
+        a["annotations"]["detail_dashboard"],
+        "http://babysitter.example/runs/run-x"
+    );
+    assert!(
+        a["annotations"]["approve"]
+            .as_str()
+            .unwrap()
+            .contains("/approve")
+    );
+
+    // The human approves; babysitter restarts the run, verifies, resolves: so does the alert.
+    let pending = inc.pending.unwrap();
+    live.engine
+        .approve(&pending.id, "alice", None)
+        .await
+        .unwrap();
+    let mut resolved = false;
+    for _ in 0..240 {
+        live.clock.advance(30.0);
+        live.engine.tick().await;
+        if live.engine.view().incidents[&inc.id].state
+            == babysitter::incident::IncidentState::Resolved
+        {
+            resolved = true;
+            break;
+        }
+    }
+    assert!(resolved, "{:#?}", live.engine.view().incidents[&inc.id]);
+    eventually("the alert to resolve", async || {
+        get_json(&alerts)
+            .await
+            .as_array()
+            .is_some_and(|a| a.is_empty())
     })
     .await;
 }
