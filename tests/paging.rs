@@ -1162,11 +1162,28 @@ ml-oncall = ["oncall-pd"]
         assert_eq!(pd.alerts["babysitter/inc-7"], "acknowledged");
         assert!(pd.requests > 2, "503s were answered before the 202s");
     }
+    // Delivered pages leave the table (just after the receiver has them) and are on record.
+    let t0 = Instant::now();
+    while store.count().await.unwrap() > 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         store.count().await.unwrap(),
         0,
         "delivered pages leave the table"
     );
+    let redelivered = |audit: Arc<AuditLog>| async move {
+        audit
+            .query(&Filter {
+                kind: Some(EntryKind::Page),
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+    };
+    while redelivered(audit.clone()).await.len() < 2 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let redelivered = audit
         .query(&Filter {
             kind: Some(EntryKind::Page),
@@ -1669,6 +1686,22 @@ async fn enrichment_endpoints_check_auth_and_fields_and_forward_once() {
     assert_eq!(received[0].run.as_deref(), Some("run-x"));
     assert_eq!(received[1].payload["forwarded"], false);
     assert_eq!(received[2].actor, "api:alice");
+
+    // A large group (well over the API's usual 64 KiB body limit) is taken whole.
+    let many: Vec<Value> = (0..150)
+        .map(|i| {
+            json!({
+                "status": "firing", "labels": {"alertname": "NodeDown", "instance": format!("n{i}")},
+                "annotations": {"description": "x".repeat(1000)},
+                "startsAt": "2026-11-25T10:00:00Z", "fingerprint": format!("fp{i}"),
+            })
+        })
+        .collect();
+    let big = am_payload("firing", json!(many));
+    assert!(big.to_string().len() > 128 * 1024);
+    let (st, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(big)).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["received"], 150);
 }
 
 #[tokio::test]

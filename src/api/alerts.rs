@@ -488,6 +488,8 @@ async fn receive(
     let base = engine.public_url();
     let mut outcomes = Vec::with_capacity(n.alerts.len());
     let mut to_send = Vec::new();
+    // Fingerprints marked as forwarded by this request (unmarked again if it fails).
+    let mut marked = Vec::new();
     for a in &n.alerts {
         let matched = match_watch(cfg, &view.watches, &a.labels);
         let enrichment = matched
@@ -515,6 +517,7 @@ async fn receive(
                         seen.clear();
                     }
                     seen.insert(a.fingerprint.clone(), (a.status, digest));
+                    marked.push(a.fingerprint.clone());
                     (true, None)
                 }
             }
@@ -539,7 +542,9 @@ async fn receive(
         if let Err(e) = engine.handles().audit.append(entry).await {
             // Nothing unrecorded is forwarded; Alertmanager retries a 5xx.
             if let Ok(mut s) = seen.0.lock() {
-                s.remove(&a.fingerprint);
+                for f in &marked {
+                    s.remove(f);
+                }
             }
             return Err(ApiError::Unavailable(format!(
                 "the audit log cannot be written, so the alert is not taken: {e}"

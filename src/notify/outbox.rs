@@ -192,14 +192,22 @@ impl Outbox {
 }
 
 /// Sends a queue's pages in order; stops at the first transient failure. A page refused for
-/// good is dropped with an ERROR and a `page_failed` entry.
-async fn flush(s: &Shared, key: &str, q: &mut Queue, redelivery: bool) -> Result<(), PageError> {
+/// good is dropped with an ERROR and a `page_failed` entry. Each queued page that arrives is
+/// recorded as redelivered, except the last one when `last_is_current` (the page being sent
+/// now, which the engine records itself).
+async fn flush(
+    s: &Shared,
+    key: &str,
+    q: &mut Queue,
+    last_is_current: bool,
+) -> Result<(), PageError> {
     while let Some(first) = q.pages.first() {
         match s.inner.send(&first.page).await {
             Ok(()) => {
                 tracing::info!(pager = %s.name(), dedup_key = %key, action = ?first.page.action, "queued page delivered");
                 s.forget(first).await;
-                if redelivery && let Some(store) = s.store() {
+                let current = last_is_current && q.pages.len() == 1;
+                if !current && let Some(store) = s.store() {
                     store.record_redelivered(s.name(), &first.page).await;
                 }
                 q.pages.remove(0);
@@ -244,7 +252,7 @@ async fn redeliver(s: &Shared) {
         if q.next_try > now {
             continue;
         }
-        if let Err(e) = flush(s, &key, q, true).await {
+        if let Err(e) = flush(s, &key, q, false).await {
             q.tries = q.tries.saturating_add(1);
             let wait = redeliver_wait(s.every, q.tries);
             q.next_try = Instant::now() + wait;
@@ -355,7 +363,7 @@ impl Pager for Outbox {
                 page: page.clone(),
                 ord,
             });
-            let result = flush(s, &key, q, false).await;
+            let result = flush(s, &key, q, true).await;
             if q.pages.is_empty() {
                 queues.remove(&key);
             }

@@ -128,7 +128,7 @@ impl PagerDutyPager {
                     .iter()
                     .map(|l| Link {
                         href: l.clone(),
-                        text: "babysitter incident".into(),
+                        text: link_text(l).into(),
                     })
                     .collect();
                 ("trigger", Some(payload), links, Some("babysitter"))
@@ -178,6 +178,19 @@ impl Pager for PagerDutyPager {
             .await
             .map_err(|e| scrub(e, &self.routing_key))?;
         Ok(())
+    }
+}
+
+/// What a link in a page points at, for PagerDuty's link text.
+fn link_text(url: &str) -> &'static str {
+    if url.contains("/api/v1/incidents/") {
+        "babysitter incident"
+    } else if url.contains("/runs/") {
+        "run on the babysitter dashboard"
+    } else if url.contains("/api/v1/watches/") {
+        "babysitter watch"
+    } else {
+        "source"
     }
 }
 
@@ -245,6 +258,11 @@ mod tests {
         assert_eq!(json["payload"]["custom_details"]["done 2"], "resume (ok)");
         assert_eq!(json["payload"]["custom_details"]["approve"], "curl approve");
         assert_eq!(json["links"][0]["href"], "http://h/api/v1/incidents/inc-3");
+        assert_eq!(json["links"][0]["text"], "babysitter incident");
+        assert_eq!(
+            link_text("http://h/runs/run-c"),
+            "run on the babysitter dashboard"
+        );
     }
 
     #[test]
