@@ -409,6 +409,8 @@ mod tests {
         down: AtomicBool,
         reject: AtomicBool,
         got: StdMutex<Vec<(String, PageAction)>>,
+        /// Every try, delivered or not.
+        tries: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait]
@@ -417,6 +419,7 @@ mod tests {
             "flaky"
         }
         async fn send(&self, page: &Page) -> Result<(), PageError> {
+            self.tries.fetch_add(1, Ordering::SeqCst);
             if self.reject.load(Ordering::SeqCst) {
                 return Err(PageError::Rejected {
                     pager: "flaky".into(),
@@ -523,5 +526,38 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(outbox.queued().await, 0);
         assert!(flaky.got.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn redelivery_waits_double_and_cap() {
+        let m = Duration::from_secs(60);
+        assert_eq!(redeliver_wait(m, 0), m);
+        assert_eq!(redeliver_wait(m, 1), 2 * m);
+        assert_eq!(redeliver_wait(m, 3), 8 * m);
+        assert_eq!(redeliver_wait(m, 4), MAX_REDELIVER_WAIT);
+        assert_eq!(redeliver_wait(m, 400), MAX_REDELIVER_WAIT);
+        // A period longer than the cap is kept.
+        let h = Duration::from_secs(3600);
+        assert_eq!(redeliver_wait(h, 5), h);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_redeliveries_back_off() {
+        let flaky = Arc::new(Flaky::default());
+        flaky.down.store(true, Ordering::SeqCst);
+        let t0 = tokio::time::Instant::now();
+        let outbox = Outbox::new(flaky.clone(), &cfg());
+        assert!(outbox.send(&page("k", PageAction::Trigger)).await.is_err());
+        let tries = || flaky.tries.load(Ordering::SeqCst);
+        assert_eq!(tries(), 1);
+        // Redeliveries at 1 min, then 2 min later (3 min), then 4 min later (7 min).
+        for (at_secs, want) in [(59, 1), (61, 2), (179, 2), (181, 3), (419, 3), (421, 4)] {
+            tokio::time::sleep_until(t0 + Duration::from_secs(at_secs)).await;
+            assert_eq!(tries(), want, "after {at_secs} s");
+        }
+        flaky.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(8 * 60)).await;
+        assert_eq!(outbox.queued().await, 0);
+        assert_eq!(flaky.got.lock().unwrap().len(), 1);
     }
 }
