@@ -409,7 +409,7 @@ pub fn alert_page(a: &InAlert, route: &str, e: &Value) -> Page {
     }
     if let Some(id) = e["incident"]["id"].as_str() {
         details.push((
-            "incident".into(),
+            "babysitter incident".into(),
             format!("{id} ({})", s(&e["incident"]["state"])),
         ));
     }
@@ -449,9 +449,9 @@ pub fn alert_page(a: &InAlert, route: &str, e: &Value) -> Page {
         },
         severity: severity_of(&a.labels),
         summary,
-        incident: e["incident"]["id"]
-            .as_str()
-            .map_or_else(|| format!("alert/{}", a.fingerprint), str::to_string),
+        // The alert's own identity: on an Alertmanager pager, babysitter's incident id as the
+        // `incident` label would merge it with babysitter's own alert for that incident.
+        incident: format!("alert/{}", a.fingerprint),
         run,
         route: route.to_string(),
         details,
@@ -529,7 +529,7 @@ async fn receive(
         let entry = NewEntry {
             kind: EntryKind::AlertReceived,
             run: run.clone(),
-            incident,
+            incident: incident.clone(),
             actor: format!("api:{}", caller.name),
             payload: json!({
                 "fingerprint": a.fingerprint, "status": a.status, "receiver": n.receiver,
@@ -551,7 +551,7 @@ async fn receive(
             )));
         }
         if forward && let (Some((w, _)), Some(e)) = (&matched, &enrichment) {
-            to_send.push(alert_page(a, &w.route, e));
+            to_send.push((alert_page(a, &w.route, e), incident.clone()));
         }
         outcomes.push(Outcome {
             fingerprint: a.fingerprint.clone(),
@@ -562,15 +562,15 @@ async fn receive(
             enrichment,
         });
     }
-    for page in to_send {
-        forward_page(&engine, page);
+    for (page, incident) in to_send {
+        forward_page(&engine, page, incident);
     }
     Ok(Json(json!({ "received": outcomes.len(), "alerts": outcomes })).into_response())
 }
 
 /// Sends an enriched alert from a task (Alertmanager must not wait for retries) and records
 /// the delivery as a `page` entry.
-fn forward_page(engine: &Arc<Engine>, page: Page) {
+fn forward_page(engine: &Arc<Engine>, page: Page, incident: Option<String>) {
     let engine = engine.clone();
     tokio::spawn(async move {
         let pager = engine.handles().pager.clone();
@@ -581,7 +581,7 @@ fn forward_page(engine: &Arc<Engine>, page: Page) {
         let entry = NewEntry {
             kind: EntryKind::Page,
             run: Some(page.run.clone()),
-            incident: (!page.incident.starts_with("alert/")).then(|| page.incident.clone()),
+            incident,
             actor: "babysitter".into(),
             payload: json!({
                 "pager": pager.name(), "page": page, "from_alertmanager": true,
@@ -771,7 +771,8 @@ mod tests {
             p.summary,
             "[TrainingLossHigh] run-a: loss high — babysitter: inc-4 awaiting_approval, runbook loss-spike"
         );
-        assert_eq!(p.incident, "inc-4");
+        assert_eq!(p.incident, "alert/abc123");
+        assert_eq!(d_incident(&p), "inc-4 (awaiting_approval)");
         let d = p.details_object();
         assert_eq!(d["runbook"], "loss-spike — Loss spike");
         assert_eq!(d["plan"], "pause → restart from checkpoint");
@@ -784,5 +785,12 @@ mod tests {
         );
         assert_eq!(p.links[0], "http://b/runs/run-a");
         assert_eq!(p.links[2], "http://prom/graph");
+    }
+
+    fn d_incident(p: &Page) -> String {
+        p.details_object()["babysitter incident"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
