@@ -52,6 +52,8 @@ pub struct Config {
     pub routes: BTreeMap<String, Vec<String>>,
     /// The route (or pager) for pages whose route is neither a route nor a pager.
     pub default_route: Option<String>,
+    /// Re-notification and incoming alerts (`[paging]`).
+    pub paging: crate::notify::PagingConfig,
     pub watches: Vec<WatchConfig>,
     /// `[agent]`: the optional LLM investigator (absent: no agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +78,7 @@ impl Default for Config {
             pagers: BTreeMap::new(),
             routes: BTreeMap::new(),
             default_route: None,
+            paging: crate::notify::PagingConfig::default(),
             watches: Vec::new(),
             agent: None,
         }
@@ -636,6 +639,7 @@ impl Config {
             p.validate(&format!("pagers.{name}"))?;
         }
         self.pager.validate("pager")?;
+        self.paging.validate().map_err(ConfigError::Invalid)?;
         for (route, members) in &self.routes {
             if members.is_empty() {
                 return Err(ConfigError::Invalid(format!(

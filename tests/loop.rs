@@ -179,7 +179,11 @@ async fn a_hang_that_survives_restarts_fails_verification_and_escalates() {
 
 #[tokio::test]
 async fn gpu_errors_pause_page_and_wait_for_approval() {
-    let h = Harness::new(vec![("run-c", common::xid_fault())], |_| {}).await;
+    // Reminders have their own test (tests/paging.rs); here the page lifecycle is the point.
+    let h = Harness::new(vec![("run-c", common::xid_fault())], |c| {
+        c.paging.renotify_max = 0;
+    })
+    .await;
     assert!(h.until_approval_pending().await);
     let inc = h.incidents_of("run-c").remove(0);
     assert_eq!(

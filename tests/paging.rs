@@ -1,7 +1,12 @@
 //! Paging against receivers that check requests the way the real services do: PagerDuty's
 //! Events API v2, a Slack incoming webhook, Opsgenie's Alert API and a webhook receiver that
 //! verifies the HMAC signature — all local axum servers on 127.0.0.1:0 — plus a real
-//! Alertmanager (Debian's `prometheus-alertmanager`) when it is installed.
+//! Alertmanager (Debian's `prometheus-alertmanager`) when it is installed: babysitter's alerts
+//! in its v2 API, resolved and silenced, and its own webhook delivering alerts to babysitter's
+//! enrichment endpoint, from where the enriched alert reaches a pager. Also: the durable outbox
+//! across a restart, and reminders for an approval nobody answers.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use babysitter::audit::{AuditLog, EntryKind, Filter};
 use babysitter::config::{
     AlertmanagerConfig, Config, DeliveryConfig, OpsgenieConfig, PagerDutyConfig, Secret,
     SlackConfig, WebhookConfig,
@@ -23,7 +29,7 @@ use babysitter::notify::opsgenie::OpsgeniePager;
 use babysitter::notify::pagerduty::PagerDutyPager;
 use babysitter::notify::slack::SlackPager;
 use babysitter::notify::webhook::WebhookPager;
-use babysitter::notify::{ConsolePager, Page, PageAction, PageError, Pager};
+use babysitter::notify::{ConsolePager, Page, PageAction, PageError, PageStore, Pager};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
@@ -67,6 +73,7 @@ fn page(action: PageAction) -> Page {
             "curl -sX POST http://127.0.0.1:8080/api/v1/actions/act-3/reject".into(),
         ),
         links: vec!["http://127.0.0.1:8080/api/v1/incidents/inc-7".into()],
+        reminder: 0,
     }
 }
 
@@ -93,13 +100,17 @@ struct Pd {
     throttle: usize,
     /// The next N requests get 503.
     unavailable: usize,
+    /// Every request before this instant gets 503 (a receiver down for a while).
+    down_until: Option<Instant>,
 }
 
 /// What PagerDuty's Events API v2 checks before it answers 202.
 fn pd_errors(ev: &Value) -> Vec<String> {
     let mut errs = Vec::new();
-    if ev["routing_key"].as_str() != Some(PD_KEY) {
-        errs.push("'routing_key' is invalid".to_string());
+    match ev["routing_key"].as_str() {
+        Some(k) if k.len() != 32 => errs.push("'routing_key' must be 32 characters".to_string()),
+        Some(PD_KEY) => {}
+        _ => errs.push("'routing_key' is invalid".to_string()),
     }
     let action = ev["event_action"].as_str().unwrap_or("");
     if !["trigger", "acknowledge", "resolve"].contains(&action) {
@@ -148,6 +159,9 @@ async fn pd_enqueue(State(s): State<Arc<Mutex<Pd>>>, body: Bytes) -> Response {
     }
     if s.unavailable > 0 {
         s.unavailable -= 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable").into_response();
+    }
+    if s.down_until.is_some_and(|t| Instant::now() < t) {
         return (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable").into_response();
     }
     let Ok(ev) = serde_json::from_slice::<Value>(&body) else {
@@ -291,7 +305,7 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
         .unwrap();
     assert_eq!(pd.lock().unwrap().requests, 4);
 
-    let wrong = "WRONGKEY0000000000000000000000000";
+    let wrong = "WRONGKEY000000000000000000000000";
     let err = pd_pager(&url, wrong)
         .send(&page(PageAction::Trigger))
         .await
@@ -304,6 +318,12 @@ async fn pagerduty_5xx_is_retried_and_400_is_not() {
     assert!(text.contains("'routing_key' is invalid"), "{text}");
     assert!(!text.contains(wrong), "the routing key leaked: {text}");
     assert_eq!(pd.lock().unwrap().requests, 5, "a 400 is not retried");
+    let err = pd_pager(&url, "short")
+        .send(&page(PageAction::Trigger))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'routing_key' must be 32 characters"), "{err}");
 }
 
 #[tokio::test]
@@ -1044,6 +1064,900 @@ async fn real_alertmanager_shows_resolves_and_silences_babysitter_alerts() {
             && a[0]["status"]["silencedBy"]
                 .as_array()
                 .is_some_and(|s| s.len() == 1)
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- durable outbox
+
+#[tokio::test]
+async fn a_page_undelivered_across_a_restart_still_arrives() {
+    let (url, pd) = pagerduty().await;
+    // PagerDuty answers 503 for the next 2.5 s.
+    pd.lock().unwrap().down_until = Some(Instant::now() + Duration::from_millis(2500));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paging.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[pagers.oncall-pd]
+kind = "pagerduty"
+routing_key = "{PD_KEY}"
+url = "{url}"
+[pagers.oncall-pd.delivery]
+attempts = 2
+backoff = "20ms"
+redeliver_every = "200ms"
+[routes]
+ml-oncall = ["oncall-pd"]
+"#
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(Some(&path)).unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("audit.db").display()
+    );
+
+    // First life: the trigger and the acknowledge fail and are persisted.
+    {
+        let audit = Arc::new(AuditLog::open(&db).await.unwrap());
+        let store = PageStore::open(audit.clone()).await.unwrap();
+        let pager = babysitter::notify::build(&cfg, ConsolePager::new(), false).unwrap();
+        pager.attach_store(store.clone()).await;
+        let err = pager
+            .send(&page(PageAction::Trigger))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queued for redelivery"), "{err}");
+        assert!(pager.send(&page(PageAction::Acknowledge)).await.is_err());
+        assert_eq!(store.count().await.unwrap(), 2);
+        let failed = audit
+            .query(&Filter {
+                kind: Some(EntryKind::PageFailed),
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            failed.len(),
+            1,
+            "one page_failed when the incident's queue starts"
+        );
+        assert_eq!(failed[0].payload["pager"], "oncall-pd");
+        assert_eq!(failed[0].payload["dedup_key"], "babysitter/inc-7");
+        assert!(
+            failed[0].payload["error"]
+                .as_str()
+                .unwrap()
+                .contains("HTTP 503")
+        );
+        // babysitter stops (the pager and its redelivery task go away).
+        drop(pager);
+        audit.close().await;
+    }
+    assert!(pd.lock().unwrap().events.is_empty());
+
+    // Second life on the same database: the pages are loaded and delivered, in order.
+    let audit = Arc::new(AuditLog::open(&db).await.unwrap());
+    let store = PageStore::open(audit.clone()).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 2);
+    let pager = babysitter::notify::build(&cfg, ConsolePager::new(), false).unwrap();
+    pager.attach_store(store.clone()).await;
+    let t0 = Instant::now();
+    while pd.lock().unwrap().events.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    {
+        let pd = pd.lock().unwrap();
+        let actions: Vec<&str> = pd
+            .events
+            .iter()
+            .map(|e| e["event_action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["trigger", "acknowledge"], "in order, once each");
+        assert_eq!(pd.alerts["babysitter/inc-7"], "acknowledged");
+        assert!(pd.requests > 2, "503s were answered before the 202s");
+    }
+    // Delivered pages leave the table (just after the receiver has them) and are on record.
+    let t0 = Instant::now();
+    while store.count().await.unwrap() > 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.count().await.unwrap(),
+        0,
+        "delivered pages leave the table"
+    );
+    let redelivered = |audit: Arc<AuditLog>| async move {
+        audit
+            .query(&Filter {
+                kind: Some(EntryKind::Page),
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+    };
+    while redelivered(audit.clone()).await.len() < 2 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let redelivered = audit
+        .query(&Filter {
+            kind: Some(EntryKind::Page),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(redelivered.len(), 2);
+    assert!(redelivered.iter().all(|e| e.payload["redelivered"] == true));
+    assert!(audit.verify().await.unwrap().ok());
+}
+
+// ---------------------------------------------------------------- Slack 429 and lifecycle
+
+#[derive(Default)]
+struct SlackState {
+    throttle: usize,
+    requests: Vec<Instant>,
+    got: Vec<Value>,
+}
+
+async fn slack() -> (String, Arc<Mutex<SlackState>>) {
+    let state = Arc::new(Mutex::new(SlackState::default()));
+    let app = axum::Router::new()
+        .route(
+            "/services/T000/B000/XXXX",
+            post(
+                |State(s): State<Arc<Mutex<SlackState>>>, body: Bytes| async move {
+                    let mut s = s.lock().unwrap();
+                    s.requests.push(Instant::now());
+                    if s.throttle > 0 {
+                        s.throttle -= 1;
+                        // Slack's rate limit: 429 with Retry-After (seconds).
+                        return (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "1")],
+                            "rate_limited",
+                        )
+                            .into_response();
+                    }
+                    let Ok(m) = serde_json::from_slice::<Value>(&body) else {
+                        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
+                    };
+                    if let Some(e) = slack_error(&m) {
+                        return (StatusCode::BAD_REQUEST, e).into_response();
+                    }
+                    s.got.push(m);
+                    (StatusCode::OK, "ok").into_response()
+                },
+            ),
+        )
+        .with_state(state.clone());
+    (
+        format!("http://{}/services/T000/B000/XXXX", serve(app).await),
+        state,
+    )
+}
+
+#[tokio::test]
+async fn slack_honours_retry_after_and_tells_trigger_acknowledge_resolve_under_one_key() {
+    let (url, state) = slack().await;
+    state.lock().unwrap().throttle = 1;
+    let pager = SlackPager::new(
+        "slack-ml",
+        &SlackConfig {
+            webhook_url: Secret::Value(url),
+            delivery: fast(),
+        },
+    )
+    .unwrap();
+    for a in [
+        PageAction::Trigger,
+        PageAction::Acknowledge,
+        PageAction::Resolve,
+    ] {
+        pager.send(&page(a)).await.unwrap();
+    }
+    let s = state.lock().unwrap();
+    assert_eq!(s.requests.len(), 4, "one 429, then three messages");
+    // The backoff is 20 ms: only `Retry-After: 1` explains the wait after the 429.
+    assert!(s.requests[1] - s.requests[0] >= Duration::from_millis(950));
+    let texts: Vec<&str> = s.got.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert!(texts[0].contains("[critical]"), "{texts:?}");
+    assert!(texts[1].contains("automation took over"), "{texts:?}");
+    assert!(texts[2].contains("resolved"), "{texts:?}");
+    assert!(texts.iter().all(|t| t.contains("babysitter/inc-7")));
+}
+
+// ---------------------------------------------------------------- Opsgenie 429
+
+#[tokio::test]
+async fn opsgenie_429_then_success() {
+    let throttled = Arc::new(Mutex::new((1usize, 0usize)));
+    let t = throttled.clone();
+    let (og_url, og) = opsgenie().await;
+    // A throttling proxy in front of the fake Opsgenie: the first request gets 429.
+    let upstream = og_url.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let t = t.clone();
+        let upstream = upstream.clone();
+        async move {
+            {
+                let mut t = t.lock().unwrap();
+                t.1 += 1;
+                if t.0 > 0 {
+                    t.0 -= 1;
+                    return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "")
+                        .into_response();
+                }
+            }
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut fwd = reqwest::Client::new().post(format!("{upstream}{}", parts.uri));
+            for (k, v) in parts.headers.iter() {
+                if k == "authorization" || k == "content-type" {
+                    fwd = fwd.header(k.as_str(), v.to_str().unwrap());
+                }
+            }
+            let res = fwd.body(body).send().await.unwrap();
+            let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
+            (status, res.text().await.unwrap()).into_response()
+        }
+    });
+    let proxy = format!("http://{}", serve(app).await);
+    let pager = OpsgeniePager::new(
+        "og",
+        &OpsgenieConfig {
+            api_key: Secret::Value("5e1f-test".into()),
+            url: proxy,
+            tags: vec![],
+            delivery: fast(),
+        },
+    )
+    .unwrap();
+    pager.send(&page(PageAction::Trigger)).await.unwrap();
+    assert_eq!(throttled.lock().unwrap().1, 2, "a 429, then the create");
+    assert_eq!(og.lock().unwrap().alerts["babysitter/inc-7"], "open");
+}
+
+// ---------------------------------------------------------------- reminders
+
+#[tokio::test]
+async fn reminders_close_and_reopen_one_pagerduty_alert() {
+    let (url, pd) = pagerduty().await;
+    let pager = pd_pager(&url, PD_KEY);
+    pager.send(&page(PageAction::Trigger)).await.unwrap();
+    let mut reminder = page(PageAction::Trigger);
+    reminder.reminder = 1;
+    pager.send(&reminder).await.unwrap();
+    let pd = pd.lock().unwrap();
+    let actions: Vec<&str> = pd
+        .events
+        .iter()
+        .map(|e| e["event_action"].as_str().unwrap())
+        .collect();
+    // PagerDuty would fold a second trigger into the open alert silently.
+    assert_eq!(actions, ["trigger", "resolve", "trigger"]);
+    assert_eq!(pd.alerts.len(), 1);
+    assert_eq!(pd.alerts["babysitter/inc-7"], "triggered");
+}
+
+#[tokio::test]
+async fn an_unanswered_approval_is_paged_again_up_to_the_limit() {
+    let h = common::Harness::new(vec![("run-x", common::xid_fault())], |c| {
+        c.paging.renotify_after = Duration::from_secs(600);
+        c.paging.renotify_max = 2;
+    })
+    .await;
+    assert!(h.until_approval_pending().await);
+    let triggers = |h: &common::Harness| -> Vec<Page> {
+        h.pager
+            .sent()
+            .into_iter()
+            .filter(|p| p.action == PageAction::Trigger && p.run == "run-x")
+            .collect()
+    };
+    assert_eq!(triggers(&h).len(), 1);
+    let first = triggers(&h)[0].clone();
+    assert_eq!(first.reminder, 0);
+    assert!(first.approve_command.is_some());
+    assert!(
+        first.links.iter().any(|l| l.ends_with("/runs/run-x")),
+        "{:?}",
+        first.links
+    );
+    assert!(first.details.iter().any(|(k, _)| k == "plan"));
+    // Nine minutes: no reminder yet.
+    h.until(540.0, |_| false).await;
+    assert_eq!(triggers(&h).len(), 1);
+    // An hour later: exactly two reminders, same key, with the commands.
+    h.until(3600.0, |_| false).await;
+    let t = triggers(&h);
+    assert_eq!(
+        t.len(),
+        3,
+        "{:?}",
+        t.iter().map(|p| &p.summary).collect::<Vec<_>>()
+    );
+    assert_eq!(t.iter().map(|p| p.reminder).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(t.iter().all(|p| p.dedup_key == first.dedup_key));
+    assert!(t[1].summary.contains("reminder 1/2"), "{}", t[1].summary);
+    assert!(t[2].approve_command.is_some());
+}
+
+// ---------------------------------------------------------------- alert enrichment
+
+const AM_TOKEN: &str = "am-webhook-token-0123";
+
+/// The real engine on the simulator, paging through `pager`, with Alertmanager's token set.
+struct Live {
+    engine: Arc<babysitter::engine::Engine>,
+    clock: Arc<babysitter::clock::ManualClock>,
+    audit: Arc<AuditLog>,
+    _dir: tempfile::TempDir,
+}
+
+impl Live {
+    async fn new(runs: Vec<(&str, Vec<babysitter::sim::Fault>)>, pager: Arc<dyn Pager>) -> Live {
+        use babysitter::config::{ApiRole, ApiToken, token_hash};
+        let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
+        let shared: babysitter::clock::SharedClock = clock.clone();
+        let sim = Arc::new(babysitter::sim::SimCluster::new(shared.clone(), 7));
+        let mut cfg = Config::default();
+        for (name, faults) in runs {
+            let mut spec = babysitter::sim::SimRunSpec::new(name, common::ORIGIN - common::HISTORY);
+            spec.faults = faults;
+            sim.add_run(spec).unwrap();
+            cfg.watches.push(common::watch(name));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        cfg.data_dir = dir.path().to_path_buf();
+        cfg.server.public_url = Some("http://babysitter.example".into());
+        cfg.api.tokens = vec![
+            ApiToken::for_secret("alice", ApiRole::Operator, common::OPERATOR_TOKEN),
+            ApiToken::for_secret("vera", ApiRole::Viewer, common::VIEWER_TOKEN),
+        ];
+        cfg.paging.alert_token_sha256 = Some(token_hash(AM_TOKEN));
+        let audit = Arc::new(AuditLog::open(&cfg.audit_url()).await.unwrap());
+        let handles = babysitter::engine::Handles {
+            clock: shared,
+            source: sim.clone(),
+            actuator: sim,
+            pager,
+            audit: audit.clone(),
+            runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
+        };
+        let engine = babysitter::engine::Engine::new(
+            Arc::new(cfg),
+            handles,
+            Arc::new(babysitter::telemetry::Metrics::new()),
+        );
+        engine.start("test").await;
+        Live {
+            engine,
+            clock,
+            audit,
+            _dir: dir,
+        }
+    }
+
+    /// Ticks (30 s each) until an approval is pending.
+    async fn until_approval_pending(&self) {
+        for _ in 0..120 {
+            self.clock.advance(30.0);
+            self.engine.tick().await;
+            if self
+                .engine
+                .view()
+                .incidents
+                .values()
+                .any(|i| i.state == babysitter::incident::IncidentState::AwaitingApproval)
+            {
+                return;
+            }
+        }
+        panic!("no approval became pending");
+    }
+}
+
+fn am_payload(status: &str, alerts: Value) -> Value {
+    json!({
+        "version": "4", "status": status, "receiver": "babysitter", "groupLabels": {"alertname": "TrainingLossHigh"},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am.example:9093",
+        "groupKey": "{}:{alertname=\"TrainingLossHigh\"}", "truncatedAlerts": 0, "alerts": alerts,
+    })
+}
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(b.to_string())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap();
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn enrichment_endpoints_check_auth_and_fields_and_forward_once() {
+    let (url, pd) = pagerduty().await;
+    let live = Live::new(
+        vec![("run-x", common::xid_fault())],
+        Arc::new(pd_pager(&url, PD_KEY)),
+    )
+    .await;
+    live.until_approval_pending().await;
+    let router = babysitter::api::router(live.engine.clone());
+
+    // GET enrich: babysitter's view of the run, by the run label or the workload's pod.
+    let (st, e) = call(
+        &router,
+        "GET",
+        "/api/v1/alerts/enrich?run=run-x",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{e}");
+    assert_eq!(e["run"], "run-x");
+    assert_eq!(e["matched_by"]["label"], "run");
+    assert_eq!(e["runbook"]["id"], "gpu-hardware-error");
+    assert_eq!(e["incident"]["state"], "awaiting_approval");
+    assert!(!e["plan"].as_array().unwrap().is_empty());
+    assert!(
+        e["pending_action"]["approve"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://babysitter.example/api/v1/actions/")
+    );
+    assert_eq!(
+        e["links"]["dashboard"],
+        "http://babysitter.example/runs/run-x"
+    );
+    let (st, e2) = call(
+        &router,
+        "GET",
+        "/api/v1/alerts/enrich?pod=run-x-worker-0",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(e2["matched_by"]["label"], "pod");
+    let (st, _) = call(&router, "GET", "/api/v1/alerts/enrich?run=nope", None, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = call(&router, "GET", "/api/v1/alerts/enrich", None, None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    let alert = json!({
+        "status": "firing", "labels": {"alertname": "TrainingLossHigh", "run": "run-x", "severity": "critical"},
+        "annotations": {"summary": "loss above 4 for 10m"}, "startsAt": "2026-11-25T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom.example/graph", "fingerprint": "f00d",
+    });
+    let uri = "/api/v1/alerts/alertmanager";
+    // Auth: nobody, a viewer: refused; Alertmanager's own token or an operator: taken.
+    let body = am_payload("firing", json!([alert.clone()]));
+    assert_eq!(
+        call(&router, "POST", uri, None, Some(body.clone())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(
+            &router,
+            "POST",
+            uri,
+            Some(common::VIEWER_TOKEN),
+            Some(body.clone())
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // Alertmanager's token grants nothing but this endpoint.
+    assert_eq!(
+        call(&router, "GET", "/api/v1/incidents", Some(AM_TOKEN), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A bad payload is a 400 naming the field.
+    let mut broken = body.clone();
+    broken["alerts"][0]["fingerprint"] = json!(null);
+    let (st, err) = call(&router, "POST", uri, Some(AM_TOKEN), Some(broken)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        err["error"],
+        "field `alerts[0].fingerprint`: required, a string"
+    );
+    let mut v3 = body.clone();
+    v3["version"] = json!("3");
+    let (st, err) = call(&router, "POST", uri, Some(AM_TOKEN), Some(v3)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("field `version`"),
+        "{err}"
+    );
+
+    // Taken: enriched and forwarded; the same alert again is not paged twice.
+    let unwatched = json!({
+        "status": "firing", "labels": {"alertname": "DiskFull", "instance": "db-1"},
+        "startsAt": "2026-11-25T10:00:00Z", "fingerprint": "beef",
+    });
+    let (st, res) = call(
+        &router,
+        "POST",
+        uri,
+        Some(AM_TOKEN),
+        Some(am_payload("firing", json!([alert.clone(), unwatched]))),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["alerts"][0]["forwarded"], true);
+    assert_eq!(
+        res["alerts"][0]["enrichment"]["runbook"]["id"],
+        "gpu-hardware-error"
+    );
+    assert_eq!(res["alerts"][1]["forwarded"], false);
+    assert_eq!(res["alerts"][1]["run"], Value::Null);
+    let (_, again) = call(
+        &router,
+        "POST",
+        uri,
+        Some(common::OPERATOR_TOKEN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(again["alerts"][0]["forwarded"], false);
+    assert_eq!(again["alerts"][0]["note"], "already forwarded unchanged");
+
+    let key = "alertmanager/f00d";
+    eventually("the enriched alert at PagerDuty", async || {
+        pd.lock().unwrap().alerts.contains_key(key)
+    })
+    .await;
+    {
+        let pd = pd.lock().unwrap();
+        let ev: Vec<&Value> = pd.events.iter().filter(|e| e["dedup_key"] == key).collect();
+        assert_eq!(ev.len(), 1);
+        let p = &ev[0]["payload"];
+        assert_eq!(p["severity"], "critical");
+        assert!(
+            p["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("[TrainingLossHigh] run-x: loss above 4 for 10m — babysitter: inc-")
+        );
+        assert_eq!(
+            p["custom_details"]["runbook"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next(),
+            Some("gpu-hardware-error")
+        );
+        assert!(
+            p["custom_details"]["approve"]
+                .as_str()
+                .unwrap()
+                .contains("/approve")
+        );
+        assert_eq!(
+            ev[0]["links"][0]["href"],
+            "http://babysitter.example/runs/run-x"
+        );
+    }
+    // Every alert is on record, with who sent it.
+    let received = live
+        .audit
+        .query(&Filter {
+            kind: Some(EntryKind::AlertReceived),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 3);
+    assert_eq!(received[0].actor, "api:alertmanager-webhook");
+    assert_eq!(received[0].run.as_deref(), Some("run-x"));
+    assert_eq!(received[1].payload["forwarded"], false);
+    assert_eq!(received[2].actor, "api:alice");
+
+    // A large group (well over the API's usual 64 KiB body limit) is taken whole.
+    let many: Vec<Value> = (0..150)
+        .map(|i| {
+            json!({
+                "status": "firing", "labels": {"alertname": "NodeDown", "instance": format!("n{i}")},
+                "annotations": {"description": "x".repeat(1000)},
+                "startsAt": "2026-11-25T10:00:00Z", "fingerprint": format!("fp{i}"),
+            })
+        })
+        .collect();
+    let big = am_payload("firing", json!(many));
+    assert!(big.to_string().len() > 128 * 1024);
+    let (st, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(big)).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["received"], 150);
+}
+
+#[tokio::test]
+async fn real_alertmanager_webhook_reaches_a_pager_enriched() {
+    if alertmanager_bin().is_none() && std::env::var_os("BABYSITTER_REQUIRE_ALERTMANAGER").is_none()
+    {
+        eprintln!("SKIPPED: prometheus-alertmanager is not installed (scripts/test installs it)");
+        return;
+    }
+    let (pd_url, pd) = pagerduty().await;
+    let live = Live::new(
+        vec![("run-x", common::xid_fault())],
+        Arc::new(pd_pager(&pd_url, PD_KEY)),
+    )
+    .await;
+    live.until_approval_pending().await;
+    let api = serve(babysitter::api::router(live.engine.clone())).await;
+    // Alertmanager posts to babysitter with its bearer token, resolved alerts too.
+    let Some((_am, base, _dir)) = start_alertmanager(&format!(
+        r#"route:
+  receiver: babysitter
+  group_by: ['alertname', 'run']
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: babysitter
+    webhook_configs:
+      - url: http://{api}/api/v1/alerts/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials: {AM_TOKEN}
+"#
+    ))
+    .await
+    else {
+        return;
+    };
+
+    // A firing alert about the watched run, as Prometheus would post it.
+    let starts = chrono::Utc::now();
+    let alert = |ends: chrono::DateTime<chrono::Utc>| {
+        json!([{
+            "labels": {"alertname": "TrainingLossHigh", "run": "run-x", "severity": "critical"},
+            "annotations": {"summary": "loss above 4 for 10m"},
+            "startsAt": starts.to_rfc3339(), "endsAt": ends.to_rfc3339(),
+            "generatorURL": "http://prom.example/graph",
+        }])
+    };
+    let post = |body: Value| {
+        let url = format!("{base}/api/v2/alerts");
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        }
+    };
+    post(alert(starts + chrono::Duration::hours(1))).await;
+
+    // Alertmanager → babysitter (webhook, with its token) → enriched → PagerDuty.
+    eventually("the enriched alert at PagerDuty", async || {
+        pd.lock().unwrap().events.iter().any(|e| {
+            e["dedup_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("alertmanager/"))
+        })
+    })
+    .await;
+    let key = {
+        let pd = pd.lock().unwrap();
+        let ev = pd
+            .events
+            .iter()
+            .find(|e| {
+                e["dedup_key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("alertmanager/"))
+            })
+            .unwrap();
+        assert_eq!(ev["event_action"], "trigger");
+        let p = &ev["payload"];
+        assert!(
+            p["summary"]
+                .as_str()
+                .unwrap()
+                .contains("run-x: loss above 4 for 10m — babysitter: inc-"),
+            "{p}"
+        );
+        assert!(
+            p["custom_details"]["runbook"]
+                .as_str()
+                .unwrap()
+                .starts_with("gpu-hardware-error")
+        );
+        assert!(p["custom_details"]["plan"].as_str().is_some());
+        assert_eq!(
+            p["custom_details"]["dashboard"],
+            "http://babysitter.example/runs/run-x"
+        );
+        assert!(
+            p["custom_details"]["approve"]
+                .as_str()
+                .unwrap()
+                .contains("/approve")
+        );
+        ev["dedup_key"].as_str().unwrap().to_string()
+    };
+    let received = live
+        .audit
+        .query(&Filter {
+            kind: Some(EntryKind::AlertReceived),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(received[0].actor, "api:alertmanager-webhook");
+    assert_eq!(received[0].payload["receiver"], "babysitter");
+    assert_eq!(
+        format!(
+            "alertmanager/{}",
+            received[0].payload["fingerprint"].as_str().unwrap()
+        ),
+        key
+    );
+
+    // Resolved at the source: Alertmanager sends the resolve (send_resolved), the page resolves.
+    post(alert(chrono::Utc::now())).await;
+    eventually("the page to resolve", async || {
+        pd.lock().unwrap().alerts.get(&key) == Some(&"resolved")
+    })
+    .await;
+}
+
+/// Starts a real Alertmanager with `config` on a free port; `None` (the test is skipped) when
+/// it is not installed, unless `BABYSITTER_REQUIRE_ALERTMANAGER` is set.
+async fn start_alertmanager(config: &str) -> Option<(Kill, String, tempfile::TempDir)> {
+    let Some(bin) = alertmanager_bin() else {
+        if std::env::var_os("BABYSITTER_REQUIRE_ALERTMANAGER").is_some() {
+            panic!("prometheus-alertmanager is not installed (scripts/test installs it)");
+        }
+        eprintln!("SKIPPED: prometheus-alertmanager is not installed (scripts/test installs it)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("am.yml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let am = Kill(
+        std::process::Command::new(bin)
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("Alertmanager ready", async || {
+        reqwest::get(format!("{base}/-/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    Some((am, base, dir))
+}
+
+#[tokio::test]
+async fn real_alertmanager_alert_of_an_incident_resolves_when_the_incident_does() {
+    let Some((_am, base, _dir)) =
+        start_alertmanager("route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
+            .await
+    else {
+        return;
+    };
+    let pager = AlertmanagerPager::new(
+        "am",
+        &AlertmanagerConfig {
+            url: base.clone(),
+            labels: [("team".to_string(), "ml".to_string())].into(),
+            resend_interval: Duration::from_secs(60),
+            delivery: fast(),
+        },
+    )
+    .unwrap();
+    let live = Live::new(vec![("run-x", common::xid_fault())], Arc::new(pager)).await;
+    live.until_approval_pending().await;
+    let alerts = format!("{base}/api/v2/alerts?filter=run%3D%22run-x%22");
+    eventually("babysitter's alert in Alertmanager", async || {
+        get_json(&alerts)
+            .await
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let a = get_json(&alerts).await[0].clone();
+    let inc = live
+        .engine
+        .view()
+        .incidents
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(a["labels"]["alertname"], "BabysitterIncident");
+    assert_eq!(a["labels"]["incident"], inc.id);
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["route"], "ml-oncall");
+    assert_eq!(a["labels"]["team"], "ml");
+    assert_eq!(a["status"]["state"], "active");
+    assert_eq!(
+        a["annotations"]["detail_dashboard"],
+        "http://babysitter.example/runs/run-x"
+    );
+    assert!(
+        a["annotations"]["approve"]
+            .as_str()
+            .unwrap()
+            .contains("/approve")
+    );
+
+    // The human approves; babysitter restarts the run, verifies, resolves: so does the alert.
+    let pending = inc.pending.unwrap();
+    live.engine
+        .approve(&pending.id, "alice", None)
+        .await
+        .unwrap();
+    let mut resolved = false;
+    for _ in 0..240 {
+        live.clock.advance(30.0);
+        live.engine.tick().await;
+        if live.engine.view().incidents[&inc.id].state
+            == babysitter::incident::IncidentState::Resolved
+        {
+            resolved = true;
+            break;
+        }
+    }
+    assert!(resolved, "{:#?}", live.engine.view().incidents[&inc.id]);
+    eventually("the alert to resolve", async || {
+        get_json(&alerts)
+            .await
+            .as_array()
+            .is_some_and(|a| a.is_empty())
     })
     .await;
 }

@@ -6,6 +6,8 @@
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; request bodies
 //! are size-limited and parsed into typed values at the edge.
 
+mod alerts;
+
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -47,6 +49,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(alerts::routes(engine.clone()))
         .nest("/api/v1", v1)
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })

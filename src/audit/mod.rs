@@ -58,11 +58,16 @@ pub enum EntryKind {
     AgentInvestigation,
     /// The investigator's proposal and the policy gate's verdict on it (never executed directly).
     AgentProposal,
+
+    /// A page could not be delivered (queued for redelivery, or given up).
+    PageFailed,
+    /// An alert arrived from Alertmanager's webhook (enriched and maybe forwarded).
+    AlertReceived,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 23] = [
+    pub const ALL: [EntryKind; 25] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -86,6 +91,9 @@ impl EntryKind {
         EntryKind::RunbookDryRun,
         EntryKind::AgentInvestigation,
         EntryKind::AgentProposal,
+
+        EntryKind::PageFailed,
+        EntryKind::AlertReceived,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -114,6 +122,9 @@ impl EntryKind {
             EntryKind::RunbookDryRun => "runbook_dry_run",
             EntryKind::AgentInvestigation => "agent_investigation",
             EntryKind::AgentProposal => "agent_proposal",
+
+            EntryKind::PageFailed => "page_failed",
+            EntryKind::AlertReceived => "alert_received",
         }
     }
 
@@ -441,6 +452,12 @@ impl AuditLog {
             write_lock: tokio::sync::Mutex::new(()),
             healthy: AtomicBool::new(true),
         })
+    }
+
+    /// The connection pool, for modules that keep their own tables beside the log
+    /// (`page_outbox`). They must never touch `audit_log` itself.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// The database URL, password removed.

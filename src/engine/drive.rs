@@ -112,6 +112,7 @@ impl Engine {
                             }
                         }
                     } else {
+                        self.renotify(&mut inc, &p, now).await;
                         break;
                     }
                 }
@@ -324,6 +325,7 @@ impl Engine {
                 )
                 .await;
                 inc.pending = Some(pending.clone());
+                inc.renotified = 0;
                 self.transition(inc, IncidentEvent::NeedApproval, now);
                 self.emit(
                     now,
@@ -621,6 +623,20 @@ impl Engine {
         summary: String,
         now: f64,
     ) -> bool {
+        let page = self.incident_page(inc, action, severity, summary);
+        self.send_page(inc, page, now).await
+    }
+
+    /// The page for an incident: its finding, diagnosis and plan, what was done, the pending
+    /// action with the commands that approve or reject it, and links to the incident and to the
+    /// run's page on the dashboard.
+    fn incident_page(
+        &self,
+        inc: &Incident,
+        action: PageAction,
+        severity: Severity,
+        summary: String,
+    ) -> Page {
         // An acknowledge or resolve carries the severity of the trigger it answers.
         let severity = match action {
             PageAction::Trigger => severity,
@@ -645,6 +661,11 @@ impl Engine {
                 "runbook".to_string(),
                 format!("{} — {}", d.runbook, d.title),
             ));
+            if !d.plan.steps.is_empty() {
+                let steps: Vec<String> =
+                    d.plan.steps.iter().map(|s| s.action.to_string()).collect();
+                details.push(("plan".to_string(), steps.join(" → ")));
+            }
         }
         for a in &inc.actions {
             details.push((
@@ -659,6 +680,7 @@ impl Engine {
         if let Some(VerifyStatus::Failed(v)) = &inc.verification {
             details.push(("verification".to_string(), format!("failed: {v}")));
         }
+        let dashboard = format!("{base}/runs/{}", inc.run);
         let (approve_command, reject_command) = match (&inc.pending, inc.state) {
             (Some(p), IncidentState::AwaitingApproval) => {
                 details.push((
@@ -678,7 +700,8 @@ impl Engine {
             }
             _ => (None, None),
         };
-        let page = Page {
+        details.push(("dashboard".to_string(), dashboard.clone()));
+        Page {
             dedup_key: format!("babysitter/{}", inc.id),
             action,
             severity,
@@ -689,8 +712,41 @@ impl Engine {
             details,
             approve_command,
             reject_command,
-            links: vec![format!("{base}/api/v1/incidents/{}", inc.id)],
-        };
+            links: vec![format!("{base}/api/v1/incidents/{}", inc.id), dashboard],
+            reminder: 0,
+        }
+    }
+
+    /// Pages a reminder when the pending approval has waited `renotify_after` (once more per
+    /// period, at most `renotify_max` times). Same dedup key: still one open page.
+    async fn renotify(&self, inc: &mut Incident, p: &crate::incident::PendingAction, now: f64) {
+        let cfg = &self.cfg.paging;
+        if cfg.renotify_max == 0 || inc.renotified >= cfg.renotify_max || !inc.paged {
+            return;
+        }
+        let every = cfg.renotify_after.as_secs_f64();
+        let due = p.requested_at + every * f64::from(inc.renotified + 1);
+        if now < due {
+            return;
+        }
+        inc.renotified += 1;
+        let (n, max) = (inc.renotified, cfg.renotify_max);
+        let waited = std::time::Duration::from_secs((now - p.requested_at).max(0.0) as u64);
+        let summary = format!(
+            "{}: approval of {} unanswered for {} — reminder {n}/{max}",
+            inc.run,
+            p.action,
+            humantime::format_duration(waited)
+        );
+        let severity = inc.page_severity.unwrap_or(Severity::Critical);
+        let mut page = self.incident_page(inc, PageAction::Trigger, severity, summary);
+        page.reminder = n;
+        self.send_page(inc, page, now).await;
+    }
+
+    /// Delivers an incident's page and keeps the incident's page state.
+    async fn send_page(&self, inc: &mut Incident, page: Page, now: f64) -> bool {
+        let (action, severity) = (page.action, page.severity);
         let ok = self.deliver(&page, &inc.run, Some(&inc.id)).await;
         match action {
             PageAction::Trigger => {
@@ -708,6 +764,18 @@ impl Engine {
             format!("paged on-call `{}` ({action:?}, {severity})", page.route).to_lowercase(),
         );
         ok
+    }
+
+    /// Makes the pagers' outbox durable: undelivered pages go to `page_outbox` in the audit
+    /// database, and those a previous run left there are redelivered. Called at start-up.
+    pub(super) async fn attach_page_store(&self) {
+        match crate::notify::PageStore::open(self.h.audit.clone()).await {
+            Ok(store) => self.h.pager.attach_store(store).await,
+            Err(e) => tracing::error!(
+                error = %e,
+                "page outbox not durable: undelivered pages are kept in memory only"
+            ),
+        }
     }
 
     /// Sends a page from a task and records it. The loop waits at most [`PAGE_WAIT`]; a slower

@@ -247,6 +247,7 @@ impl Engine {
                 format!("watching {} (autonomy {:?})", w.target, w.autonomy).to_lowercase(),
             );
         }
+        self.attach_page_store().await;
         let st = self.state.lock().await;
         self.publish(&st, now);
     }
@@ -616,7 +617,11 @@ impl Engine {
                 .unwrap_or_default(),
             approve_command: None,
             reject_command: None,
-            links: vec![format!("{}/api/v1/watches/{}", self.public_url(), w.run)],
+            links: vec![
+                format!("{}/api/v1/watches/{}", self.public_url(), w.run),
+                format!("{}/runs/{}", self.public_url(), w.run),
+            ],
+            reminder: 0,
         }
     }
 

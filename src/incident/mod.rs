@@ -173,6 +173,10 @@ pub struct Incident {
     /// The LLM investigator's report, when an agent is configured (a proposal, never an action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<crate::agent::AgentReport>,
+
+    /// Reminders paged for the pending approval so far (`[paging] renotify_*`).
+    #[serde(default)]
+    pub renotified: u32,
 }
 
 impl Incident {
@@ -215,6 +219,8 @@ impl Incident {
             page_severity: None,
             requested_by: None,
             agent: None,
+
+            renotified: 0,
         }
     }
 

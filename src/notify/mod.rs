@@ -8,7 +8,11 @@
 //! ([`alertmanager`]) and Opsgenie ([`opsgenie`]) — sit behind the same [`Pager`] trait and
 //! share one retrying HTTP delivery ([`http`]); a page still undelivered after every retry
 //! waits in an [`Outbox`] and is sent again, in order, rather than dropped. A [`Router`] fans a page out to the pagers of its
-//! watch's route, so the engine calls one `Pager`; [`build`] makes it from the config.
+//! watch's route, so the engine calls one `Pager`; [`build`] makes it from the config. The
+//! outbox is durable once the engine attaches a [`PageStore`] (table `page_outbox` in the audit
+//! database): a restart redelivers what was not delivered. [`PagingConfig`] (`[paging]`) sets
+//! how long an unanswered approval waits before it is paged again, and how alerts coming in
+//! from Alertmanager are matched to watched runs (`api/alerts.rs` enriches and forwards them).
 
 use std::sync::{Arc, Mutex};
 
@@ -47,6 +51,12 @@ pub struct Page {
     pub reject_command: Option<String>,
     /// Where to look (API, dashboard).
     pub links: Vec<String>,
+    /// 0 for a page; n for the n-th reminder of a trigger nobody answered. Pagers whose
+    /// service would swallow a repeated trigger (PagerDuty, Opsgenie deduplicate an open
+    /// alert silently) close the open alert and open it again under the same key, so the
+    /// reminder rings while there is still only one open page per incident.
+    #[serde(default)]
+    pub reminder: u32,
 }
 
 pub mod alertmanager;
@@ -55,11 +65,15 @@ pub mod opsgenie;
 mod outbox;
 pub mod pagerduty;
 mod router;
+mod settings;
 pub mod slack;
+pub mod store;
 pub mod webhook;
 
-pub use outbox::Outbox;
+pub use outbox::{MAX_REDELIVER_WAIT, Outbox, redeliver_wait};
 pub use router::{Router, build};
+pub use settings::PagingConfig;
+pub use store::PageStore;
 
 #[cfg(test)]
 impl Page {
@@ -82,6 +96,7 @@ impl Page {
             approve_command: Some("curl approve".into()),
             reject_command: Some("curl reject".into()),
             links: vec!["http://h/api/v1/incidents/inc-3".into()],
+            reminder: 0,
         }
     }
 }
@@ -139,6 +154,11 @@ fn delivered_note(delivered: &[String]) -> String {
 pub trait Pager: Send + Sync {
     fn name(&self) -> &str;
     async fn send(&self, page: &Page) -> Result<(), PageError>;
+
+    /// Gives the pager a durable store for the pages it could not deliver: an [`Outbox`] writes
+    /// its queue there and redelivers what a previous process left; a [`Router`] passes the
+    /// store on to its pagers. Pagers that keep nothing ignore it.
+    async fn attach_store(&self, _store: Arc<PageStore>) {}
 }
 
 /// Prints pages on the terminal, framed so they stand out from the story lines.
@@ -222,6 +242,7 @@ mod tests {
             approve_command: Some("curl -X POST …/approve".into()),
             reject_command: None,
             links: vec!["http://127.0.0.1:8080/api/v1/incidents/inc-3".into()],
+            reminder: 0,
         };
         let text = ConsolePager::render(&page);
         assert!(text.contains("PAGE [critical]"));

@@ -2,6 +2,8 @@
 //! a trigger creates an alert whose `alias` is the dedup key (`POST /v2/alerts`; Opsgenie
 //! deduplicates open alerts by alias), acknowledge and resolve act on it by alias
 //! (`POST /v2/alerts/{alias}/acknowledge|close?identifierType=alias`). Every call answers 202.
+//! A reminder (`Page::reminder > 0`) closes the open alert and creates it again, since a
+//! create on an open alias only bumps its count.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -149,6 +151,20 @@ impl Pager for OpsgeniePager {
 
     async fn send(&self, page: &Page) -> Result<(), PageError> {
         let alias = truncate(&page.dedup_key, ALIAS_MAX);
+        if page.action == PageAction::Trigger && page.reminder > 0 {
+            // Opsgenie only counts a create on an open alias: close it, then create it again.
+            let url = self.url(Some((&alias, "close")))?;
+            let body = serde_json::json!({"source": "babysitter", "note": format!("reminder {} follows", page.reminder)});
+            let auth = format!("GenieKey {}", self.api_key);
+            let what = format!("close before reminder {} {}", page.reminder, page.dedup_key);
+            self.delivery
+                .send(&what, |c| {
+                    c.post(url.clone())
+                        .header(reqwest::header::AUTHORIZATION, &auth)
+                        .json(&body)
+                })
+                .await?;
+        }
         let (url, body) = match page.action {
             PageAction::Trigger => (
                 self.url(None)?,

@@ -1,6 +1,8 @@
 //! PagerDuty Events API v2: `POST {url}/v2/enqueue` with the integration's routing key. One
 //! dedup key per incident makes trigger, acknowledge and resolve one PagerDuty alert; a
 //! trigger carries the evidence in `payload.custom_details` and the approve/reject commands.
+//! A reminder (`Page::reminder > 0`) resolves the open alert and triggers it again under the
+//! same key, because PagerDuty silently folds a repeated trigger into an open alert.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -126,7 +128,7 @@ impl PagerDutyPager {
                     .iter()
                     .map(|l| Link {
                         href: l.clone(),
-                        text: "babysitter incident".into(),
+                        text: link_text(l).into(),
                     })
                     .collect();
                 ("trigger", Some(payload), links, Some("babysitter"))
@@ -152,6 +154,23 @@ impl Pager for PagerDutyPager {
     }
 
     async fn send(&self, page: &Page) -> Result<(), PageError> {
+        if page.action == PageAction::Trigger && page.reminder > 0 {
+            // PagerDuty folds a trigger into the open alert of its key without notifying
+            // anyone: a reminder resolves it and triggers it again (never two open at once).
+            let close = Page {
+                action: PageAction::Resolve,
+                ..page.clone()
+            };
+            let event = self.event(&close, chrono::Utc::now());
+            let what = format!(
+                "resolve before reminder {} {}",
+                page.reminder, page.dedup_key
+            );
+            self.delivery
+                .send(&what, |c| c.post(&self.endpoint).json(&event))
+                .await
+                .map_err(|e| scrub(e, &self.routing_key))?;
+        }
         let event = self.event(page, chrono::Utc::now());
         let what = format!("{} {}", event.event_action, page.dedup_key);
         self.delivery
@@ -159,6 +178,19 @@ impl Pager for PagerDutyPager {
             .await
             .map_err(|e| scrub(e, &self.routing_key))?;
         Ok(())
+    }
+}
+
+/// What a link in a page points at, for PagerDuty's link text.
+fn link_text(url: &str) -> &'static str {
+    if url.contains("/api/v1/incidents/") {
+        "babysitter incident"
+    } else if url.contains("/runs/") {
+        "run on the babysitter dashboard"
+    } else if url.contains("/api/v1/watches/") {
+        "babysitter watch"
+    } else {
+        "source"
     }
 }
 
@@ -226,6 +258,11 @@ mod tests {
         assert_eq!(json["payload"]["custom_details"]["done 2"], "resume (ok)");
         assert_eq!(json["payload"]["custom_details"]["approve"], "curl approve");
         assert_eq!(json["links"][0]["href"], "http://h/api/v1/incidents/inc-3");
+        assert_eq!(json["links"][0]["text"], "babysitter incident");
+        assert_eq!(
+            link_text("http://h/runs/run-c"),
+            "run on the babysitter dashboard"
+        );
     }
 
     #[test]

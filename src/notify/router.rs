@@ -85,6 +85,15 @@ impl Pager for Router {
         "router"
     }
 
+    async fn attach_store(&self, store: Arc<super::PageStore>) {
+        for p in self.pagers.values() {
+            p.attach_store(store.clone()).await;
+        }
+        if let Some(t) = &self.tee {
+            t.attach_store(store).await;
+        }
+    }
+
     async fn send(&self, page: &Page) -> Result<(), PageError> {
         let mut set = tokio::task::JoinSet::new();
         let mut targets: Vec<(String, Arc<dyn Pager>)> = self
