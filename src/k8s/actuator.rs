@@ -143,10 +143,9 @@ impl KubeActuator {
     async fn fetch(&self, w: &Workload) -> Result<Value, ActError> {
         match w.api.get(&w.name).await {
             Ok(o) => to_value(&o, &w.label()),
-            Err(KubeError::Api(s)) if s.is_not_found() => Err(ActError::UnknownTarget(format!(
-                "{} not found",
-                w.label()
-            ))),
+            Err(KubeError::Api(s)) if s.is_not_found() => {
+                Err(ActError::UnknownTarget(format!("{} not found", w.label())))
+            }
             Err(e) => Err(kube_err(&format!("reading {}", w.label()), e)),
         }
     }
@@ -430,8 +429,8 @@ impl KubeActuator {
                 w.label()
             )));
         }
-        let bindings = workload::config_bindings(w.kind, obj)
-            .map_err(|e| ActError::Refused(e.to_string()))?;
+        let bindings =
+            workload::config_bindings(w.kind, obj).map_err(|e| ActError::Refused(e.to_string()))?;
         // Every key must be bound before anything is written: a patch applies whole or not at all.
         let mut by_cm: BTreeMap<String, Vec<(&ConfigChange, String)>> = BTreeMap::new();
         let mut on_workload: Vec<(&ConfigChange, &ConfigBinding)> = vec![];
@@ -468,10 +467,7 @@ impl KubeActuator {
         let mut cm_patches = vec![];
         for (cm_name, items) in &by_cm {
             let cm = cms.get(cm_name).await.map_err(|e| {
-                kube_err(
-                    &format!("reading ConfigMap {}/{cm_name}", w.namespace),
-                    e,
-                )
+                kube_err(&format!("reading ConfigMap {}/{cm_name}", w.namespace), e)
             })?;
             let data = cm.data.clone().unwrap_or_default();
             let mut new_data = serde_json::Map::new();
@@ -519,18 +515,20 @@ impl KubeActuator {
         let final_patch = wl_patch.unwrap_or_else(|| key_patch(key));
         self.patch_workload(w, &PatchParams::default(), &final_patch)
             .await?;
-        let summary = diff
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} {} → {}",
-                    d["key"].as_str().unwrap_or("?"),
-                    d["old"].as_str().unwrap_or("(unset)"),
-                    d["new"].as_str().unwrap_or("?")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        // One entry per distinct change (a key set in several containers reads once).
+        let mut summary: Vec<String> = vec![];
+        for d in &diff {
+            let line = format!(
+                "{} {} → {}",
+                d["key"].as_str().unwrap_or("?"),
+                d["old"].as_str().unwrap_or("(unset)"),
+                d["new"].as_str().unwrap_or("?")
+            );
+            if !summary.contains(&line) {
+                summary.push(line);
+            }
+        }
+        let summary = summary.join(", ");
         Ok(ActionOutcome {
             detail: format!(
                 "patched config of {}: {summary} (server-side dry run passed; takes effect when the job re-reads it or restarts)",
@@ -573,7 +571,10 @@ impl KubeActuator {
                 let Some(holder) = modified.pointer_mut(&ptr) else {
                     continue;
                 };
-                let cname = holder.get("name").and_then(Value::as_str).map(str::to_string);
+                let cname = holder
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 let wanted = match b {
                     ConfigBinding::Env { container, .. } | ConfigBinding::Arg { container, .. } => {
                         container.clone()

@@ -251,7 +251,8 @@ pub fn merge(a: &mut Value, b: Value) {
 /// Who owns the workload's suspension, if not babysitter: a Kueue queue label or a
 /// `managedBy` naming another controller. The reason is meant for the operator.
 pub fn suspension_owner(kind: WorkloadKind, obj: &Value) -> Option<String> {
-    if let Some(q) = get_path(obj, &["metadata", "labels", KUEUE_QUEUE_LABEL]).and_then(Value::as_str)
+    if let Some(q) =
+        get_path(obj, &["metadata", "labels", KUEUE_QUEUE_LABEL]).and_then(Value::as_str)
     {
         return Some(format!(
             "it is in Kueue queue `{q}` (label {KUEUE_QUEUE_LABEL}): Kueue owns its suspension; pause or resume it through Kueue (e.g. stop its LocalQueue or Workload)"
@@ -342,11 +343,12 @@ fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
 /// The checkpoints the training script reported in [`CHECKPOINTS_ANNOTATION`], oldest first.
 pub fn checkpoints(kind: WorkloadKind, obj: &Value) -> Result<Vec<Checkpoint>, WorkloadError> {
     let object = object_name(kind, obj);
-    let raw =
-        annotation(obj, CHECKPOINTS_ANNOTATION).ok_or_else(|| WorkloadError::MissingAnnotation {
+    let raw = annotation(obj, CHECKPOINTS_ANNOTATION).ok_or_else(|| {
+        WorkloadError::MissingAnnotation {
             object: object.clone(),
             annotation: CHECKPOINTS_ANNOTATION,
-        })?;
+        }
+    })?;
     let bad = |reason: String| WorkloadError::BadAnnotation {
         object: object.clone(),
         annotation: CHECKPOINTS_ANNOTATION,
@@ -425,10 +427,11 @@ pub fn config_bindings(
     obj: &Value,
 ) -> Result<BTreeMap<String, ConfigBinding>, WorkloadError> {
     let object = object_name(kind, obj);
-    let raw = annotation(obj, CONFIG_ANNOTATION).ok_or_else(|| WorkloadError::MissingAnnotation {
-        object: object.clone(),
-        annotation: CONFIG_ANNOTATION,
-    })?;
+    let raw =
+        annotation(obj, CONFIG_ANNOTATION).ok_or_else(|| WorkloadError::MissingAnnotation {
+            object: object.clone(),
+            annotation: CONFIG_ANNOTATION,
+        })?;
     serde_json::from_str::<BTreeMap<String, ConfigBinding>>(raw).map_err(|e| {
         WorkloadError::BadAnnotation {
             object,
@@ -459,9 +462,8 @@ pub fn apply_change(old: Option<&str>, change: &ConfigChange) -> Result<String, 
                     change.key
                 ));
             }
-            let old = old.ok_or_else(|| {
-                format!("`{}` has no current value to scale", change.key)
-            })?;
+            let old =
+                old.ok_or_else(|| format!("`{}` has no current value to scale", change.key))?;
             let x: f64 = old.trim().parse().map_err(|_| {
                 format!(
                     "`{}` is `{old}`, not a number: it cannot be scaled",
@@ -667,10 +669,17 @@ mod tests {
             Ok(WorkloadKind::JobSet)
         );
         let e = WorkloadKind::from_type("apps/v1", "Deployment").unwrap_err();
-        assert!(e.to_string().contains("unsupported workload apps/v1 Deployment"));
+        assert!(
+            e.to_string()
+                .contains("unsupported workload apps/v1 Deployment")
+        );
         let ar = WorkloadKind::PyTorchJob.api_resource();
         assert_eq!(
-            (ar.group.as_str(), ar.api_version.as_str(), ar.plural.as_str()),
+            (
+                ar.group.as_str(),
+                ar.api_version.as_str(),
+                ar.plural.as_str()
+            ),
             ("kubeflow.org", "kubeflow.org/v1", "pytorchjobs")
         );
     }
@@ -683,7 +692,10 @@ mod tests {
 
         let multi = json!({"spec": {"managedBy": "kueue.x-k8s.io/multikueue"}});
         let r = suspension_owner(WorkloadKind::JobSet, &multi).unwrap();
-        assert!(r.contains("spec.managedBy is \"kueue.x-k8s.io/multikueue\""), "{r}");
+        assert!(
+            r.contains("spec.managedBy is \"kueue.x-k8s.io/multikueue\""),
+            "{r}"
+        );
 
         let pt = json!({"spec": {"runPolicy": {"managedBy": "kueue.x-k8s.io/multikueue"}}});
         assert!(suspension_owner(WorkloadKind::PyTorchJob, &pt).is_some());
@@ -713,7 +725,10 @@ mod tests {
         ));
         assert!(!is_suspended(WorkloadKind::Job, &json!({"spec": {}})));
         let mut a = json!({"metadata": {"annotations": {"x": "1"}}, "spec": {"a": 1}});
-        merge(&mut a, json!({"metadata": {"annotations": {"y": "2"}}, "spec": {"a": 2}}));
+        merge(
+            &mut a,
+            json!({"metadata": {"annotations": {"y": "2"}}, "spec": {"a": 2}}),
+        );
         assert_eq!(
             a,
             json!({"metadata": {"annotations": {"x": "1", "y": "2"}}, "spec": {"a": 2}})
@@ -757,22 +772,37 @@ mod tests {
         assert_eq!(
             checkpoints(WorkloadKind::Job, &o).unwrap(),
             vec![
-                Checkpoint { step: 1000, t: 1764001000.0 },
-                Checkpoint { step: 2000, t: 1764002000.5 }
+                Checkpoint {
+                    step: 1000,
+                    t: 1764001000.0
+                },
+                Checkpoint {
+                    step: 2000,
+                    t: 1764002000.5
+                }
             ]
         );
         let none = json!({"metadata": {"namespace": "ml", "name": "llm"}});
         assert_eq!(
-            checkpoints(WorkloadKind::JobSet, &none).unwrap_err().to_string(),
+            checkpoints(WorkloadKind::JobSet, &none)
+                .unwrap_err()
+                .to_string(),
             "JobSet/ml/llm: annotation `babysitter.dev/checkpoints` is missing"
         );
         let bad = json!({"metadata": {"namespace": "ml", "name": "llm", "annotations": {
             CHECKPOINTS_ANNOTATION: r#"[{"step": -1, "t": 0}]"#}}});
-        let e = checkpoints(WorkloadKind::Job, &bad).unwrap_err().to_string();
-        assert!(e.starts_with("Job/ml/llm: annotation `babysitter.dev/checkpoints` is malformed"), "{e}");
+        let e = checkpoints(WorkloadKind::Job, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Job/ml/llm: annotation `babysitter.dev/checkpoints` is malformed"),
+            "{e}"
+        );
         let neg_t = json!({"metadata": {"annotations": {
             CHECKPOINTS_ANNOTATION: r#"[{"step": 1, "t": -5}]"#}}});
-        let e = checkpoints(WorkloadKind::Job, &neg_t).unwrap_err().to_string();
+        let e = checkpoints(WorkloadKind::Job, &neg_t)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("entry 0: `t` must be Unix seconds"), "{e}");
     }
 
@@ -785,27 +815,58 @@ mod tests {
         let b = config_bindings(WorkloadKind::PyTorchJob, &o).unwrap();
         assert_eq!(
             b["lr"],
-            ConfigBinding::ConfigMap { config_map: "cfg".into(), key: "learning_rate".into() }
+            ConfigBinding::ConfigMap {
+                config_map: "cfg".into(),
+                key: "learning_rate".into()
+            }
         );
         assert_eq!(
             b["warmup"],
-            ConfigBinding::Env { env: "WARMUP".into(), container: Some("trainer".into()) }
+            ConfigBinding::Env {
+                env: "WARMUP".into(),
+                container: Some("trainer".into())
+            }
         );
-        assert_eq!(b["batch"], ConfigBinding::Arg { arg: "--batch-size".into(), container: None });
+        assert_eq!(
+            b["batch"],
+            ConfigBinding::Arg {
+                arg: "--batch-size".into(),
+                container: None
+            }
+        );
         let bad = json!({"metadata": {"annotations": {CONFIG_ANNOTATION: r#"{"lr": {"path": "/spec"}}"#}}});
-        let e = config_bindings(WorkloadKind::Job, &bad).unwrap_err().to_string();
+        let e = config_bindings(WorkloadKind::Job, &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`babysitter.dev/config` is malformed"), "{e}");
     }
 
     #[test]
     fn changes_apply_to_text_values() {
-        let scale = |x: f64| ConfigChange { key: "lr".into(), op: ChangeOp::Scale(x) };
-        assert_eq!(apply_change(Some("0.0003"), &scale(0.5)).unwrap(), "0.00015");
+        let scale = |x: f64| ConfigChange {
+            key: "lr".into(),
+            op: ChangeOp::Scale(x),
+        };
+        assert_eq!(
+            apply_change(Some("0.0003"), &scale(0.5)).unwrap(),
+            "0.00015"
+        );
         assert_eq!(apply_change(Some("64"), &scale(2.0)).unwrap(), "128");
-        assert!(apply_change(Some("fast"), &scale(0.5)).unwrap_err().contains("not a number"));
-        assert!(apply_change(None, &scale(0.5)).unwrap_err().contains("no current value"));
+        assert!(
+            apply_change(Some("fast"), &scale(0.5))
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            apply_change(None, &scale(0.5))
+                .unwrap_err()
+                .contains("no current value")
+        );
         assert!(apply_change(Some("1"), &scale(-1.0)).is_err());
-        let set = |v: Value| ConfigChange { key: "opt".into(), op: ChangeOp::Set(v) };
+        let set = |v: Value| ConfigChange {
+            key: "opt".into(),
+            op: ChangeOp::Set(v),
+        };
         assert_eq!(apply_change(None, &set(json!("adamw"))).unwrap(), "adamw");
         assert_eq!(apply_change(None, &set(json!(3))).unwrap(), "3");
         assert_eq!(apply_change(None, &set(json!(true))).unwrap(), "true");
@@ -821,9 +882,15 @@ mod tests {
         assert!(set_arg(&mut args, "--lr", "0.05"));
         assert!(set_arg(&mut args, "--batch", "16"));
         assert!(!set_arg(&mut args, "--epochs", "1"));
-        assert_eq!(args, vec![json!("--lr=0.05"), json!("--batch"), json!("16")]);
+        assert_eq!(
+            args,
+            vec![json!("--lr=0.05"), json!("--batch"), json!("16")]
+        );
 
-        let mut env = vec![json!({"name": "LR", "value": "0.1"}), json!({"name": "X", "valueFrom": {}})];
+        let mut env = vec![
+            json!({"name": "LR", "value": "0.1"}),
+            json!({"name": "X", "valueFrom": {}}),
+        ];
         assert_eq!(env_value(&env, "LR"), Some(Some("0.1".into())));
         assert_eq!(env_value(&env, "X"), Some(None));
         assert_eq!(env_value(&env, "Y"), None);
