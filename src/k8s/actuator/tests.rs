@@ -90,6 +90,7 @@ async fn scenario(
                 .await
                 .unwrap_or_else(|| panic!("{what} was never made"));
             assert_eq!(req.method().as_str(), c.method, "{what}: method");
+            assert_rbac_allows(c.method, req.uri().path());
             assert_eq!(req.uri().path(), c.path, "{what}: path");
             // Parameters in order; kube leaves an empty leading pair (`?&a=b`) the server ignores.
             let params = |q: &str| -> Vec<String> {
@@ -151,6 +152,66 @@ async fn scenario(
         .await
         .expect("every expected request was made as expected");
     out
+}
+
+/// One rule of deploy/rbac/actuator-rules.yaml.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyRule {
+    api_groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+}
+
+/// Every request the actuator makes must be allowed by the RBAC rules the chart ships.
+fn assert_rbac_allows(method: &str, path: &str) {
+    let rules: Vec<PolicyRule> =
+        serde_saphyr::from_str(include_str!("../../../deploy/rbac/actuator-rules.yaml"))
+            .expect("deploy/rbac/actuator-rules.yaml parses");
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/namespaces/NS/RES[/NAME[/SUB]] or /apis/GROUP/VERSION/namespaces/NS/RES[/NAME[/SUB]]
+    let (group, rest) = match segs.as_slice() {
+        ["api", "v1", "namespaces", _, rest @ ..] => ("", rest),
+        ["apis", group, _, "namespaces", _, rest @ ..] => (*group, rest),
+        _ => panic!("unexpected API path {path}"),
+    };
+    let (resource, named) = match rest {
+        [res] => (res.to_string(), false),
+        [res, _] => (res.to_string(), true),
+        [res, _, sub] => (format!("{res}/{sub}"), true),
+        _ => panic!("unexpected API path {path}"),
+    };
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => panic!("unexpected request {method} {path}"),
+    };
+    let allowed = rules.iter().any(|r| {
+        r.api_groups.iter().any(|g| g == group)
+            && r.resources.contains(&resource)
+            && r.verbs.iter().any(|v| v == verb)
+    });
+    assert!(
+        allowed,
+        "{method} {path} needs `{verb}` on {group:?} {resource}, which deploy/rbac/actuator-rules.yaml does not grant"
+    );
+}
+
+#[test]
+fn rbac_rules_have_no_wildcards() {
+    let rules: Vec<PolicyRule> =
+        serde_saphyr::from_str(include_str!("../../../deploy/rbac/actuator-rules.yaml"))
+            .expect("deploy/rbac/actuator-rules.yaml parses");
+    assert_eq!(rules.len(), 9);
+    for r in &rules {
+        for v in r.api_groups.iter().chain(&r.resources).chain(&r.verbs) {
+            assert!(!v.contains('*'), "wildcard in {v}");
+        }
+    }
 }
 
 fn target(kind: WorkloadKind) -> Target {
