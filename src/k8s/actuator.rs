@@ -469,6 +469,25 @@ impl KubeActuator {
             let cm = cms.get(cm_name).await.map_err(|e| {
                 kube_err(&format!("reading ConfigMap {}/{cm_name}", w.namespace), e)
             })?;
+            // A retry after a crash between this ConfigMap's patch and the workload's: the
+            // ConfigMap already carries the key, so its change is not applied twice (a scale
+            // applied twice would halve the learning rate twice).
+            let done = cm
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LAST_KEY_ANNOTATION))
+                .is_some_and(|k| k == key);
+            if done {
+                for (c, data_key) in items {
+                    diff.push(json!({
+                        "key": c.key, "at": format!("ConfigMap {cm_name} key {data_key}"),
+                        "already_applied": true,
+                        "new": cm.data.as_ref().and_then(|d| d.get(data_key)),
+                    }));
+                }
+                continue;
+            }
             let data = cm.data.clone().unwrap_or_default();
             let mut new_data = serde_json::Map::new();
             for (c, data_key) in items {
@@ -498,6 +517,11 @@ impl KubeActuator {
             Some(self.workload_config_patch(w, obj, &on_workload, key, &mut diff)?)
         };
         let dry = PatchParams::default().dry_run();
+        let dry_run = if cm_patches.is_empty() && wl_patch.is_none() {
+            "nothing left to patch"
+        } else {
+            "server-side dry run passed"
+        };
         for (cm_name, patch) in &cm_patches {
             cms.patch(cm_name, &dry, &Patch::Merge(patch))
                 .await
@@ -518,12 +542,20 @@ impl KubeActuator {
         // One entry per distinct change (a key set in several containers reads once).
         let mut summary: Vec<String> = vec![];
         for d in &diff {
-            let line = format!(
-                "{} {} → {}",
-                d["key"].as_str().unwrap_or("?"),
-                d["old"].as_str().unwrap_or("(unset)"),
-                d["new"].as_str().unwrap_or("?")
-            );
+            let line = if d["already_applied"] == json!(true) {
+                format!(
+                    "{} = {} (already applied)",
+                    d["key"].as_str().unwrap_or("?"),
+                    d["new"].as_str().unwrap_or("(unset)")
+                )
+            } else {
+                format!(
+                    "{} {} → {}",
+                    d["key"].as_str().unwrap_or("?"),
+                    d["old"].as_str().unwrap_or("(unset)"),
+                    d["new"].as_str().unwrap_or("?")
+                )
+            };
             if !summary.contains(&line) {
                 summary.push(line);
             }
@@ -531,10 +563,10 @@ impl KubeActuator {
         let summary = summary.join(", ");
         Ok(ActionOutcome {
             detail: format!(
-                "patched config of {}: {summary} (server-side dry run passed; takes effect when the job re-reads it or restarts)",
+                "patched config of {}: {summary} ({dry_run}; takes effect when the job re-reads it or restarts)",
                 w.label()
             ),
-            facts: json!({ "changes": diff, "dry_run": "passed" }),
+            facts: json!({ "changes": diff, "dry_run": dry_run }),
         })
     }
 
@@ -553,9 +585,10 @@ impl KubeActuator {
         let mut touched: BTreeMap<String, Value> = BTreeMap::new();
         for (c, b) in changes {
             let mut found = false;
-            // (pointer of the container-like object, its container name)
-            let holders: Vec<(String, Option<String>)> = match w.kind {
-                WorkloadKind::TrainJob => vec![(workload::trainer_pointer().to_string(), None)],
+            // Pointers of the objects holding `env` and `args`: containers, or a TrainJob's
+            // trainer.
+            let holders: Vec<String> = match w.kind {
+                WorkloadKind::TrainJob => vec![workload::trainer_pointer().to_string()],
                 _ => workload::pod_template_pointers(w.kind, obj)
                     .into_iter()
                     .flat_map(|t| {
@@ -563,11 +596,11 @@ impl KubeActuator {
                             .pointer(&format!("{t}/spec/containers"))
                             .and_then(Value::as_array)
                             .map_or(0, Vec::len);
-                        (0..n).map(move |i| (format!("{t}/spec/containers/{i}"), None))
+                        (0..n).map(move |i| format!("{t}/spec/containers/{i}"))
                     })
                     .collect(),
             };
-            for (ptr, _) in holders {
+            for ptr in holders {
                 let Some(holder) = modified.pointer_mut(&ptr) else {
                     continue;
                 };

@@ -834,6 +834,10 @@ mod tests {
                 container: None
             }
         );
+        // Two places at once is not a binding.
+        let two = json!({"metadata": {"annotations": {CONFIG_ANNOTATION:
+            r#"{"lr": {"env": "LR", "configMap": "cfg"}}"#}}});
+        assert!(config_bindings(WorkloadKind::PyTorchJob, &two).is_err());
         let bad = json!({"metadata": {"annotations": {CONFIG_ANNOTATION: r#"{"lr": {"path": "/spec"}}"#}}});
         let e = config_bindings(WorkloadKind::Job, &bad)
             .unwrap_err()

@@ -772,8 +772,36 @@ async fn patch_config_of_a_configmap_dry_runs_then_patches_for_jobs_and_jobsets(
             out.facts["changes"],
             json!([{"key": "lr", "at": "ConfigMap llm-config key lr", "old": "0.0003", "new": "0.00015"}])
         );
-        assert_eq!(out.facts["dry_run"], json!("passed"));
+        assert_eq!(out.facts["dry_run"], json!("server-side dry run passed"));
     }
+}
+
+#[tokio::test]
+async fn a_configmap_already_patched_under_the_key_is_not_patched_twice() {
+    // babysitter crashed after patching the ConfigMap, before recording the key on the Job.
+    let kind = WorkloadKind::Job;
+    let cm_path = format!("/api/v1/namespaces/{NS}/configmaps/llm-config");
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "llm-config", "namespace": NS, "resourceVersion": "13",
+            "annotations": {"babysitter.dev/last-action-key": KEY}},
+        "data": {"lr": "0.00015"}});
+    let out = with_event(
+        kind,
+        &lr_halved(),
+        "PatchConfig",
+        "patched config of Job/ml/llm: lr = 0.00015 (already applied) (nothing left to patch; takes effect when the job re-reads it or restarts)",
+        vec![
+            Call::get(path(kind)).reply(200, &fixture(kind)),
+            Call::get(&cm_path).reply(200, &cm),
+            Call::merge_patch(
+                path(kind),
+                json!({"metadata": {"annotations": {"babysitter.dev/last-action-key": KEY}}}),
+            )
+            .reply(200, &fixture(kind)),
+        ],
+    )
+    .await;
+    assert_eq!(out.facts["changes"][0]["already_applied"], json!(true));
 }
 
 #[tokio::test]
