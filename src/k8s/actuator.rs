@@ -303,6 +303,9 @@ impl KubeActuator {
             }),
             ..DeleteParams::background()
         };
+        // Between the delete and the create the object exists only here: log the manifest so
+        // that a crash in that window leaves it where a human can find it.
+        tracing::info!(workload = %w.label(), manifest = %fresh, "recreating the workload to restart it from a checkpoint");
         w.api
             .delete(&w.name, &dp)
             .await
