@@ -53,6 +53,17 @@ pub struct Config {
     /// The route (or pager) for pages whose route is neither a route nor a pager.
     pub default_route: Option<String>,
     pub watches: Vec<WatchConfig>,
+    /// The file this config was read from and its SHA-256 (set by [`Config::load`]).
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a config came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigSource {
+    pub path: String,
+    /// Hex SHA-256 of the file's bytes.
+    pub sha256: String,
 }
 
 impl Default for Config {
@@ -74,6 +85,7 @@ impl Default for Config {
             routes: BTreeMap::new(),
             default_route: None,
             watches: Vec::new(),
+            source: None,
         }
     }
 }
@@ -102,6 +114,10 @@ pub struct ApiConfig {
     /// Read endpoints (GET) without a token. Mutations always need a token with a role.
     pub read_open: bool,
     pub tokens: Vec<ApiToken>,
+    /// More tokens from a file, e.g. a mounted Kubernetes Secret: one `name:role:sha256` per
+    /// line (`#` comments and blank lines skipped), or a YAML/JSON list of
+    /// `{name, role, sha256}` when the file ends in `.yaml`, `.yml` or `.json`. Read at start.
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -109,8 +125,55 @@ impl Default for ApiConfig {
         ApiConfig {
             read_open: true,
             tokens: Vec::new(),
+            tokens_file: None,
         }
     }
+}
+
+/// Parses a tokens file's text (see [`ApiConfig::tokens_file`]); errors name the line.
+pub fn parse_tokens_file(path: &Path, text: &str) -> Result<Vec<ApiToken>, ConfigError> {
+    let file_err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let structured = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml") | Some("json")
+    );
+    if structured {
+        return serde_saphyr::from_str::<Vec<ApiToken>>(text).map_err(|e| file_err(e.to_string()));
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(':').map(str::trim).collect();
+        let [name, role, sha256] = parts[..] else {
+            return Err(file_err(format!(
+                "line {}: expected `name:role:sha256`",
+                i + 1
+            )));
+        };
+        let role = match role {
+            "viewer" => ApiRole::Viewer,
+            "operator" => ApiRole::Operator,
+            "admin" => ApiRole::Admin,
+            other => {
+                return Err(file_err(format!(
+                    "line {}: role `{other}`: expected viewer, operator or admin",
+                    i + 1
+                )));
+            }
+        };
+        out.push(ApiToken {
+            name: name.to_string(),
+            role,
+            sha256: sha256.to_ascii_lowercase(),
+        });
+    }
+    Ok(out)
 }
 
 /// What a caller may do, each role including the ones before it.
@@ -163,11 +226,40 @@ pub fn token_hash(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// `sqlite://PATH` or `postgres://…`. Unset: `sqlite://<data_dir>/audit.db`.
     pub url: Option<String>,
+    /// File holding the HMAC key of signed heads (a mounted Kubernetes Secret; at least 16
+    /// bytes, surrounding whitespace ignored). With it (or `signing_key`), babysitter signs
+    /// the chain's head every `head_every`.
+    pub signing_key_file: Option<PathBuf>,
+    /// The key inline or as `{ env = "VAR" }`; `signing_key_file` is preferred.
+    pub signing_key: Option<Secret>,
+    /// How often a signed head is written (on the first append after it elapsed).
+    #[serde(with = "duration")]
+    pub head_every: Duration,
+    /// Append-only file that receives every signed head as a JSON line (keep it off the
+    /// database's disk, or ship it); `babysitter audit verify --heads FILE` checks against it.
+    pub heads_file: Option<PathBuf>,
+    /// Delete entries older than this (checked hourly), leaving a checkpoint entry so the
+    /// chain stays verifiable. Unset: keep everything.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            url: None,
+            signing_key_file: None,
+            signing_key: None,
+            head_every: Duration::from_secs(300),
+            heads_file: None,
+            retention: None,
+        }
+    }
 }
 
 /// One pager: where pages go and how they are delivered. Secrets (`routing_key`, `webhook_url`,
@@ -554,8 +646,34 @@ impl Config {
                 None => ConfigError::Invalid(message),
             }
         })?;
+        let mut cfg = cfg;
+        if let Some(path) = path {
+            // Content hashes for the audit log's `config_loaded` entry.
+            let text = std::fs::read(path).unwrap_or_default();
+            cfg.source = Some(ConfigSource {
+                path: path.display().to_string(),
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)),
+            });
+        }
+        if let Some(tf) = cfg.api.tokens_file.clone() {
+            let text = std::fs::read_to_string(&tf).map_err(|e| ConfigError::File {
+                path: tf.display().to_string(),
+                message: e.to_string(),
+            })?;
+            cfg.api.tokens.extend(parse_tokens_file(&tf, &text)?);
+        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// SHA-256 of the effective configuration (defaults, file and environment merged), as
+    /// canonical JSON with every secret redacted: two replicas with the same hash run the same
+    /// settings.
+    pub fn effective_sha256(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            crate::audit::canonical_json(&v).as_bytes(),
+        ))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -35,8 +35,11 @@ pub enum HeadError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("audit signing key {origin}: empty (at least 16 bytes expected)")]
+    #[error("audit signing key {origin}: too short (at least 16 bytes expected)")]
     KeyTooShort { origin: String },
+    /// The key could not be read from where the config says (e.g. an unset variable).
+    #[error("{0}")]
+    KeyUnavailable(String),
     #[error("heads file {}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -296,6 +296,30 @@ pub struct AuditOptions {
     pub retention: Option<Duration>,
 }
 
+impl AuditOptions {
+    /// Options from `[audit]`: the signing key from `signing_key_file`, else `signing_key`.
+    pub fn from_config(cfg: &crate::config::AuditConfig) -> Result<AuditOptions, heads::HeadError> {
+        let key = match (&cfg.signing_key_file, &cfg.signing_key) {
+            (Some(path), _) => Some(HeadKey::from_file(path)?),
+            (None, Some(secret)) => {
+                let value = secret
+                    .expose("audit.signing_key")
+                    .map_err(|e| heads::HeadError::KeyUnavailable(e.to_string()))?;
+                Some(HeadKey::from_bytes(value.as_bytes(), "audit.signing_key")?)
+            }
+            (None, None) => None,
+        };
+        Ok(AuditOptions {
+            signing: key.map(|key| HeadSigning {
+                key,
+                every: cfg.head_every,
+                heads_file: cfg.heads_file.clone(),
+            }),
+            retention: cfg.retention,
+        })
+    }
+}
+
 /// How often retention runs at most (on the first append after it is due).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
