@@ -160,12 +160,7 @@ async fn call(
         .expect("request");
     let res = router.oneshot(req).await.expect("response");
     let status = res.status();
-    let bytes = res
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
@@ -221,11 +216,22 @@ async fn every_role_on_every_mutating_endpoint() {
             }
         }
     }
-    assert_eq!(s.pending_ids(), ids, "no denied call approved or rejected anything");
+    assert_eq!(
+        s.pending_ids(),
+        ids,
+        "no denied call approved or rejected anything"
+    );
 
     // Enough: the operator approves and rejects; operator and admins execute dry runs; only
     // admins sign heads.
-    let (st, res) = call(&s.engine, Some(OPERATOR), "POST", &endpoints[0].0, Some("{}".into())).await;
+    let (st, res) = call(
+        &s.engine,
+        Some(OPERATOR),
+        "POST",
+        &endpoints[0].0,
+        Some("{}".into()),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{res}");
     let (st, res) = call(
         &s.engine,
@@ -299,21 +305,45 @@ async fn bodies_are_limited_and_validated_naming_the_field() {
         let (st, res) = call(&s.engine, Some(OPERATOR), "POST", exec, Some(body.into())).await;
         assert!(st.is_client_error(), "{body}: {st} {res}");
         let msg = res["error"].as_str().unwrap_or_default();
-        assert!(msg.contains(field), "{body}: error does not name `{field}`: {msg}");
+        assert!(
+            msg.contains(field),
+            "{body}: error does not name `{field}`: {msg}"
+        );
     }
     let long = format!(r#"{{"run": "run-h", "reason": "{}"}}"#, "x".repeat(3000));
     let (st, res) = call(&s.engine, Some(OPERATOR), "POST", exec, Some(long)).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(res["error"].as_str().unwrap_or_default().contains("reason"));
-    let (st, _) = call(&s.engine, Some(OPERATOR), "POST", exec, Some("{not json".into())).await;
+    let (st, _) = call(
+        &s.engine,
+        Some(OPERATOR),
+        "POST",
+        exec,
+        Some("{not json".into()),
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let huge = format!(r#"{{"run": "{}"}}"#, "r".repeat(200 * 1024));
     let (st, _) = call(&s.engine, Some(OPERATOR), "POST", exec, Some(huge)).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
-    let (st, res) = call(&s.engine, Some(VIEWER), "GET", "/api/v1/audit?limit=0", None).await;
+    let (st, res) = call(
+        &s.engine,
+        Some(VIEWER),
+        "GET",
+        "/api/v1/audit?limit=0",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(res["error"].as_str().unwrap_or_default().contains("limit"));
-    let (st, res) = call(&s.engine, Some(VIEWER), "GET", "/api/v1/audit?cursor=abc", None).await;
+    let (st, res) = call(
+        &s.engine,
+        Some(VIEWER),
+        "GET",
+        "/api/v1/audit?cursor=abc",
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(res["error"].as_str().unwrap_or_default().contains("cursor"));
 }
@@ -341,7 +371,10 @@ async fn audit_pages_follow_next_links_to_the_end() {
         pages += 1;
         match res["next"].as_str() {
             Some(next) => {
-                assert_eq!(res["cursor"].as_str(), seqs.last().map(|s| s.to_string()).as_deref());
+                assert_eq!(
+                    res["cursor"].as_str(),
+                    seqs.last().map(|s| s.to_string()).as_deref()
+                );
                 uri = next.to_string();
             }
             None => break,
@@ -361,7 +394,10 @@ async fn audit_pages_follow_next_links_to_the_end() {
     )
     .await;
     let next = res["next"].as_str().unwrap_or_default();
-    assert!(next.contains("run=run-c") && next.contains("kind=decision"), "{next}");
+    assert!(
+        next.contains("run=run-c") && next.contains("kind=decision"),
+        "{next}"
+    );
 }
 
 #[tokio::test]
@@ -382,7 +418,12 @@ async fn config_loads_are_hashed_and_secrets_never_reach_the_log() {
         .expect("entries");
     for e in &entries {
         let text = canonical_json(&serde_json::to_value(e).expect("entry json"));
-        assert!(!text.contains(KEY), "entry {} ({}) leaks the routing key", e.seq, e.kind);
+        assert!(
+            !text.contains(KEY),
+            "entry {} ({}) leaks the routing key",
+            e.seq,
+            e.kind
+        );
         for token in [ADMIN, OPERATOR, VIEWER, FILE_ADMIN] {
             assert!(!text.contains(token), "entry {} leaks a token", e.seq);
         }
@@ -399,14 +440,17 @@ async fn config_loads_are_hashed_and_secrets_never_reach_the_log() {
         loaded.payload["file_sha256"],
         json!(hex::encode(sha2::Sha256::digest(&bytes)))
     );
-    assert_eq!(loaded.payload["effective_sha256"], json!(cfg.effective_sha256()));
+    assert_eq!(
+        loaded.payload["effective_sha256"],
+        json!(cfg.effective_sha256())
+    );
     let runbooks = entries
         .iter()
         .find(|e| e.kind == babysitter::audit::EntryKind::RunbooksLoaded)
         .expect("runbooks_loaded");
-    assert!(
-        runbooks.payload["runbooks"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty() && r.iter().all(|x| x["sha256"].as_str().is_some_and(|h| h.len() == 64)))
-    );
+    assert!(runbooks.payload["runbooks"].as_array().is_some_and(|r| {
+        !r.is_empty()
+            && r.iter()
+                .all(|x| x["sha256"].as_str().is_some_and(|h| h.len() == 64))
+    }));
 }

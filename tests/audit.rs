@@ -7,8 +7,7 @@
 //! `BABYSITTER_PG_BIN`). When they are missing the PostgreSQL tests print why and pass, unless
 //! `BABYSITTER_REQUIRE_PG` is set (scripts/test sets it), where they fail loudly.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,212 +16,11 @@ use babysitter::audit::{
     entry_hash, heads,
 };
 use serde_json::json;
-use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-// ---------------------------------------------------------------------------------------------
-// PostgreSQL started by the test
-
-/// A throwaway PostgreSQL cluster, stopped (immediate mode) on drop.
-struct Pg {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-fn pg_bin_dir() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("BABYSITTER_PG_BIN") {
-        return Some(PathBuf::from(dir));
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())
-        .collect();
-    // Highest version (directory names are major versions).
-    found.sort_by_key(|p| {
-        p.parent()
-            .and_then(|v| v.file_name())
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
-    found.pop()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Pg {
-    /// Starts a cluster, or returns `None` (with the reason printed) when PostgreSQL is not
-    /// installed and `BABYSITTER_REQUIRE_PG` is unset.
-    fn start() -> Option<Pg> {
-        let required = std::env::var_os("BABYSITTER_REQUIRE_PG").is_some();
-        let Some(bin) = pg_bin_dir() else {
-            let why = "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin \
-                       (apt-get install postgresql, or set BABYSITTER_PG_BIN)";
-            assert!(!required, "BABYSITTER_REQUIRE_PG is set: {why}");
-            eprintln!("SKIPPED PostgreSQL test: {why}");
-            return None;
-        };
-        match Pg::try_start(bin) {
-            Ok(pg) => Some(pg),
-            Err(why) => {
-                // Installed but failing to start is a broken machine: always loud.
-                panic!("PostgreSQL did not start: {why}");
-            }
-        }
-    }
-
-    fn try_start(bin: PathBuf) -> Result<Pg, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let data = dir.path().join("data");
-        // initdb refuses to run as root: run the server as `postgres` then.
-        let as_postgres = is_root();
-        if as_postgres {
-            let uid = id_of("-u")?;
-            let gid = id_of("-g")?;
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| format!("chown {}: {e}", dir.path().display()))?;
-        }
-        let port = free_port();
-        let pg = Pg {
-            _dir: dir,
-            data,
-            bin,
-            port,
-            as_postgres,
-        };
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &pg.data.display().to_string(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        )?;
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
-            pg.port,
-            pg.data.display()
-        );
-        let log = pg.data.join("server.log").display().to_string();
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &pg.data.display().to_string(),
-                "-o",
-                &opts,
-                "-l",
-                &log,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        )
-        .map_err(|e| {
-            let server_log = std::fs::read_to_string(&log).unwrap_or_default();
-            format!("{e}\nserver log:\n{server_log}")
-        })?;
-        Ok(pg)
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
-        let exe = self.bin.join(tool);
-        let out = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        }
-        .map_err(|e| format!("running {}: {e}", exe.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} {:?} failed ({}): {}{}",
-                exe.display(),
-                args,
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-
-    /// A fresh, empty database in the cluster.
-    async fn database(&self, name: &str) -> String {
-        let admin = connect(&self.url("postgres")).await;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("create database");
-        admin.close().await;
-        self.url(name)
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data.display().to_string(),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-        );
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn id_of(flag: &str) -> Result<u32, String> {
-    let out = Command::new("id")
-        .args([flag, "postgres"])
-        .output()
-        .map_err(|e| format!("id {flag} postgres: {e}"))?;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| "running as root, and there is no `postgres` user to run the server".into())
-}
-
-async fn connect(url: &str) -> AnyPool {
-    sqlx::any::install_default_drivers();
-    AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
-}
+#[path = "pg/mod.rs"]
+mod pg;
+use pg::{Pg, connect};
 
 // ---------------------------------------------------------------------------------------------
 // The same checks on either backend
@@ -256,7 +54,11 @@ async fn concurrent_writers_keep_one_chain(url: &str) {
     let b = Arc::new(AuditLog::open(url).await.expect("open b"));
     let mut tasks = Vec::new();
     for t in 0..8 {
-        let log = if t < 6 { Arc::clone(&a) } else { Arc::clone(&b) };
+        let log = if t < 6 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
         tasks.push(tokio::spawn(async move {
             for i in 0..30 {
                 log.append(entry(EntryKind::Decision, &format!("w{t}"), i))
@@ -286,7 +88,11 @@ async fn concurrent_writers_keep_one_chain(url: &str) {
             .filter(|e| e.run.as_deref() == Some(&format!("w{t}")))
             .filter_map(|e| e.payload["n"].as_i64())
             .collect();
-        assert_eq!(ns, (0..30).collect::<Vec<_>>(), "writer w{t} kept its order");
+        assert_eq!(
+            ns,
+            (0..30).collect::<Vec<_>>(),
+            "writer w{t} kept its order"
+        );
     }
     assert!(all.windows(2).all(|w| w[1].prev_hash == w[0].hash));
     assert_eq!(a.head().await.expect("head"), b.head().await.expect("head"));
@@ -362,7 +168,10 @@ async fn every_tampering_is_named(url: &str) {
             .execute(&raw)
             .await
             .expect("restore row");
-        assert!(log.verify().await.expect("undone").ok(), "delete {k} undone");
+        assert!(
+            log.verify().await.expect("undone").ok(),
+            "delete {k} undone"
+        );
     }
 
     for k in 1..N {
@@ -480,7 +289,10 @@ async fn signed_heads_retention_and_export(url: &str, dir: &Path) {
     assert_eq!(head.seq, 7, "entry 1, its signed head (2), then 3..=7");
     let file = heads::read_heads_file(&heads_file).expect("heads file");
     assert_eq!(file.len(), 2);
-    assert_eq!((file[0].seq, file[0].hash.as_str()), (1, first.hash.as_str()));
+    assert_eq!(
+        (file[0].seq, file[0].hash.as_str()),
+        (1, first.hash.as_str())
+    );
     assert_eq!(file[1], head);
     let in_log = log
         .query(&Filter {
@@ -501,7 +313,10 @@ async fn signed_heads_retention_and_export(url: &str, dir: &Path) {
     let raw = connect(url).await;
     rewrite_from(&raw, 3).await;
     let report = log.verify().await.expect("verify rewritten");
-    assert!(report.ok(), "a consistent rewrite passes the chain check: {report}");
+    assert!(
+        report.ok(),
+        "a consistent rewrite passes the chain check: {report}"
+    );
     let caught = log
         .check_heads(&file, Some(&test_key()))
         .await

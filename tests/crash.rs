@@ -122,8 +122,7 @@ async fn sigkill_between_intent_and_outcome_neither_repeats_nor_loses_the_action
     assert_eq!(recoveries[0].payload["found"], "not done");
     assert_eq!(outcomes[0].payload["recovered"], true);
     assert_eq!(
-        outcomes[0].payload["action"],
-        intents[0].payload["action"],
+        outcomes[0].payload["action"], intents[0].payload["action"],
         "the outcome is for the very action of the intent"
     );
     // Every other intent has exactly one outcome; new incidents do not reuse the crashed id.
@@ -265,5 +264,8 @@ async fn an_action_that_never_ran_runs_once_under_its_key() {
     let rec = h.engine.settle_unfinished_intents().await;
     assert_eq!(rec.abandoned, vec!["inc-8/a0/s0".to_string()]);
     let last = h.entries("inc-8").await;
-    assert_eq!(last.last().map(|e| e.payload["ok"].clone()), Some(json!(false)));
+    assert_eq!(
+        last.last().map(|e| e.payload["ok"].clone()),
+        Some(json!(false))
+    );
 }

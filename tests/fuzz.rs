@@ -204,7 +204,10 @@ async fn api_bodies_never_panic_nor_give_5xx() {
             .method("POST")
             .uri(uri)
             .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", common::OPERATOR_TOKEN))
+            .header(
+                "authorization",
+                format!("Bearer {}", common::OPERATOR_TOKEN),
+            )
             .body(Body::from(body.clone()))
             .expect("request");
         let res = router.clone().oneshot(req).await.expect("infallible");

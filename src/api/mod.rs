@@ -407,8 +407,7 @@ fn parse_settle(
     caller: &Caller,
     body: Result<Json<Settle>, JsonRejection>,
 ) -> Result<(String, Option<String>), ApiError> {
-    let Json(s) =
-        body.map_err(body_error)?;
+    let Json(s) = body.map_err(body_error)?;
     let by = s.by.as_deref().map(str::trim).unwrap_or(&caller.name);
     if by.is_empty() || by.len() > 200 {
         return Err(ApiError::BadRequest(
@@ -535,7 +534,11 @@ async fn sign_head(
     match head {
         Some(h) => {
             tracing::info!(caller = %caller.name, seq = h.seq, "signed head on request");
-            Ok((StatusCode::CREATED, Json(json!({ "head": h, "by": caller.name }))).into_response())
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "head": h, "by": caller.name })),
+            )
+                .into_response())
         }
         None => Err(ApiError::Conflict(
             "no signing key configured (audit.signing_key_file), or the log is empty".into(),
@@ -687,8 +690,7 @@ async fn execute_runbook(
     Path(id): Path<String>,
     body: Result<Json<Execute>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) =
-        body.map_err(body_error)?;
+    let Json(b) = body.map_err(body_error)?;
     let by = b.by.as_deref().map(str::trim).unwrap_or(&caller.name);
     if by.is_empty() || by.len() > 200 {
         return Err(ApiError::BadRequest(

@@ -259,8 +259,9 @@ pub fn check_heads(
         {
             report.first_mismatch = Some(HeadMismatch {
                 seq: h.seq,
-                reason: "the head's MAC does not verify with this key (forged head, or another key)"
-                    .into(),
+                reason:
+                    "the head's MAC does not verify with this key (forged head, or another key)"
+                        .into(),
             });
             return report;
         }
@@ -305,8 +306,8 @@ mod tests {
     #[test]
     fn mac_is_hmac_sha256_of_the_documented_message() {
         // printf 'babysitter-audit-head:v1:7:abc' | openssl dgst -sha256 -hmac 0123456789abcdef-test-key
-        let mut independent = Hmac::<Sha256>::new_from_slice(b"0123456789abcdef-test-key")
-            .expect("hmac key");
+        let mut independent =
+            Hmac::<Sha256>::new_from_slice(b"0123456789abcdef-test-key").expect("hmac key");
         independent.update(b"babysitter-audit-head:v1:7:abc");
         let expected = hex::encode(independent.finalize().into_bytes());
         assert_eq!(key().sign(7, "abc"), expected);

@@ -576,12 +576,14 @@ impl AuditLog {
     /// Periodic work after an append, under the write lock: sign the head, apply retention.
     /// Failures are logged (the entry itself is already durable) and retried next time.
     async fn upkeep(&self, upkeep: &mut Upkeep) {
-        let due = |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
+        let due =
+            |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
         if let Some(retention) = self.options.retention
             && due(upkeep.last_pruned, RETENTION_EVERY)
         {
             upkeep.last_pruned = Some(Instant::now());
-            let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+            let cutoff =
+                Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
             if let Err(err) = self.prune_locked(cutoff).await {
                 tracing::error!(url = %self.url, error = %err, "audit retention failed; entries are kept");
             }

@@ -197,7 +197,9 @@ impl AuditLog {
             .map_err(err("reading checkpoints"))?;
         for row in rows {
             let at: i64 = row.try_get("seq").map_err(err("reading a checkpoint"))?;
-            let text: String = row.try_get("payload").map_err(err("reading a checkpoint"))?;
+            let text: String = row
+                .try_get("payload")
+                .map_err(err("reading a checkpoint"))?;
             let Ok(p) = serde_json::from_str::<serde_json::Value>(&text) else {
                 continue;
             };
@@ -237,7 +239,10 @@ impl AuditLog {
             Some(c) => match key {
                 None => c.seq,
                 Some(k) => {
-                    if c.mac.as_deref().is_some_and(|m| k.verify(c.seq, &c.hash, m)) {
+                    if c.mac
+                        .as_deref()
+                        .is_some_and(|m| k.verify(c.seq, &c.hash, m))
+                    {
                         c.seq
                     } else {
                         0
@@ -283,7 +288,8 @@ impl AuditLog {
                     url: self.url.clone(),
                     reason: err.to_string(),
                 })?;
-                writeln!(out, "{line}").map_err(|err| AuditError::Db(format!("writing the export: {err}")))?;
+                writeln!(out, "{line}")
+                    .map_err(|err| AuditError::Db(format!("writing the export: {err}")))?;
                 written += 1;
             }
             if let Some(l) = left.as_mut() {

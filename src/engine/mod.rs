@@ -552,7 +552,10 @@ impl Engine {
         match self.h.audit.append(entry).await {
             Ok(_) => {
                 self.metrics.audit_healthy.set(1);
-                if self.audit_paged.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                if self
+                    .audit_paged
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
                     self.page_audit(PageAction::Resolve, None);
                 }
                 true
@@ -561,7 +564,10 @@ impl Engine {
                 self.metrics.audit_failures.inc();
                 self.metrics.audit_healthy.set(0);
                 tracing::error!(error = %e, ?kind, "audit log append failed: no action will run until it recovers");
-                if !self.audit_paged.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if !self
+                    .audit_paged
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
                     self.page_audit(PageAction::Trigger, Some(e.to_string()));
                 }
                 false

@@ -159,7 +159,10 @@ impl Engine {
                 Ok(None) | Err(_) => {
                     // Not done (or the workload cannot tell): run it now under the same key.
                     if !self.h.audit.is_healthy() {
-                        tracing::error!(key, "crash recovery: audit log unhealthy; the action stays unsettled");
+                        tracing::error!(
+                            key,
+                            "crash recovery: audit log unhealthy; the action stays unsettled"
+                        );
                         continue;
                     }
                     let recorded = self
@@ -228,7 +231,12 @@ impl Engine {
                     }
                 }
             }
-            tracing::warn!(key, found, ok, "crash recovery settled an action intent without an outcome");
+            tracing::warn!(
+                key,
+                found,
+                ok,
+                "crash recovery settled an action intent without an outcome"
+            );
         }
         done
     }
