@@ -976,6 +976,60 @@ mod tests {
     }
 
     #[test]
+    fn tokens_file_lines_and_yaml() {
+        let h = token_hash("t");
+        let toks = parse_tokens_file(
+            Path::new("tokens"),
+            &format!(
+                "# comment\n\n ci : operator : {}\nops:admin:{h}\n",
+                h.to_uppercase()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            toks,
+            vec![
+                ApiToken {
+                    name: "ci".into(),
+                    role: ApiRole::Operator,
+                    sha256: h.clone()
+                },
+                ApiToken {
+                    name: "ops".into(),
+                    role: ApiRole::Admin,
+                    sha256: h.clone()
+                },
+            ]
+        );
+        let err = parse_tokens_file(Path::new("/s/tokens"), "a:root:x\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/s/tokens: line 1: role `root`: expected viewer, operator or admin"
+        );
+        let err = parse_tokens_file(Path::new("t"), "ok:viewer:x\nbad line\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("line 2: expected `name:role:sha256`"),
+            "{err}"
+        );
+        let yaml = format!("- name: ci\n  role: viewer\n  sha256: {h}\n");
+        let toks = parse_tokens_file(Path::new("tokens.yaml"), &yaml).unwrap();
+        assert_eq!(toks[0].role, ApiRole::Viewer);
+        // Through Config::load, validated like inline tokens.
+        let dir = tempfile::tempdir().unwrap();
+        let tf = dir.path().join("tokens");
+        std::fs::write(&tf, "ci:operator:nothex\n").unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            format!("[api]\ntokens_file = {:?}\n", tf.display().to_string()),
+        )
+        .unwrap();
+        let err = Config::load(Some(&cfg)).unwrap_err().to_string();
+        assert!(err.contains("api.tokens[0].sha256"), "{err}");
+    }
+
+    #[test]
     fn yaml_file_with_a_watch() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
