@@ -454,3 +454,76 @@ async fn config_loads_are_hashed_and_secrets_never_reach_the_log() {
                 .all(|x| x["sha256"].as_str().is_some_and(|h| h.len() == 64))
     }));
 }
+
+#[tokio::test]
+async fn an_unwritable_audit_log_is_visible_in_readyz_metrics_and_a_page() {
+    let h = common::Harness::new(vec![("run-b", common::hang_fault(0))], |_| {}).await;
+    h.tick().await;
+    assert_eq!(
+        call(&h.engine, None, "GET", "/readyz", None).await.0,
+        StatusCode::OK
+    );
+    // The disk fills: every insert fails from now on.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&h.cfg.audit_url())
+        .await
+        .expect("connect");
+    sqlx::query("CREATE TRIGGER no_space BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(&pool)
+        .await
+        .expect("trigger");
+    h.until(3600.0, |_| false).await;
+    let (status, body) = call(&h.engine, None, "GET", "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["problems"]
+            .to_string()
+            .contains("audit log not writable"),
+        "{body}"
+    );
+    let metrics = h.engine.metrics().encode();
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("babysitter_audit_write_failures_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("babysitter_audit_write_failures_total exported");
+    assert!(failures >= 1.0, "{metrics}");
+    // One page (deduplicated by key), however many appends failed.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pages: Vec<_> = h
+        .pager
+        .sent()
+        .into_iter()
+        .filter(|p| p.dedup_key == "babysitter/audit-unavailable")
+        .collect();
+    assert_eq!(pages.len(), 1, "{pages:#?}");
+    assert_eq!(pages[0].action, babysitter::notify::PageAction::Trigger);
+    assert!(
+        pages[0].summary.contains("takes no action"),
+        "{}",
+        pages[0].summary
+    );
+    // The disk frees up: the next append (here: a dry run over the API) resolves the page.
+    sqlx::query("DROP TRIGGER no_space")
+        .execute(&pool)
+        .await
+        .expect("drop trigger");
+    let (st, res) = call(
+        &h.engine,
+        Some(common::OPERATOR_TOKEN),
+        "POST",
+        "/api/v1/runbooks/hang/execute",
+        Some(json!({"run": "run-b", "dry_run": true}).to_string()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert!(h.audit.is_healthy());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let last = h
+        .pager
+        .sent()
+        .into_iter()
+        .rfind(|p| p.dedup_key == "babysitter/audit-unavailable")
+        .expect("page");
+    assert_eq!(last.action, babysitter::notify::PageAction::Resolve);
+}

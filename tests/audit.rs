@@ -499,3 +499,91 @@ async fn postgres_signed_heads_retention_and_export() {
     signed_heads_retention_and_export(&pg.database("heads").await, dir.path()).await;
     truncation_and_retention(&pg.database("retention").await, dir.path()).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The CLI: `audit verify --heads` and `audit export` on the real binary
+
+#[tokio::test]
+async fn cli_verify_with_heads_catches_a_rewrite_and_export_writes_json_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("audit.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "cli-test-signing-key-0123\n").expect("key");
+    let heads_file = dir.path().join("heads.jsonl");
+    let log = AuditLog::open_with(
+        &url,
+        AuditOptions {
+            signing: Some(HeadSigning {
+                key: HeadKey::from_file(&key_file).expect("key"),
+                every: Duration::from_secs(3600),
+                heads_file: Some(heads_file.clone()),
+            }),
+            retention: None,
+        },
+    )
+    .await
+    .expect("open");
+    for i in 1..=6 {
+        log.append(entry(EntryKind::Decision, "run-a", i))
+            .await
+            .expect("append");
+    }
+    log.sign_head().await.expect("sign");
+    log.close().await;
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_babysitter"))
+            .args(args)
+            .env_remove("BABYSITTER_AUDIT_SIGNING_KEY")
+            .output()
+            .expect("run babysitter");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let db_arg = db.display().to_string();
+    let heads_arg = heads_file.display().to_string();
+    let key_arg = key_file.display().to_string();
+    let verify = [
+        "audit",
+        "verify",
+        "--db",
+        &db_arg,
+        "--heads",
+        &heads_arg,
+        "--key-file",
+        &key_arg,
+    ];
+    let (ok, text) = run(&verify);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("audit log OK") && text.contains("signed heads OK"),
+        "{text}"
+    );
+
+    let (ok, text) = run(&["audit", "export", "--db", &db_arg, "--kind", "decision"]);
+    assert!(ok, "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[5]["payload"]["n"], 6);
+    let (ok, text) = run(&[
+        "audit", "export", "--db", &db_arg, "--since", "1h", "--limit", "2",
+    ]);
+    assert!(ok);
+    assert_eq!(text.lines().count(), 2);
+
+    // Rewrite from entry 4 on: the chain alone passes, the heads do not.
+    let raw = connect(&url).await;
+    rewrite_from(&raw, 4).await;
+    raw.close().await;
+    let (ok, text) = run(&["audit", "verify", "--db", &db_arg]);
+    assert!(ok, "chain alone: {text}");
+    let (ok, text) = run(&verify);
+    assert!(!ok, "{text}");
+    assert!(text.contains("signed heads MISMATCH at entry"), "{text}");
+}
