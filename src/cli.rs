@@ -390,6 +390,21 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
             }
         }
     }
+    // The signing key is read like at start-up: a missing or short key is reported here.
+    if let Some(c) = &cfg
+        && (c.audit.signing_key_file.is_some() || c.audit.signing_key.is_some())
+    {
+        match crate::audit::AuditOptions::from_config(&c.audit) {
+            Ok(_) => println!(
+                "audit: OK (signed heads every {})",
+                humantime::format_duration(c.audit.head_every)
+            ),
+            Err(e) => {
+                eprintln!("audit: {e}");
+                ok = false;
+            }
+        }
+    }
     let mut cfg = cfg.unwrap_or_default();
     if let Some(dir) = runbooks {
         cfg.runbooks_dir = Some(dir);

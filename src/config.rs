@@ -705,6 +705,11 @@ impl Config {
             }
         }
         self.validate_paging()?;
+        if self.audit.head_every < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "audit.head_every: at least 1s (a signed head per append doubles the log)".into(),
+            ));
+        }
         if self.poll_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "poll_interval: must be positive".into(),
@@ -973,6 +978,26 @@ mod tests {
         .unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("root"), "{err}");
+    }
+
+    #[test]
+    fn audit_section_parses_and_checks_head_every() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[audit]\nsigning_key_file = \"/k\"\nhead_every = \"10m\"\nheads_file = \"/h.jsonl\"\nretention = \"90d\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.audit.head_every, Duration::from_secs(600));
+        assert_eq!(cfg.audit.retention, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(cfg.audit.heads_file, Some(PathBuf::from("/h.jsonl")));
+        assert_eq!(cfg.audit.signing_key_file, Some(PathBuf::from("/k")));
+        assert_eq!(Config::default().audit.retention, None);
+        std::fs::write(&p, "[audit]\nhead_every = \"0s\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("audit.head_every"), "{err}");
     }
 
     #[test]
