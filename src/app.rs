@@ -68,7 +68,8 @@ impl App {
         let runbooks = load_runbooks(&cfg).context("runbooks")?;
         check_watch_runbooks(&cfg, &runbooks)?;
         let url = cfg.audit_url();
-        let audit = AuditLog::open(&url)
+        let options = crate::audit::AuditOptions::from_config(&cfg.audit).context("[audit]")?;
+        let audit = AuditLog::open_with(&url, options)
             .await
             .with_context(|| format!("opening the audit log {}", redact(&url)))?;
         let listener = match TcpListener::bind(cfg.server.listen).await {

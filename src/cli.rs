@@ -1,4 +1,4 @@
-//! CLI: `babysitter serve | demo | check | replay | audit verify | approve | reject`.
+//! CLI: `babysitter serve | demo | check | replay | audit verify | audit export | approve | reject`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -160,12 +160,103 @@ pub enum AgentCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; name the first edited, deleted or reordered entry.
+    /// Recompute the hash chain; name the first edited, deleted or reordered entry. With
+    /// `--heads`, also compare signed heads kept outside the database (catches a rewrite of
+    /// the whole chain and a truncated tail).
     Verify {
-        /// A SQLite file path, or a database URL (sqlite://…, postgres://…).
+        /// A SQLite file path, or a database URL (sqlite://…, postgres://…). Unset: the
+        /// config's `audit.url`.
         #[arg(long)]
-        db: String,
+        db: Option<String>,
+        /// Config file whose `audit.url` is used when `--db` is not given.
+        #[arg(long, short, env = "BABYSITTER_CONFIG")]
+        config: Option<PathBuf>,
+        /// A heads file (`audit.heads_file`, or log lines containing `signed_head={…}`).
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// The signing key file: each head's MAC must verify too. Also read from the
+        /// environment variable BABYSITTER_AUDIT_SIGNING_KEY (the key itself).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
+    /// Print entries as JSON Lines (one entry per line, oldest first).
+    Export {
+        #[arg(long)]
+        db: Option<String>,
+        #[arg(long, short, env = "BABYSITTER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Entries at or after this time: RFC 3339 (`2026-11-02T10:00:00Z`) or an age (`24h`).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Entries before this time (RFC 3339 or an age).
+        #[arg(long, value_parser = parse_since)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        incident: Option<String>,
+        /// An entry kind (`action_intent`, `decision`, …).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<crate::audit::EntryKind>,
+        /// Entries with a greater seq only.
+        #[arg(long)]
+        after_seq: Option<i64>,
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+/// RFC 3339, or an age before now (`90m`, `24h`, `7d`).
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age = crate::config::duration::parse(s)
+        .map_err(|e| format!("`{s}`: neither an RFC 3339 time nor an age ({e})"))?;
+    let age = chrono::Duration::from_std(age).map_err(|e| format!("`{s}`: {e}"))?;
+    chrono::Utc::now()
+        .checked_sub_signed(age)
+        .ok_or_else(|| format!("`{s}`: too far back"))
+}
+
+fn parse_kind(s: &str) -> Result<crate::audit::EntryKind, String> {
+    crate::audit::EntryKind::parse(s).ok_or_else(|| {
+        let all: Vec<_> = crate::audit::EntryKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        format!("unknown kind `{s}`; one of {}", all.join(", "))
+    })
+}
+
+/// The database of an `audit` command: `--db`, else the config's audit URL (read-only for a
+/// SQLite file, which must exist).
+fn audit_db(db: Option<String>, config: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match db {
+        Some(db) => Ok(db_url(&db)),
+        None => {
+            let cfg = Config::load(config)?;
+            let url = cfg.audit_url();
+            Ok(url.replace("?mode=rwc", "?mode=ro"))
+        }
+    }
+}
+
+/// The head key for `audit verify --heads`: `--key-file`, else BABYSITTER_AUDIT_SIGNING_KEY.
+fn cli_head_key(
+    key_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::audit::HeadKey>> {
+    if let Some(p) = key_file {
+        return Ok(Some(crate::audit::HeadKey::from_file(p)?));
+    }
+    match std::env::var("BABYSITTER_AUDIT_SIGNING_KEY") {
+        Ok(k) if !k.trim().is_empty() => Ok(Some(crate::audit::HeadKey::from_bytes(
+            k.as_bytes(),
+            "BABYSITTER_AUDIT_SIGNING_KEY",
+        )?)),
+        _ => Ok(None),
+    }
 }
 
 /// The URL for `--db`: a URL as is, a path as read-only SQLite (never creates a file).
@@ -227,15 +318,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             baseline,
         ),
         Command::Audit {
-            command: AuditCommand::Verify { db },
+            command:
+                AuditCommand::Verify {
+                    db,
+                    config,
+                    heads,
+                    key_file,
+                },
         } => {
-            let url = db_url(&db);
+            let url = audit_db(db, config.as_deref())?;
             let log = AuditLog::open(&url)
                 .await
                 .with_context(|| format!("opening {}", crate::app::redact(&url)))?;
             let report = log.verify().await?;
             println!("{report}");
-            Ok(if report.ok() {
+            let mut ok = report.ok();
+            if let Some(path) = heads {
+                let key = cli_head_key(key_file.as_deref())?;
+                let list = crate::audit::heads::read_heads_file(&path)?;
+                let hr = log.check_heads(&list, key.as_ref()).await?;
+                println!("{hr}");
+                if key.is_none() {
+                    println!(
+                        "note: no signing key given (--key-file or BABYSITTER_AUDIT_SIGNING_KEY): the heads' MACs were not checked"
+                    );
+                }
+                ok &= hr.ok();
+            }
+            Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -251,6 +361,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     min_score,
                 },
         } => agent_eval(&cases, config.as_deref(), scripted, json, min_score).await,
+
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    db,
+                    config,
+                    since,
+                    until,
+                    run,
+                    incident,
+                    kind,
+                    after_seq,
+                    limit,
+                },
+        } => {
+            let url = audit_db(db, config.as_deref())?;
+            let log = AuditLog::open(&url)
+                .await
+                .with_context(|| format!("opening {}", crate::app::redact(&url)))?;
+            let filter = crate::audit::Filter {
+                run,
+                incident,
+                kind,
+                since,
+                until,
+                after_seq,
+                limit,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = log.export(&filter, &mut out).await?;
+            use std::io::Write;
+            out.flush().context("writing the export")?;
+            eprintln!("exported {n} entries");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Approve(a) => settle(a, "approve").await,
         Command::Reject(a) => settle(a, "reject").await,
     }
@@ -290,6 +436,22 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
             Ok(_) => println!("agent: OK ({} at {})", a.model, a.base_url),
             Err(e) => {
                 eprintln!("{e}");
+                ok = false;
+            }
+        }
+    }
+
+    // The signing key is read like at start-up: a missing or short key is reported here.
+    if let Some(c) = &cfg
+        && (c.audit.signing_key_file.is_some() || c.audit.signing_key.is_some())
+    {
+        match crate::audit::AuditOptions::from_config(&c.audit) {
+            Ok(_) => println!(
+                "audit: OK (signed heads every {})",
+                humantime::format_duration(c.audit.head_every)
+            ),
+            Err(e) => {
+                eprintln!("audit: {e}");
                 ok = false;
             }
         }
@@ -542,6 +704,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %app.addr, "babysitter serving");
     app.engine.restore().await;
     app.engine.start("serve").await;
+    // Intents without outcomes (a crash in between) are settled before the loop acts.
+    let recovered = app.engine.settle_unfinished_intents().await;
+    if recovered != Default::default() {
+        tracing::warn!(?recovered, "crash recovery settled unfinished actions");
+    }
     app.run_until(crate::app::shutdown_signal()).await
 }
 

@@ -58,6 +58,18 @@ pub struct Config {
     /// `[agent]`: the optional LLM investigator (absent: no agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<crate::agent::AgentConfig>,
+
+    /// The file this config was read from and its SHA-256 (set by [`Config::load`]).
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a config came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigSource {
+    pub path: String,
+    /// Hex SHA-256 of the file's bytes.
+    pub sha256: String,
 }
 
 impl Default for Config {
@@ -81,6 +93,8 @@ impl Default for Config {
             paging: crate::notify::PagingConfig::default(),
             watches: Vec::new(),
             agent: None,
+
+            source: None,
         }
     }
 }
@@ -109,6 +123,10 @@ pub struct ApiConfig {
     /// Read endpoints (GET) without a token. Mutations always need a token with a role.
     pub read_open: bool,
     pub tokens: Vec<ApiToken>,
+    /// More tokens from a file, e.g. a mounted Kubernetes Secret: one `name:role:sha256` per
+    /// line (`#` comments and blank lines skipped), or a YAML/JSON list of
+    /// `{name, role, sha256}` when the file ends in `.yaml`, `.yml` or `.json`. Read at start.
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -116,8 +134,55 @@ impl Default for ApiConfig {
         ApiConfig {
             read_open: true,
             tokens: Vec::new(),
+            tokens_file: None,
         }
     }
+}
+
+/// Parses a tokens file's text (see [`ApiConfig::tokens_file`]); errors name the line.
+pub fn parse_tokens_file(path: &Path, text: &str) -> Result<Vec<ApiToken>, ConfigError> {
+    let file_err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let structured = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml") | Some("json")
+    );
+    if structured {
+        return serde_saphyr::from_str::<Vec<ApiToken>>(text).map_err(|e| file_err(e.to_string()));
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(':').map(str::trim).collect();
+        let [name, role, sha256] = parts[..] else {
+            return Err(file_err(format!(
+                "line {}: expected `name:role:sha256`",
+                i + 1
+            )));
+        };
+        let role = match role {
+            "viewer" => ApiRole::Viewer,
+            "operator" => ApiRole::Operator,
+            "admin" => ApiRole::Admin,
+            other => {
+                return Err(file_err(format!(
+                    "line {}: role `{other}`: expected viewer, operator or admin",
+                    i + 1
+                )));
+            }
+        };
+        out.push(ApiToken {
+            name: name.to_string(),
+            role,
+            sha256: sha256.to_ascii_lowercase(),
+        });
+    }
+    Ok(out)
 }
 
 /// What a caller may do, each role including the ones before it.
@@ -170,11 +235,40 @@ pub fn token_hash(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// `sqlite://PATH` or `postgres://…`. Unset: `sqlite://<data_dir>/audit.db`.
     pub url: Option<String>,
+    /// File holding the HMAC key of signed heads (a mounted Kubernetes Secret; at least 16
+    /// bytes, surrounding whitespace ignored). With it (or `signing_key`), babysitter signs
+    /// the chain's head every `head_every`.
+    pub signing_key_file: Option<PathBuf>,
+    /// The key inline or as `{ env = "VAR" }`; `signing_key_file` is preferred.
+    pub signing_key: Option<Secret>,
+    /// How often a signed head is written (on the first append after it elapsed).
+    #[serde(with = "duration")]
+    pub head_every: Duration,
+    /// Append-only file that receives every signed head as a JSON line (keep it off the
+    /// database's disk, or ship it); `babysitter audit verify --heads FILE` checks against it.
+    pub heads_file: Option<PathBuf>,
+    /// Delete entries older than this (checked hourly), leaving a checkpoint entry so the
+    /// chain stays verifiable. Unset: keep everything.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            url: None,
+            signing_key_file: None,
+            signing_key: None,
+            head_every: Duration::from_secs(300),
+            heads_file: None,
+            retention: None,
+        }
+    }
 }
 
 /// One pager: where pages go and how they are delivered. Secrets (`routing_key`, `webhook_url`,
@@ -561,8 +655,34 @@ impl Config {
                 None => ConfigError::Invalid(message),
             }
         })?;
+        let mut cfg = cfg;
+        if let Some(path) = path {
+            // Content hashes for the audit log's `config_loaded` entry.
+            let text = std::fs::read(path).unwrap_or_default();
+            cfg.source = Some(ConfigSource {
+                path: path.display().to_string(),
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)),
+            });
+        }
+        if let Some(tf) = cfg.api.tokens_file.clone() {
+            let text = std::fs::read_to_string(&tf).map_err(|e| ConfigError::File {
+                path: tf.display().to_string(),
+                message: e.to_string(),
+            })?;
+            cfg.api.tokens.extend(parse_tokens_file(&tf, &text)?);
+        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// SHA-256 of the effective configuration (defaults, file and environment merged), as
+    /// canonical JSON with every secret redacted: two replicas with the same hash run the same
+    /// settings.
+    pub fn effective_sha256(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            crate::audit::canonical_json(&v).as_bytes(),
+        ))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -597,6 +717,12 @@ impl Config {
         if let Some(a) = &self.agent {
             a.validate()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+
+        if self.audit.head_every < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "audit.head_every: at least 1s (a signed head per append doubles the log)".into(),
+            ));
         }
         if self.poll_interval.is_zero() {
             return Err(ConfigError::Invalid(
@@ -873,6 +999,80 @@ mod tests {
         .unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("root"), "{err}");
+    }
+
+    #[test]
+    fn audit_section_parses_and_checks_head_every() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[audit]\nsigning_key_file = \"/k\"\nhead_every = \"10m\"\nheads_file = \"/h.jsonl\"\nretention = \"90d\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.audit.head_every, Duration::from_secs(600));
+        assert_eq!(cfg.audit.retention, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(cfg.audit.heads_file, Some(PathBuf::from("/h.jsonl")));
+        assert_eq!(cfg.audit.signing_key_file, Some(PathBuf::from("/k")));
+        assert_eq!(Config::default().audit.retention, None);
+        std::fs::write(&p, "[audit]\nhead_every = \"0s\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("audit.head_every"), "{err}");
+    }
+
+    #[test]
+    fn tokens_file_lines_and_yaml() {
+        let h = token_hash("t");
+        let toks = parse_tokens_file(
+            Path::new("tokens"),
+            &format!(
+                "# comment\n\n ci : operator : {}\nops:admin:{h}\n",
+                h.to_uppercase()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            toks,
+            vec![
+                ApiToken {
+                    name: "ci".into(),
+                    role: ApiRole::Operator,
+                    sha256: h.clone()
+                },
+                ApiToken {
+                    name: "ops".into(),
+                    role: ApiRole::Admin,
+                    sha256: h.clone()
+                },
+            ]
+        );
+        let err = parse_tokens_file(Path::new("/s/tokens"), "a:root:x\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/s/tokens: line 1: role `root`: expected viewer, operator or admin"
+        );
+        let err = parse_tokens_file(Path::new("t"), "ok:viewer:x\nbad line\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("line 2: expected `name:role:sha256`"),
+            "{err}"
+        );
+        let yaml = format!("- name: ci\n  role: viewer\n  sha256: {h}\n");
+        let toks = parse_tokens_file(Path::new("tokens.yaml"), &yaml).unwrap();
+        assert_eq!(toks[0].role, ApiRole::Viewer);
+        // Through Config::load, validated like inline tokens.
+        let dir = tempfile::tempdir().unwrap();
+        let tf = dir.path().join("tokens");
+        std::fs::write(&tf, "ci:operator:nothex\n").unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            format!("[api]\ntokens_file = {:?}\n", tf.display().to_string()),
+        )
+        .unwrap();
+        let err = Config::load(Some(&cfg)).unwrap_err().to_string();
+        assert!(err.contains("api.tokens[0].sha256"), "{err}");
     }
 
     #[test]

@@ -183,6 +183,8 @@ pub async fn run(mut cfg: Config, opts: DemoOptions) -> anyhow::Result<()> {
     println!();
     engine.reserve_incident_ids().await;
     engine.start("demo").await;
+    // A demo killed between an intent and its outcome settles that action now.
+    engine.settle_unfinished_intents().await;
 
     let printer = tokio::spawn(print_story(engine.subscribe(), origin));
     let approver = opts

@@ -120,8 +120,8 @@ impl Metrics {
             m.page_failures.clone(),
         );
         registry.register(
-            "audit_append_failures",
-            "Audit appends that failed",
+            "audit_write_failures",
+            "Audit appends that failed (babysitter does not act while the log is unwritable)",
             m.audit_failures.clone(),
         );
         registry.register(

@@ -40,7 +40,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/runbooks/{id}", get(get_runbook))
         .route("/runbooks/{id}/execute", post(execute_runbook))
         .route("/audit", get(audit))
-        .route("/audit/verify", get(audit_verify));
+        .route("/audit/verify", get(audit_verify))
+        .route("/audit/heads", post(sign_head));
     let v1 = v1.layer(axum::middleware::from_fn_with_state(
         engine.clone(),
         authorize,
@@ -65,8 +66,21 @@ pub struct Caller {
     pub role: Option<ApiRole>,
 }
 
-/// Bearer-token check for `/api/v1`: reads need `viewer` unless `api.read_open`; every mutation
-/// needs `operator`. Tokens are compared by their SHA-256 (only hashes are configured).
+/// The role a mutation under `/api/v1` needs: `admin` for the audit log's own upkeep
+/// (`POST /audit/…`), `operator` for everything else (approve, reject, execute runbooks, and
+/// whatever other modules add).
+pub fn mutation_role(path: &str) -> ApiRole {
+    let path = path.strip_prefix("/api/v1").unwrap_or(path);
+    if path.starts_with("/audit") {
+        ApiRole::Admin
+    } else {
+        ApiRole::Operator
+    }
+}
+
+/// Bearer-token check for `/api/v1`: reads need `viewer` unless `api.read_open`; mutations need
+/// [`mutation_role`] (roles include the ones below them: viewer ⊂ operator ⊂ admin). Tokens are
+/// compared by their SHA-256 (only hashes are configured).
 async fn authorize(
     State(engine): State<Arc<Engine>>,
     mut req: axum::extract::Request,
@@ -78,7 +92,7 @@ async fn authorize(
         axum::http::Method::GET | axum::http::Method::HEAD
     );
     let needed = if mutation {
-        Some(ApiRole::Operator)
+        Some(mutation_role(req.uri().path()))
     } else if api.read_open {
         None
     } else {
@@ -157,6 +171,19 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+}
+
+/// A request body that did not parse: 413 when it is over [`MAX_BODY`], else 400 with serde's
+/// message (which names the field: `unknown field `x``, `missing field `run``, `invalid type …
+/// at line 1 column 9` for the field's value).
+fn body_error(e: JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!("request body over {MAX_BODY} bytes"))
+    } else {
+        ApiError::BadRequest(format!("invalid body: {}", e.body_text()))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -168,6 +195,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "API error");
@@ -383,8 +411,7 @@ fn parse_settle(
     caller: &Caller,
     body: Result<Json<Settle>, JsonRejection>,
 ) -> Result<(String, Option<String>), ApiError> {
-    let Json(s) =
-        body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
+    let Json(s) = body.map_err(body_error)?;
     let by = s.by.as_deref().map(str::trim).unwrap_or(&caller.name);
     if by.is_empty() || by.len() > 200 {
         return Err(ApiError::BadRequest(
@@ -437,6 +464,8 @@ struct AuditQuery {
     since: Option<String>,
     until: Option<String>,
     after_seq: Option<i64>,
+    /// The `cursor` of the previous page (same as `after_seq`).
+    cursor: Option<String>,
     limit: Option<u32>,
 }
 
@@ -457,11 +486,87 @@ fn parse_time(
         .transpose()
 }
 
+/// `%`-encodes a query value (RFC 3986 unreserved characters stay).
+fn encode_query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The link to the page after `last_seq`, with the same filters.
+fn audit_next_link(q: &AuditQuery, last_seq: i64, limit: u32) -> String {
+    let mut params: Vec<(&str, String)> = Vec::new();
+    let text = [
+        ("run", &q.run),
+        ("incident", &q.incident),
+        ("since", &q.since),
+        ("until", &q.until),
+    ];
+    for (k, v) in text {
+        if let Some(v) = v {
+            params.push((k, v.clone()));
+        }
+    }
+    if let Some(kind) = q.kind {
+        params.push(("kind", kind.as_str().to_string()));
+    }
+    params.push(("after_seq", last_seq.to_string()));
+    params.push(("limit", limit.to_string()));
+    let query: Vec<String> = params
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", encode_query_value(&v)))
+        .collect();
+    format!("/api/v1/audit?{}", query.join("&"))
+}
+
+/// `POST /api/v1/audit/heads` (admin): signs the chain's head now.
+async fn sign_head(
+    State(engine): State<Arc<Engine>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let audit = &engine.handles().audit;
+    let head = audit
+        .sign_head()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    match head {
+        Some(h) => {
+            tracing::info!(caller = %caller.name, seq = h.seq, "signed head on request");
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "head": h, "by": caller.name })),
+            )
+                .into_response())
+        }
+        None => Err(ApiError::Conflict(
+            "no signing key configured (audit.signing_key_file), or the log is empty".into(),
+        )),
+    }
+}
+
 async fn audit(
     State(engine): State<Arc<Engine>>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Api<serde_json::Value> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(mut q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(c) = q.cursor.take() {
+        if q.after_seq.is_some() {
+            return Err(ApiError::BadRequest(
+                "query `cursor`: give either `cursor` or `after_seq`, not both".into(),
+            ));
+        }
+        q.after_seq = Some(c.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "query `cursor`: `{c}` is not a cursor from a `next` link"
+            ))
+        })?);
+    }
     let since = parse_time("since", &q.since)?;
     let until = parse_time("until", &q.until)?;
     let max = crate::audit::MAX_QUERY_LIMIT;
@@ -470,14 +575,15 @@ async fn audit(
             "query `limit`: between 1 and {max}"
         )));
     }
+    let limit = q.limit.unwrap_or(crate::audit::DEFAULT_QUERY_LIMIT);
     let filter = Filter {
-        run: q.run,
-        incident: q.incident,
+        run: q.run.clone(),
+        incident: q.incident.clone(),
         kind: q.kind,
         since,
         until,
         after_seq: q.after_seq,
-        limit: q.limit,
+        limit: Some(limit),
     };
     let entries = engine
         .handles()
@@ -485,7 +591,19 @@ async fn audit(
         .query(&filter)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(Json(json!({ "entries": entries })))
+    // A full page may have more after it; the last page has no `next`.
+    let next = match entries.last() {
+        Some(last) if entries.len() as u64 == u64::from(limit) => {
+            Some(audit_next_link(&q, last.seq, limit))
+        }
+        _ => None,
+    };
+    let cursor = next
+        .as_ref()
+        .and_then(|_| entries.last().map(|e| e.seq.to_string()));
+    Ok(Json(
+        json!({ "entries": entries, "next": next, "cursor": cursor }),
+    ))
 }
 
 async fn audit_verify(State(engine): State<Arc<Engine>>) -> Response {
@@ -576,8 +694,7 @@ async fn execute_runbook(
     Path(id): Path<String>,
     body: Result<Json<Execute>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) =
-        body.map_err(|e| ApiError::BadRequest(format!("invalid body: {}", e.body_text())))?;
+    let Json(b) = body.map_err(body_error)?;
     let by = b.by.as_deref().map(str::trim).unwrap_or(&caller.name);
     if by.is_empty() || by.len() > 200 {
         return Err(ApiError::BadRequest(

@@ -12,19 +12,23 @@
 //! report), `schema.rs` (tables and their versions), this file (the store).
 
 mod chain;
+pub mod heads;
 mod schema;
+mod upkeep;
 mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-pub use chain::{GENESIS_HASH, canonical_json};
+pub use chain::{GENESIS_HASH, HashInput, canonical_json, entry_hash};
+pub use heads::{HeadKey, HeadSigning, HeadsReport, SignedHead};
+pub use upkeep::Checkpoint;
 pub use verify::{BadEntry, VerifyReport};
 
 /// What an entry records.
@@ -63,11 +67,20 @@ pub enum EntryKind {
     PageFailed,
     /// An alert arrived from Alertmanager's webhook (enriched and maybe forwarded).
     AlertReceived,
+
+    /// This replica gained or lost leadership (payload: `holder`, `acquired` / `lost`).
+    Leadership,
+    /// A signed head: HMAC of the previous entry's `(seq, hash)` ([`heads`]).
+    SignedHead,
+    /// Retention deleted the entries up to `pruned_through.seq`; verification starts here.
+    Checkpoint,
+    /// Start-up settled an action intent that had no outcome (babysitter crashed in between).
+    Recovery,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 25] = [
+    pub const ALL: [EntryKind; 29] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -94,6 +107,11 @@ impl EntryKind {
 
         EntryKind::PageFailed,
         EntryKind::AlertReceived,
+
+        EntryKind::Leadership,
+        EntryKind::SignedHead,
+        EntryKind::Checkpoint,
+        EntryKind::Recovery,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -125,6 +143,11 @@ impl EntryKind {
 
             EntryKind::PageFailed => "page_failed",
             EntryKind::AlertReceived => "alert_received",
+
+            EntryKind::Leadership => "leadership",
+            EntryKind::SignedHead => "signed_head",
+            EntryKind::Checkpoint => "checkpoint",
+            EntryKind::Recovery => "recovery",
         }
     }
 
@@ -278,9 +301,55 @@ pub struct AuditLog {
     backend: Backend,
     /// The URL with any password replaced, for messages.
     url: String,
-    /// Serializes appends in this process so concurrent tasks extend one chain.
-    write_lock: tokio::sync::Mutex<()>,
+    /// Serializes appends in this process so concurrent tasks extend one chain. Holds when
+    /// the last head was signed and the last retention pass ran.
+    write_lock: tokio::sync::Mutex<Upkeep>,
     healthy: AtomicBool,
+    options: AuditOptions,
+}
+
+/// What [`AuditLog::open_with`] adds to a plain log: signed heads and retention.
+#[derive(Debug, Clone, Default)]
+pub struct AuditOptions {
+    /// Sign the head periodically ([`heads`]). `None`: no signed heads.
+    pub signing: Option<HeadSigning>,
+    /// Delete entries older than this, leaving a checkpoint entry ([`AuditLog::prune`]).
+    /// `None`: keep everything.
+    pub retention: Option<Duration>,
+}
+
+impl AuditOptions {
+    /// Options from `[audit]`: the signing key from `signing_key_file`, else `signing_key`.
+    pub fn from_config(cfg: &crate::config::AuditConfig) -> Result<AuditOptions, heads::HeadError> {
+        let key = match (&cfg.signing_key_file, &cfg.signing_key) {
+            (Some(path), _) => Some(HeadKey::from_file(path)?),
+            (None, Some(secret)) => {
+                let value = secret
+                    .expose("audit.signing_key")
+                    .map_err(|e| heads::HeadError::KeyUnavailable(e.to_string()))?;
+                Some(HeadKey::from_bytes(value.as_bytes(), "audit.signing_key")?)
+            }
+            (None, None) => None,
+        };
+        Ok(AuditOptions {
+            signing: key.map(|key| HeadSigning {
+                key,
+                every: cfg.head_every,
+                heads_file: cfg.heads_file.clone(),
+            }),
+            retention: cfg.retention,
+        })
+    }
+}
+
+/// How often retention runs at most (on the first append after it is due).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Bookkeeping of the periodic work done under the write lock.
+#[derive(Debug, Default)]
+struct Upkeep {
+    last_signed: Option<Instant>,
+    last_pruned: Option<Instant>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -379,6 +448,12 @@ impl AuditLog {
     /// - `sqlite::memory:`: a private in-memory database (tests, dry runs); one connection.
     /// - `postgres://…` / `postgresql://…`: PostgreSQL, same tables and SQL.
     pub async fn open(url: &str) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(url, AuditOptions::default()).await
+    }
+
+    /// [`open`](Self::open) with signed heads and retention. With signing, a head is signed
+    /// right away when the log is not empty (an anchor at every start).
+    pub async fn open_with(url: &str, audit_options: AuditOptions) -> Result<AuditLog, AuditError> {
         sqlx::any::install_default_drivers();
         let shown = redact_url(url);
         let backend =
@@ -445,13 +520,18 @@ impl AuditLog {
             })?;
         schema::migrate(&pool, &shown).await?;
         tracing::info!(url = %shown, "audit log opened");
-        Ok(AuditLog {
+        let log = AuditLog {
             pool,
             backend,
             url: shown,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: tokio::sync::Mutex::new(Upkeep::default()),
             healthy: AtomicBool::new(true),
-        })
+            options: audit_options,
+        };
+        if log.options.signing.is_some() && log.head().await?.is_some() {
+            log.sign_head().await?;
+        }
+        Ok(log)
     }
 
     /// The connection pool, for modules that keep their own tables beside the log
@@ -515,8 +595,40 @@ impl AuditLog {
     }
 
     async fn append_inner(&self, e: NewEntry) -> Result<Entry, AuditError> {
+        let mut upkeep = self.write_lock.lock().await;
+        let entry = self.append_locked(e).await?;
+        self.upkeep(&mut upkeep).await;
+        Ok(entry)
+    }
+
+    /// Periodic work after an append, under the write lock: sign the head, apply retention.
+    /// Failures are logged (the entry itself is already durable) and retried next time.
+    async fn upkeep(&self, upkeep: &mut Upkeep) {
+        let due =
+            |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
+        if let Some(retention) = self.options.retention
+            && due(upkeep.last_pruned, RETENTION_EVERY)
+        {
+            upkeep.last_pruned = Some(Instant::now());
+            let cutoff =
+                Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+            if let Err(err) = self.prune_locked(cutoff).await {
+                tracing::error!(url = %self.url, error = %err, "audit retention failed; entries are kept");
+            }
+        }
+        if let Some(signing) = &self.options.signing
+            && due(upkeep.last_signed, signing.every)
+        {
+            upkeep.last_signed = Some(Instant::now());
+            if let Err(err) = self.sign_head_locked(signing).await {
+                tracing::error!(url = %self.url, error = %err, "signing the audit head failed");
+            }
+        }
+    }
+
+    /// Appends with the write lock held (retrying when another process took the seq).
+    async fn append_locked(&self, e: NewEntry) -> Result<Entry, AuditError> {
         let payload_text = canonical_json(&e.payload);
-        let _guard = self.write_lock.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -543,6 +655,25 @@ impl AuditLog {
         }
     }
 
+    /// Begins a transaction that holds the log's cross-process write lock.
+    ///
+    /// SQLite: take the write lock up front (a deferred transaction would have to upgrade its
+    /// read lock, which fails with SQLITE_BUSY instead of waiting). PostgreSQL: a table lock
+    /// that conflicts with itself but not with readers. The seq primary key stays the last
+    /// line of defence against a fork (a writer that skips the lock).
+    async fn begin_locked(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = match self.backend {
+            Backend::Sqlite { .. } => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// One transaction: read the head, hash, insert. The returned entry's payload is `Null`
     /// (the caller fills in the value it already has).
     async fn try_append(&self, e: &NewEntry, payload: &str) -> Result<Entry, AttemptError> {
@@ -550,25 +681,33 @@ impl AuditLog {
             let f = self.query_err(op, "audit_log");
             move |source| AttemptError::Fatal(f(source))
         };
-        // Serialize writers across processes, so the head read below stays the head until
-        // commit. SQLite: take the write lock up front (a deferred transaction would have to
-        // upgrade its read lock, which fails with SQLITE_BUSY instead of waiting). PostgreSQL: a
-        // table lock that conflicts with itself but not with readers. The seq primary key
-        // stays the last line of defence against a fork (a writer that skips the lock).
-        let mut tx = match self.backend {
-            Backend::Sqlite { .. } => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+        let mut tx = self
+            .begin_locked()
+            .await
+            .map_err(fatal("beginning an append".into()))?;
+        let entry = self.insert_next(&mut tx, e, payload).await?;
+        if let Err(err) = tx.commit().await {
+            if is_unique_violation(&err) {
+                return Err(AttemptError::SeqTaken(entry.seq));
+            }
+            return Err(fatal(format!("committing entry {}", entry.seq))(err));
         }
-        .map_err(fatal("beginning an append".into()))?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await
-                .map_err(fatal("locking for an append".into()))?;
-        }
+        Ok(entry)
+    }
 
+    /// Reads the head and inserts `e` after it, inside `tx`.
+    async fn insert_next(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        e: &NewEntry,
+        payload: &str,
+    ) -> Result<Entry, AttemptError> {
+        let fatal = |op: String| {
+            let f = self.query_err(op, "audit_log");
+            move |source| AttemptError::Fatal(f(source))
+        };
         let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(fatal("reading the chain head".into()))?;
         let (prev_seq, prev_hash) = match head {
@@ -615,19 +754,13 @@ impl AuditLog {
         .bind(payload)
         .bind(&prev_hash)
         .bind(&hash)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await;
         if let Err(err) = inserted {
             if is_unique_violation(&err) {
                 return Err(AttemptError::SeqTaken(seq));
             }
             return Err(fatal(format!("appending entry {seq}"))(err));
-        }
-        if let Err(err) = tx.commit().await {
-            if is_unique_violation(&err) {
-                return Err(AttemptError::SeqTaken(seq));
-            }
-            return Err(fatal(format!("committing entry {seq}"))(err));
         }
         Ok(Entry {
             seq,
@@ -699,31 +832,25 @@ impl AuditLog {
     }
 
     /// Recomputes the whole chain in `seq` order (in pages, so memory stays flat) and reports
-    /// the first entry that was edited, deleted, reordered or cannot be read.
+    /// the first entry that was edited, deleted, reordered or cannot be read. After retention
+    /// the chain starts from the checkpoint that names the last deleted entry's hash.
     ///
     /// The chain alone cannot detect truncation of the tail (a shorter chain is still valid) or
     /// a full rewrite (whoever can write the database can recompute every hash from the edit
-    /// on). Compare the reported head with one kept outside the database; signed heads are
-    /// planned to close this gap.
+    /// on): compare with signed heads kept outside ([`check_heads`](Self::check_heads)).
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        let mut verifier = verify::Verifier::new();
+        let checkpoint = self.start_checkpoint().await?;
+        let mut verifier = match &checkpoint {
+            Some(c) => verify::Verifier::starting_at(c.seq, c.hash.clone()),
+            None => verify::Verifier::new(),
+        };
         let mut after = i64::MIN;
         loop {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
-            )))
-            .bind(after)
-            .bind(VERIFY_PAGE)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.query_err(format!("verifying entries after {after}"), "audit_log"))?;
+            let rows = self.rows_after(after, VERIFY_PAGE).await?;
             let page_len = rows.len();
-            for row in &rows {
-                let stored = StoredRow::from_row(row).map_err(
-                    self.query_err(format!("reading the entry after {after}"), "audit_log"),
-                )?;
+            for stored in &rows {
                 after = stored.seq;
-                if !verifier.feed(&stored) {
+                if !verifier.feed(stored) {
                     break;
                 }
             }
@@ -731,7 +858,9 @@ impl AuditLog {
                 break;
             }
         }
-        Ok(verifier.finish())
+        let mut report = verifier.finish();
+        report.checkpoint = checkpoint.map(|c| c.seq);
+        Ok(report)
     }
 
     /// The last entry's `(seq, hash)`, `None` when the log is empty.

@@ -46,6 +46,10 @@ pub struct VerifyReport {
     pub head: Option<(i64, String)>,
     /// The first entry that failed, if any. Verification stops there.
     pub first_bad: Option<BadEntry>,
+    /// Retention deleted the entries up to this seq; verification started from the
+    /// checkpoint that names its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<i64>,
 }
 
 impl VerifyReport {
@@ -94,6 +98,8 @@ pub(crate) struct Verifier {
     entries: u64,
     head: Option<(i64, String)>,
     first_bad: Option<BadEntry>,
+    /// Where the chain starts when retention pruned its beginning.
+    start: Option<(i64, String)>,
 }
 
 impl Verifier {
@@ -102,6 +108,16 @@ impl Verifier {
             entries: 0,
             head: None,
             first_bad: None,
+            start: None,
+        }
+    }
+
+    /// A checker for a chain whose entries up to `seq` were pruned: the first row must be
+    /// `seq + 1` and link to `hash`.
+    pub(crate) fn starting_at(seq: i64, hash: String) -> Self {
+        Verifier {
+            start: Some((seq, hash)),
+            ..Verifier::new()
         }
     }
 
@@ -129,9 +145,9 @@ impl Verifier {
     }
 
     fn check(&self, row: &StoredRow) -> Result<(), BadEntry> {
-        let (prev_seq, prev_hash) = match &self.head {
-            Some((seq, hash)) => (*seq, hash.as_str()),
-            None => (0, GENESIS_HASH),
+        let (prev_seq, prev_hash) = match (&self.head, &self.start) {
+            (Some((seq, hash)), _) | (None, Some((seq, hash))) => (*seq, hash.as_str()),
+            (None, None) => (0, GENESIS_HASH),
         };
         let expected = prev_seq.saturating_add(1);
         let bad = |reason: String| BadEntry {
@@ -197,6 +213,7 @@ impl Verifier {
             entries: self.entries,
             head: self.head,
             first_bad: self.first_bad,
+            checkpoint: None,
         }
     }
 }

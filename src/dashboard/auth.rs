@@ -156,6 +156,7 @@ mod tests {
                 ApiToken::for_secret("alice", ApiRole::Operator, "alice-secret"),
                 ApiToken::for_secret("vera", ApiRole::Viewer, "vera-secret"),
             ],
+            tokens_file: None,
         }
     }
 

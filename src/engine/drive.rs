@@ -375,6 +375,7 @@ impl Engine {
                 "{action} not run: its intent could not be written to the audit log"
             ));
         }
+        super::recover::crash_point_after_intent(&key).await;
         st.history.push(PastAction {
             run: inc.run.clone(),
             kind: action.kind(),

@@ -17,6 +17,7 @@ mod agent;
 mod drive;
 mod events;
 mod execute;
+mod recover;
 mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use tokio::sync::{Mutex, Notify, broadcast};
 
 pub use events::{Event, EventKind};
 pub use execute::{ExecuteError, ExecuteRequest, ExecuteResult, PlannedStep};
+pub use recover::{CRASH_AFTER_INTENT_ENV, Recovered};
 pub use view::{View, WatchView};
 
 use crate::act::Actuator;
@@ -114,6 +116,8 @@ pub struct Engine {
     agent: agent::AgentHook,
     /// Base URL of the API, for approve commands and links in pages.
     public_url: RwLock<String>,
+    /// On-call was paged that the audit log cannot be written (resolved when it can again).
+    audit_paged: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -142,6 +146,7 @@ impl Engine {
             metrics,
             agent: agent::AgentHook::default(),
             public_url: RwLock::new(public_url),
+            audit_paged: std::sync::atomic::AtomicBool::new(false),
         };
         Arc::new(engine)
     }
@@ -215,6 +220,9 @@ impl Engine {
             None,
             None,
             json!({
+                "file": self.cfg.source.as_ref().map(|s| &s.path),
+                "file_sha256": self.cfg.source.as_ref().map(|s| &s.sha256),
+                "effective_sha256": self.cfg.effective_sha256(),
                 "poll_interval_secs": self.cfg.poll_interval.as_secs_f64(),
                 "policy": self.cfg.policy,
                 "watches": self.cfg.watches.iter().map(|w| &w.run).collect::<Vec<_>>(),
@@ -573,15 +581,66 @@ impl Engine {
         match self.h.audit.append(entry).await {
             Ok(_) => {
                 self.metrics.audit_healthy.set(1);
+                if self
+                    .audit_paged
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    self.page_audit(PageAction::Resolve, None);
+                }
                 true
             }
             Err(e) => {
                 self.metrics.audit_failures.inc();
                 self.metrics.audit_healthy.set(0);
                 tracing::error!(error = %e, ?kind, "audit log append failed: no action will run until it recovers");
+                if !self
+                    .audit_paged
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    self.page_audit(PageAction::Trigger, Some(e.to_string()));
+                }
                 false
             }
         }
+    }
+
+    /// Pages on-call that babysitter fails closed (or no longer does). Sent straight to the
+    /// pager from a task: it cannot be recorded in the log it is about, and must not hold up
+    /// the loop.
+    fn page_audit(&self, action: PageAction, error: Option<String>) {
+        let summary = match action {
+            PageAction::Trigger => format!(
+                "babysitter cannot write its audit log ({}): it takes no action until it can",
+                self.h.audit.url()
+            ),
+            _ => "babysitter's audit log is writable again; actions resume".to_string(),
+        };
+        let page = Page {
+            dedup_key: "babysitter/audit-unavailable".into(),
+            action,
+            severity: Severity::Critical,
+            summary,
+            run: String::new(),
+            incident: "audit".into(),
+            route: self
+                .cfg
+                .default_route
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            details: error
+                .map(|e| vec![("audit error".to_string(), e)])
+                .unwrap_or_default(),
+            approve_command: None,
+            reject_command: None,
+            links: vec![format!("{}/readyz", self.public_url())],
+            reminder: 0,
+        };
+        let pager = self.h.pager.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pager.send(&page).await {
+                tracing::error!(error = %e, "cannot page that the audit log is unavailable");
+            }
+        });
     }
 
     /// The page about a watch that cannot read its charts (one per run, by dedup key).

@@ -258,6 +258,17 @@ impl Actuator for SimCluster {
         result
     }
 
+    async fn recall(&self, target: &Target, key: &str) -> Result<Option<ActionOutcome>, ActError> {
+        let inner = self.lock();
+        match inner.done.get(key) {
+            Some(done) if done.target == *target => match &done.result {
+                Ok(o) => Ok(Some(o.clone())),
+                Err(e) => Err(ActError::Refused(e.to_string())),
+            },
+            _ => Ok(None),
+        }
+    }
+
     async fn checkpoints(&self, target: &Target) -> Result<Vec<Checkpoint>, ActError> {
         let name = sim_run(target).ok_or_else(|| ActError::UnknownTarget(target.to_string()))?;
         let now = self.clock.now();
