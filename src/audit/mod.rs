@@ -54,11 +54,15 @@ pub enum EntryKind {
     RunbookExecuted,
     /// A runbook's plan and decisions were computed over the API without acting.
     RunbookDryRun,
+    /// A watch ended: its workload completed or disappeared, or it stopped being annotated.
+    WatchEnded,
+    /// This replica gained or lost the leadership (only the leader acts).
+    LeadershipChanged,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 21] = [
+    pub const ALL: [EntryKind; 23] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -80,6 +84,8 @@ impl EntryKind {
         EntryKind::Stopped,
         EntryKind::RunbookExecuted,
         EntryKind::RunbookDryRun,
+        EntryKind::WatchEnded,
+        EntryKind::LeadershipChanged,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -106,6 +112,8 @@ impl EntryKind {
             EntryKind::Stopped => "stopped",
             EntryKind::RunbookExecuted => "runbook_executed",
             EntryKind::RunbookDryRun => "runbook_dry_run",
+            EntryKind::WatchEnded => "watch_ended",
+            EntryKind::LeadershipChanged => "leadership_changed",
         }
     }
 

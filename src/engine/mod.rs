@@ -17,6 +17,7 @@ mod drive;
 mod events;
 mod execute;
 mod view;
+mod watches;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -28,6 +29,7 @@ use tokio::sync::{Mutex, Notify, broadcast};
 pub use events::{Event, EventKind};
 pub use execute::{ExecuteError, ExecuteRequest, ExecuteResult, PlannedStep};
 pub use view::{View, WatchView};
+pub use watches::{Leadership, WatchError};
 
 use crate::act::Actuator;
 use crate::audit::{AuditLog, EntryKind, NewEntry};
@@ -108,6 +110,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// Base URL of the API, for approve commands and links in pages.
     public_url: RwLock<String>,
+    /// Who leads: only the leader polls and acts (a single instance always leads).
+    leadership: RwLock<Leadership>,
 }
 
 impl Engine {
@@ -134,6 +138,7 @@ impl Engine {
             wake: Notify::new(),
             metrics,
             public_url: RwLock::new(public_url),
+            leadership: RwLock::new(Leadership::default()),
         };
         Arc::new(engine)
     }
@@ -285,7 +290,15 @@ impl Engine {
     ) {
         tokio::pin!(shutdown);
         loop {
-            self.tick().await;
+            if self.is_leader() {
+                self.tick().await;
+            } else {
+                // A follower neither polls nor acts; it keeps its view (watches, incidents
+                // restored when it leads) fresh for the read-only API.
+                let now = self.h.clock.now();
+                let st = self.state.lock().await;
+                self.publish(&st, now);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.wake.notified() => {}

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::act::Target;
 use crate::charts::{ChartKey, Sample};
+use crate::config::WatchConfig;
 
 /// One run to poll.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,4 +42,16 @@ pub trait MetricsSource: Send + Sync {
         requests: &[PollRequest],
         now: f64,
     ) -> Vec<Result<ChartBatch, SourceError>>;
+
+    /// A watch added while running (Kubernetes discovery): the source prepares what it needs
+    /// to poll it (e.g. resolves its charts), or says why it cannot.
+    fn add_run(&self, watch: &WatchConfig) -> Result<(), SourceError> {
+        let _ = watch;
+        Ok(())
+    }
+
+    /// A watch that ended: the source forgets it.
+    fn remove_run(&self, run: &str) {
+        let _ = run;
+    }
 }

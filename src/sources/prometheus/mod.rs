@@ -86,7 +86,8 @@ pub struct PrometheusSource {
     cfg: Arc<PrometheusConfig>,
     /// The URL as shown in errors and logs (a password in it is masked).
     shown_url: String,
-    plans: HashMap<String, Arc<ChartPlan>>,
+    /// Each watch's resolved charts; watches discovered on Kubernetes come and go while running.
+    plans: std::sync::RwLock<HashMap<String, Arc<ChartPlan>>>,
     limit: Arc<Semaphore>,
     counters: Arc<Counters>,
 }
@@ -95,7 +96,7 @@ impl std::fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrometheusSource")
             .field("url", &self.shown_url)
-            .field("watches", &self.plans.len())
+            .field("watches", &self.plans.read().map(|p| p.len()).unwrap_or(0))
             .finish()
     }
 }
@@ -122,15 +123,15 @@ impl PrometheusSource {
             client,
             cfg: Arc::new(cfg.clone()),
             shown_url: crate::app::redact(&cfg.url),
-            plans,
+            plans: std::sync::RwLock::new(plans),
             limit: Arc::new(Semaphore::new(cfg.max_concurrent_queries)),
             counters: Arc::new(Counters::default()),
         })
     }
 
     /// The resolved charts of a watch.
-    pub fn plan(&self, run: &str) -> Option<&ChartPlan> {
-        self.plans.get(run).map(|p| p.as_ref())
+    pub fn plan(&self, run: &str) -> Option<Arc<ChartPlan>> {
+        self.plans.read().ok()?.get(run).cloned()
     }
 
     /// The Prometheus URL, a password in it masked.
@@ -158,7 +159,7 @@ impl PrometheusSource {
         let overlap = self.cfg.overlap.as_secs_f64();
         let mut groups: BTreeMap<(ChartKey, ChartTemplate), Vec<Member>> = BTreeMap::new();
         for (i, r) in requests.iter().enumerate() {
-            let Some(plan) = self.plans.get(&r.run) else {
+            let Some(plan) = self.plan(&r.run) else {
                 continue;
             };
             let from = match r.since {
@@ -274,7 +275,9 @@ impl MetricsSource for PrometheusSource {
         let mut errors: Vec<Option<SourceError>> = requests
             .iter()
             .map(|r| {
-                (!self.plans.contains_key(&r.run)).then(|| SourceError::UnknownRun(r.run.clone()))
+                self.plan(&r.run)
+                    .is_none()
+                    .then(|| SourceError::UnknownRun(r.run.clone()))
             })
             .collect();
         let mut charts: Vec<BTreeMap<ChartKey, Vec<Sample>>> =
@@ -419,6 +422,26 @@ impl MetricsSource for PrometheusSource {
                     .collect()),
             })
             .collect()
+    }
+
+    fn add_run(&self, watch: &WatchConfig) -> Result<(), SourceError> {
+        let sel = watch.profile.as_ref().unwrap_or(&self.cfg.default_profile);
+        let plan = profile::resolve(sel, &watch.charts).map_err(|e| {
+            SourceError::BadData(format!("watch `{}`: {e}", watch.run))
+        })?;
+        match self.plans.write() {
+            Ok(mut plans) => {
+                plans.insert(watch.run.clone(), Arc::new(plan));
+                Ok(())
+            }
+            Err(_) => Err(SourceError::Unavailable("chart plans are poisoned".into())),
+        }
+    }
+
+    fn remove_run(&self, run: &str) {
+        if let Ok(mut plans) = self.plans.write() {
+            plans.remove(run);
+        }
     }
 }
 
