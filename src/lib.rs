@@ -26,6 +26,7 @@
 //! | [`runbook`] | Markdown runbooks with front matter; deterministic diagnosis → `Plan` |
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
 //! | [`act`] | the `Action` enum and the `Actuator` trait |
+//! | [`k8s`] | Kubernetes: discovery of annotated workloads, leader election on a Lease |
 //! | [`verify`] | did the run recover after the action? |
 //! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
 //! | [`notify`] | the `Pager` trait; console, PagerDuty, Slack, signed webhook, Alertmanager, Opsgenie; routes and an outbox |
@@ -53,6 +54,7 @@ pub mod demo;
 pub mod detect;
 pub mod engine;
 pub mod incident;
+pub mod k8s;
 pub mod notify;
 pub mod policy;
 pub mod replay;
