@@ -99,7 +99,44 @@ impl Engine {
             EventKind::WatchStarted,
             format!("watching {} (autonomy {:?})", w.target, w.autonomy).to_lowercase(),
         );
+        // A leader that (re)discovers a run continues its unfinished incidents (after a restart
+        // of babysitter, or a watch that ended and came back); a follower reloads all of them
+        // when it gains the leadership.
+        if self.is_leader() {
+            self.restore_run(&w.run).await;
+        }
         Ok(())
+    }
+
+    /// Reloads the unfinished incidents of one run that are not in memory.
+    async fn restore_run(&self, run: &str) {
+        let rows = match self.h.audit.load_incidents().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, run, "cannot load incidents");
+                return;
+            }
+        };
+        let mut st = self.state.lock().await;
+        for row in rows {
+            if row.get("run").and_then(|r| r.as_str()) != Some(run) {
+                continue;
+            }
+            let Ok(inc) = serde_json::from_value::<crate::incident::Incident>(row) else {
+                continue;
+            };
+            if let Some(n) = inc
+                .id
+                .strip_prefix("inc-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                st.next_incident = st.next_incident.max(n + 1);
+            }
+            if !inc.state.is_final() && !st.incidents.contains_key(&inc.id) {
+                tracing::info!(run, incident = %inc.id, "unfinished incident continued");
+                st.incidents.insert(inc.id.clone(), inc);
+            }
+        }
     }
 
     /// Stops watching a run (its workload completed or disappeared). Returns whether it was
