@@ -190,15 +190,23 @@ impl Engine {
     }
 
     /// Updates who leads. A change of this replica's own leadership is recorded as
-    /// `leadership_changed`; on gaining it, unfinished incidents are reloaded from the audit
-    /// database so the new leader continues where the old one stopped (no action repeated).
+    /// `leadership_changed`. Losing it takes effect before the entry is written (stop acting
+    /// first); gaining it takes effect only after the entry is written and the unfinished
+    /// incidents are reloaded from the audit database, so the new leader continues where the
+    /// old one stopped (no action repeated).
     pub async fn set_leadership(&self, new: Leadership) {
-        let old = match self.leadership.write() {
-            Ok(mut l) => std::mem::replace(&mut *l, new.clone()),
-            Err(_) => return,
+        let was_leader = self.is_leader();
+        let store = |l: &Leadership| {
+            if let Ok(mut cur) = self.leadership.write() {
+                *cur = l.clone();
+            }
         };
-        if old.is_leader == new.is_leader {
+        if was_leader == new.is_leader {
+            store(&new);
             return;
+        }
+        if !new.is_leader {
+            store(&new);
         }
         let now = self.h.clock.now();
         let who = new.identity.clone().unwrap_or_else(|| "this replica".into());
@@ -212,6 +220,16 @@ impl Engine {
             }),
         )
         .await;
+        if new.is_leader {
+            {
+                let mut st = self.state.lock().await;
+                // What this replica remembers may be stale: the database has the last leader's word.
+                st.incidents.retain(|_, i| i.state.is_final());
+            }
+            let restored = self.restore().await;
+            tracing::info!(restored, "leadership gained: unfinished incidents reloaded");
+            store(&new);
+        }
         let text = if new.is_leader {
             format!("{who} now leads: it polls and acts")
         } else {
@@ -221,14 +239,5 @@ impl Engine {
             )
         };
         self.emit(now, "", None, EventKind::LeadershipChanged, text);
-        if new.is_leader {
-            {
-                let mut st = self.state.lock().await;
-                // What this replica remembers may be stale: the database has the last leader's word.
-                st.incidents.retain(|_, i| i.state.is_final());
-            }
-            let restored = self.restore().await;
-            tracing::info!(restored, "leadership gained: unfinished incidents reloaded");
-        }
     }
 }

@@ -62,11 +62,15 @@ impl ElectionSettings {
 }
 
 /// A running election. Dropping it aborts the election without releasing the Lease (as a crash
-/// would: another replica takes over once the claim expires); [`Election::shutdown`] releases
-/// it so another replica takes over at once.
+/// would); [`Election::shutdown`] releases it. Either way another replica takes over within
+/// the lease duration: kube-lease-manager's followers sleep until the claim they last saw runs
+/// out, then lock the Lease (after a random wait of up to a second against collisions).
 pub struct Election {
     manager: Option<JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>>,
     follower: Option<JoinHandle<()>>,
+    /// Held so that stopping the follower task does not yet release the Lease (the manager
+    /// releases it when every receiver is gone).
+    elected: Option<tokio::sync::watch::Receiver<bool>>,
     engine: Arc<Engine>,
     settings: ElectionSettings,
 }
@@ -104,11 +108,13 @@ pub async fn start(
         })?;
     let (elected, manager) = manager.watch().await;
     let api: Api<Lease> = Api::namespaced(client, &settings.lease_namespace);
+    let keep = elected.clone();
     let follower = tokio::spawn(follow(api, elected, engine.clone(), settings.clone()));
     tracing::info!(identity = %settings.identity, lease = %settings.lease(), "joined the leader election");
     Ok(Election {
         manager: Some(manager),
         follower: Some(follower),
+        elected: Some(keep),
         engine,
         settings,
     })
@@ -193,21 +199,13 @@ impl LeaseView {
 }
 
 impl Election {
-    /// Leaves the election and releases the Lease (when held) so another replica leads at once.
+    /// Leaves the election and releases the Lease (when held); this replica stops leading first.
     pub async fn shutdown(mut self) {
         if let Some(f) = self.follower.take() {
-            // Dropping the receiver (inside `follow`) tells the manager to release and stop.
             f.abort();
             let _ = f.await;
         }
-        if let Some(m) = self.manager.take() {
-            match tokio::time::timeout(self.settings.lease_duration, m).await {
-                Ok(Ok(Ok(_))) => tracing::info!(lease = %self.settings.lease(), "left the leader election"),
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the Lease failed; it expires by itself"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "leader election task failed"),
-                Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
-            }
-        }
+        // Stop acting before the Lease can pass to another replica.
         self.engine
             .set_leadership(Leadership {
                 is_leader: false,
@@ -216,6 +214,16 @@ impl Election {
                 lease: Some(self.settings.lease()),
             })
             .await;
+        // The last receiver gone tells the manager to release the Lease and stop.
+        drop(self.elected.take());
+        if let Some(m) = self.manager.take() {
+            match tokio::time::timeout(self.settings.lease_duration, m).await {
+                Ok(Ok(Ok(_))) => tracing::info!(lease = %self.settings.lease(), "left the leader election"),
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the Lease failed; it expires by itself"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "leader election task failed"),
+                Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
+            }
+        }
     }
 
     /// Stops at once without releasing the Lease, as a crash would.
