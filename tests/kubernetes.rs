@@ -418,3 +418,72 @@ async fn discovery_on_a_real_cluster() {
     running.await.unwrap().unwrap();
 }
 
+
+fn kube_watch(run: &str, name: &str) -> babysitter::config::WatchConfig {
+    babysitter::config::WatchConfig {
+        target: Target::Kubernetes {
+            api_version: "batch/v1".into(),
+            workload_kind: "Job".into(),
+            namespace: "ml".into(),
+            name: name.into(),
+        },
+        ..common::watch(run)
+    }
+}
+
+#[tokio::test]
+async fn dynamic_watches_are_checked_and_audited() {
+    let h = Harness::new(vec![("static", vec![])], |_| {}).await;
+    h.engine.add_watch(kube_watch("a", "job-a")).await.unwrap();
+    assert_eq!(watched(&h.engine), vec!["a", "static"]);
+    // The same run twice, an empty run and an unknown runbook are refused with the reason.
+    let err = h
+        .engine
+        .add_watch(kube_watch("static", "job-b"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`static` is already watched") && err.contains("sim/static"), "{err}");
+    let err = h.engine.add_watch(kube_watch(" ", "x")).await.unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    let mut w = kube_watch("c", "job-c");
+    w.runbooks = vec!["no-such-runbook".into()];
+    let err = h.engine.add_watch(w).await.unwrap_err().to_string();
+    assert!(err.contains("no-such-runbook"), "{err}");
+    assert_eq!(watched(&h.engine), vec!["a", "static"]);
+
+    assert!(h.engine.remove_watch("a", "workload deleted").await);
+    assert!(!h.engine.remove_watch("a", "again").await, "only once");
+    assert_eq!(watched(&h.engine), vec!["static"]);
+    let started = entries(&h, EntryKind::WatchStarted).await;
+    assert_eq!(
+        started.iter().filter_map(|e| e.run.as_deref()).collect::<Vec<_>>(),
+        vec!["static", "a"]
+    );
+    let ended = entries(&h, EntryKind::WatchEnded).await;
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].run.as_deref(), Some("a"));
+    assert_eq!(ended[0].payload["reason"], json!("workload deleted"));
+    assert_eq!(ended[0].payload["target"]["name"], json!("job-a"));
+    assert!(h.audit.verify().await.unwrap().ok());
+}
+
+#[tokio::test]
+async fn a_follower_is_denied_every_action_by_the_policy() {
+    let h = Harness::new(vec![("r", common::xid_fault())], |_| {}).await;
+    h.engine
+        .set_leadership(babysitter::engine::Leadership {
+            is_leader: false,
+            identity: Some("b".into()),
+            holder: Some("a".into()),
+            lease: Some("ops/l".into()),
+        })
+        .await;
+    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| !i.decisions.is_empty())).await);
+    let decisions = entries(&h, EntryKind::Decision).await;
+    assert!(!decisions.is_empty());
+    for d in &decisions {
+        assert_eq!(d.payload["rule"], json!("not_leader"), "{d:?}");
+    }
+    assert!(entries(&h, EntryKind::ActionIntent).await.is_empty());
+}

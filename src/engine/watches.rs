@@ -83,7 +83,6 @@ impl Engine {
                 message: e.to_string(),
             })?;
             st.watches.insert(w.run.clone(), WatchState::new(w.clone()));
-            self.publish(&st, now);
         }
         self.record(
             EntryKind::WatchStarted,
@@ -92,6 +91,11 @@ impl Engine {
             json!({"target": w.target, "autonomy": w.autonomy, "route": w.route, "discovered": true}),
         )
         .await;
+        // The API shows the watch once it is on record.
+        {
+            let st = self.state.lock().await;
+            self.publish(&st, now);
+        }
         self.emit(
             now,
             &w.run,
@@ -144,14 +148,7 @@ impl Engine {
     /// Recorded as `watch_ended` with the reason.
     pub async fn remove_watch(&self, run: &str, reason: &str) -> bool {
         let now = self.h.clock.now();
-        let removed = {
-            let mut st = self.state.lock().await;
-            let removed = st.watches.remove(run);
-            if removed.is_some() {
-                self.publish(&st, now);
-            }
-            removed
-        };
+        let removed = self.state.lock().await.watches.remove(run);
         let Some(w) = removed else {
             return false;
         };
@@ -163,6 +160,10 @@ impl Engine {
             json!({"target": w.cfg.target, "reason": reason}),
         )
         .await;
+        {
+            let st = self.state.lock().await;
+            self.publish(&st, now);
+        }
         self.emit(
             now,
             run,
