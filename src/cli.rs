@@ -435,11 +435,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         None => sim.clone(),
     };
     let kube = if cfg.kubernetes.enabled {
-        Some(
-            kube::Client::try_default()
-                .await
-                .context("kubernetes: no cluster credentials ($KUBECONFIG or the pod's service account)")?,
-        )
+        Some(kube::Client::try_default().await.context(
+            "kubernetes: no cluster credentials ($KUBECONFIG or the pod's service account)",
+        )?)
     } else {
         None
     };

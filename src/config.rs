@@ -550,7 +550,11 @@ impl KubernetesConfig {
     pub fn lease_namespace(&self) -> String {
         self.lease_namespace
             .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|v| !v.trim().is_empty()))
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+            })
             .unwrap_or_else(|| "default".into())
     }
 
@@ -584,7 +588,10 @@ impl KubernetesConfig {
                 );
             }
             if !seen.insert(ns) {
-                return bad(&format!("namespaces[{i}]"), format!("`{ns}` is listed twice"));
+                return bad(
+                    &format!("namespaces[{i}]"),
+                    format!("`{ns}` is listed twice"),
+                );
             }
         }
         if !is_dns_subdomain(&self.lease_name) {
@@ -621,10 +628,7 @@ impl KubernetesConfig {
             return bad("identity", "must not be empty".into());
         }
         if self.default_autonomy > self.max_autonomy {
-            return bad(
-                "default_autonomy",
-                "is above max_autonomy".into(),
-            );
+            return bad("default_autonomy", "is above max_autonomy".into());
         }
         Ok(())
     }
@@ -1205,5 +1209,59 @@ ml-oncall = ["oncall-pd", "slack-ml"]
         std::fs::write(&p, "pagers:\n  hook:\n    kind: webhook\n    url: http://127.0.0.1:1/h\n    secret: {vault: x}\n").unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("env = \"VARIABLE\""), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_section_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let base = "[sources.prometheus]\nurl = \"http://p\"\n[kubernetes]\nenabled = true\nnamespaces = [\"ml\", \"research\"]\nlease_duration = \"20s\"\nidentity = \"pod-a\"\n";
+        std::fs::write(&p, base).unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        let k = &cfg.kubernetes;
+        assert!(k.enabled);
+        assert_eq!(k.namespaces, vec!["ml", "research"]);
+        assert_eq!(k.lease_duration, Duration::from_secs(20));
+        assert_eq!(k.lease_renew_before, Duration::from_secs(5));
+        assert_eq!(k.default_autonomy, Autonomy::Suggest);
+        assert_eq!(k.identity().unwrap(), "pod-a");
+        assert_eq!(k.lease_name, "babysitter-leader");
+        // Off by default, and then nothing is checked.
+        assert!(!Config::default().kubernetes.enabled);
+
+        let bad = |text: String, field: &str| {
+            std::fs::write(&p, text).unwrap();
+            let err = Config::load(Some(&p)).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        };
+        bad(
+            base.replace("\"ml\",", "\"ML\","),
+            "kubernetes.namespaces[0]",
+        );
+        bad(
+            base.replace("\"research\"", "\"ml\""),
+            "kubernetes.namespaces[1]",
+        );
+        bad(
+            base.replace("\"20s\"", "\"1500ms\""),
+            "kubernetes.lease_duration",
+        );
+        bad(
+            base.replace("\"20s\"", "\"5s\""),
+            "kubernetes.lease_renew_before",
+        );
+        bad(
+            format!("{base}lease_name = \"Bad_Name\"\n"),
+            "kubernetes.lease_name",
+        );
+        bad(format!("{base}leese = 1\n"), "leese");
+        bad(
+            base.replace("[sources.prometheus]\nurl = \"http://p\"\n", ""),
+            "[sources.prometheus]",
+        );
+        bad(
+            format!("{base}default_autonomy = \"act\"\nmax_autonomy = \"observe\"\n"),
+            "kubernetes.default_autonomy",
+        );
     }
 }

@@ -231,7 +231,10 @@ async fn two_replicas_one_leader_and_a_crash_hands_over_within_the_lease() {
     let kube = FakeKube::start().await;
     let a = Harness::new(vec![], |_| {}).await;
     let b = Harness::new(vec![], |_| {}).await;
-    assert!(a.engine.is_leader(), "a single instance leads until told otherwise");
+    assert!(
+        a.engine.is_leader(),
+        "a single instance leads until told otherwise"
+    );
     let ea = leader::start(kube.client(), a.engine.clone(), election("a", LEASE))
         .await
         .unwrap();
@@ -259,7 +262,10 @@ async fn two_replicas_one_leader_and_a_crash_hands_over_within_the_lease() {
     }
     assert_eq!(leaders.len(), 1, "leadership stays put: {leaders:?}");
     let lease = kube.get(&LEASES, "ops", "babysitter-leader").unwrap();
-    let holder = lease["spec"]["holderIdentity"].as_str().unwrap().to_string();
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(leaders.contains(holder.as_str()), "{lease}");
     let (leader, follower, crashed, survivor) = if holder == "a" {
         (&a, &b, ea, eb)
@@ -267,7 +273,11 @@ async fn two_replicas_one_leader_and_a_crash_hands_over_within_the_lease() {
         (&b, &a, eb, ea)
     };
     // The follower knows who leads, and says so.
-    assert!(eventually(5.0, || follower.engine.leadership().holder.as_deref() == Some(holder.as_str())).await);
+    assert!(
+        eventually(5.0, || follower.engine.leadership().holder.as_deref()
+            == Some(holder.as_str()))
+        .await
+    );
 
     // The leader crashes (no release): the follower takes over once the claim runs out.
     let t = Instant::now();
@@ -284,7 +294,10 @@ async fn two_replicas_one_leader_and_a_crash_hands_over_within_the_lease() {
         "handover took {took:?}"
     );
     let lease = kube.get(&LEASES, "ops", "babysitter-leader").unwrap();
-    assert_ne!(lease["spec"]["holderIdentity"].as_str(), Some(holder.as_str()));
+    assert_ne!(
+        lease["spec"]["holderIdentity"].as_str(),
+        Some(holder.as_str())
+    );
     // Both changes of the survivor's leadership are on record: follower at start, then leader.
     let changes = entries(follower, EntryKind::LeadershipChanged).await;
     let states: Vec<bool> = changes
@@ -349,7 +362,10 @@ async fn a_leader_that_stops_releases_the_lease_and_followers_serve_read_only() 
     let post = axum::http::Request::builder()
         .method("POST")
         .uri("/api/v1/actions/act-1/approve")
-        .header("authorization", format!("Bearer {}", common::OPERATOR_TOKEN))
+        .header(
+            "authorization",
+            format!("Bearer {}", common::OPERATOR_TOKEN),
+        )
         .header("content-type", "application/json")
         .body(axum::body::Body::from("{}"))
         .unwrap();
@@ -371,7 +387,10 @@ async fn a_leader_that_stops_releases_the_lease_and_followers_serve_read_only() 
     ea.shutdown().await;
     assert!(!a.engine.is_leader());
     let lease = kube.get(&LEASES, "ops", "babysitter-leader").unwrap();
-    assert!(lease["spec"]["holderIdentity"].is_null(), "released: {lease}");
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "released: {lease}"
+    );
     assert!(eventually(LEASE as f64 + 3.0, || b.engine.is_leader()).await);
     assert!(
         t.elapsed() <= Duration::from_secs(LEASE) + Duration::from_millis(1500),
@@ -409,15 +428,12 @@ async fn discovery_on_a_real_cluster() {
     .unwrap();
     jobs.create(&PostParams::default(), &job).await.unwrap();
     let found = eventually(30.0, || watched(&h.engine).contains(&name)).await;
-    let _ = jobs
-        .delete(&name, &DeleteParams::background())
-        .await;
+    let _ = jobs.delete(&name, &DeleteParams::background()).await;
     assert!(found, "the annotated job was not discovered");
     assert!(eventually(30.0, || !watched(&h.engine).contains(&name)).await);
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
-
 
 fn kube_watch(run: &str, name: &str) -> babysitter::config::WatchConfig {
     babysitter::config::WatchConfig {
@@ -443,7 +459,10 @@ async fn dynamic_watches_are_checked_and_audited() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("`static` is already watched") && err.contains("sim/static"), "{err}");
+    assert!(
+        err.contains("`static` is already watched") && err.contains("sim/static"),
+        "{err}"
+    );
     let err = h.engine.add_watch(kube_watch(" ", "x")).await.unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
     let mut w = kube_watch("c", "job-c");
@@ -457,7 +476,10 @@ async fn dynamic_watches_are_checked_and_audited() {
     assert_eq!(watched(&h.engine), vec!["static"]);
     let started = entries(&h, EntryKind::WatchStarted).await;
     assert_eq!(
-        started.iter().filter_map(|e| e.run.as_deref()).collect::<Vec<_>>(),
+        started
+            .iter()
+            .filter_map(|e| e.run.as_deref())
+            .collect::<Vec<_>>(),
         vec!["static", "a"]
     );
     let ended = entries(&h, EntryKind::WatchEnded).await;
@@ -479,7 +501,13 @@ async fn a_follower_is_denied_every_action_by_the_policy() {
             lease: Some("ops/l".into()),
         })
         .await;
-    assert!(h.until(3600.0, |v| v.incidents.values().any(|i| !i.decisions.is_empty())).await);
+    assert!(
+        h.until(3600.0, |v| v
+            .incidents
+            .values()
+            .any(|i| !i.decisions.is_empty()))
+            .await
+    );
     let decisions = entries(&h, EntryKind::Decision).await;
     assert!(!decisions.is_empty());
     for d in &decisions {

@@ -39,7 +39,9 @@ impl Default for Leadership {
 pub enum WatchError {
     #[error("watch `{run}`: {message}")]
     Invalid { run: String, message: String },
-    #[error("run `{run}` is already watched (as {existing}); give one of them its own `babysitter.dev/run`")]
+    #[error(
+        "run `{run}` is already watched (as {existing}); give one of them its own `babysitter.dev/run`"
+    )]
     Duplicate { run: String, existing: String },
     #[error("watch `{run}`: unknown runbook id(s) {}", ids.join(", "))]
     UnknownRunbooks { run: String, ids: Vec<String> },
@@ -210,7 +212,10 @@ impl Engine {
             store(&new);
         }
         let now = self.h.clock.now();
-        let who = new.identity.clone().unwrap_or_else(|| "this replica".into());
+        let who = new
+            .identity
+            .clone()
+            .unwrap_or_else(|| "this replica".into());
         self.record(
             EntryKind::LeadershipChanged,
             None,

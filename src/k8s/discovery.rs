@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -192,10 +192,8 @@ pub fn evaluate(kind: WorkloadKind, obj: &DynamicObject, s: &Settings) -> Verdic
     if let Some(why) = finished(kind, obj) {
         return Verdict::Finished(why);
     }
-    let (Some(name), Some(namespace)) = (
-        obj.metadata.name.clone(),
-        obj.metadata.namespace.clone(),
-    ) else {
+    let (Some(name), Some(namespace)) = (obj.metadata.name.clone(), obj.metadata.namespace.clone())
+    else {
         return Verdict::Invalid("the object has no name or namespace".into());
     };
     match parse(kind, &namespace, &name, &ann, s) {
@@ -239,7 +237,9 @@ fn parse(
     let get = |k: &str| ann.get(k).map(|v| v.trim());
     let run = match get(RUN) {
         None => name.to_string(),
-        Some(r) if r.is_empty() || r.len() > 253 || r.chars().any(|c| c.is_control() || c == '/') => {
+        Some(r)
+            if r.is_empty() || r.len() > 253 || r.chars().any(|c| c.is_control() || c == '/') =>
+        {
             return Err(format!(
                 "annotation `{RUN}`: `{r}` must be 1 to 253 characters, without `/` or control characters"
             ));
@@ -252,7 +252,9 @@ fn parse(
             let asked = Autonomy::ALL
                 .into_iter()
                 .find(|x| {
-                    serde_json::to_value(x).ok().and_then(|v| v.as_str().map(str::to_string))
+                    serde_json::to_value(x)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
                         == Some(a.to_string())
                 })
                 .ok_or_else(|| {
@@ -440,7 +442,11 @@ impl Discovery {
         let Some(scope) = self.scopes().into_iter().next() else {
             return false;
         };
-        match self.api(kind, &scope).list(&ListParams::default().limit(1)).await {
+        match self
+            .api(kind, &scope)
+            .list(&ListParams::default().limit(1))
+            .await
+        {
             Ok(_) => true,
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 tracing::warn!(
@@ -490,8 +496,8 @@ impl Discovery {
     /// One kind in one scope: the watcher stream, for as long as the task lives.
     async fn watch(&self, kind: WorkloadKind, scope: Scope) {
         tracing::info!(kind = %kind, scope = %scope, "discovering annotated workloads");
-        let stream = watcher::watcher(self.api(kind, &scope), watcher::Config::default())
-            .default_backoff();
+        let stream =
+            watcher::watcher(self.api(kind, &scope), watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
         // Workloads seen since the stream (re)started listing.
         let mut listed: HashSet<WorkloadKey> = HashSet::new();
@@ -786,7 +792,10 @@ mod tests {
         let ar = WorkloadKind::JobSet.api_resource();
         assert_eq!(ar.api_version, "jobset.x-k8s.io/v1alpha2");
         assert_eq!(ar.plural, "jobsets");
-        assert_eq!(WorkloadKind::TrainJob.api_version(), "trainer.kubeflow.org/v1alpha1");
+        assert_eq!(
+            WorkloadKind::TrainJob.api_version(),
+            "trainer.kubeflow.org/v1alpha1"
+        );
         assert_eq!(WorkloadKind::Job.api_resource().group, "batch");
     }
 }

@@ -46,9 +46,12 @@ pub struct ElectionSettings {
 
 impl ElectionSettings {
     pub fn from_config(k: &KubernetesConfig) -> Result<ElectionSettings, LeaderError> {
-        k.validate().map_err(|e| LeaderError::Config(e.to_string()))?;
+        k.validate()
+            .map_err(|e| LeaderError::Config(e.to_string()))?;
         Ok(ElectionSettings {
-            identity: k.identity().map_err(|e| LeaderError::Config(e.to_string()))?,
+            identity: k
+                .identity()
+                .map_err(|e| LeaderError::Config(e.to_string()))?,
             lease_name: k.lease_name.clone(),
             lease_namespace: k.lease_namespace(),
             lease_duration: k.lease_duration,
@@ -66,7 +69,9 @@ impl ElectionSettings {
 /// the lease duration: kube-lease-manager's followers sleep until the claim they last saw runs
 /// out, then lock the Lease (after a random wait of up to a second against collisions).
 pub struct Election {
-    manager: Option<JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>>,
+    manager: Option<
+        JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>,
+    >,
     follower: Option<JoinHandle<()>>,
     /// Held so that stopping the follower task does not yet release the Lease (the manager
     /// releases it when every receiver is gone).
@@ -218,8 +223,12 @@ impl Election {
         drop(self.elected.take());
         if let Some(m) = self.manager.take() {
             match tokio::time::timeout(self.settings.lease_duration, m).await {
-                Ok(Ok(Ok(_))) => tracing::info!(lease = %self.settings.lease(), "left the leader election"),
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the Lease failed; it expires by itself"),
+                Ok(Ok(Ok(_))) => {
+                    tracing::info!(lease = %self.settings.lease(), "left the leader election")
+                }
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "releasing the Lease failed; it expires by itself")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "leader election task failed"),
                 Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
             }

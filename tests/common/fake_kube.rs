@@ -252,9 +252,9 @@ impl FakeKube {
             .query()
             .map(|q| {
                 q.split('&')
-                    .filter_map(|kv| {
+                    .map(|kv| {
                         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                        Some((k.to_string(), percent_decode(v)))
+                        (k.to_string(), percent_decode(v))
                     })
                     .collect()
             })
@@ -299,7 +299,9 @@ impl FakeKube {
             return status(
                 404,
                 "NotFound",
-                &format!("the server could not find the requested resource ({group}/{version} {plural})"),
+                &format!(
+                    "the server could not find the requested resource ({group}/{version} {plural})"
+                ),
             );
         };
         let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
@@ -405,7 +407,8 @@ impl FakeKube {
                             return status(400, "BadRequest", "no body");
                         };
                         let sent = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
-                        if !sent.is_empty() && Some(sent) != cur["metadata"]["resourceVersion"].as_str()
+                        if !sent.is_empty()
+                            && Some(sent) != cur["metadata"]["resourceVersion"].as_str()
                         {
                             return status(
                                 409,
@@ -443,7 +446,10 @@ impl FakeKube {
                         if apply && !force {
                             let owners = st.owners.get(&key).cloned().unwrap_or_default();
                             for (path, value) in leaves(&patch, "") {
-                                if path.starts_with("/metadata") || path == "/apiVersion" || path == "/kind" {
+                                if path.starts_with("/metadata")
+                                    || path == "/apiVersion"
+                                    || path == "/kind"
+                                {
                                     continue;
                                 }
                                 let cur = obj.pointer(&path).cloned().unwrap_or(Value::Null);
@@ -464,7 +470,8 @@ impl FakeKube {
                             }
                         }
                         if ct.starts_with("application/json-patch") {
-                            let ops: json_patch::Patch = match serde_json::from_value(patch.clone()) {
+                            let ops: json_patch::Patch = match serde_json::from_value(patch.clone())
+                            {
                                 Ok(p) => p,
                                 Err(e) => return status(400, "BadRequest", &e.to_string()),
                             };
@@ -602,16 +609,14 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(x) => {
-                        out.push(x);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(x) => {
+                    out.push(x);
+                    i += 3;
+                    continue;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }

@@ -426,9 +426,8 @@ impl MetricsSource for PrometheusSource {
 
     fn add_run(&self, watch: &WatchConfig) -> Result<(), SourceError> {
         let sel = watch.profile.as_ref().unwrap_or(&self.cfg.default_profile);
-        let plan = profile::resolve(sel, &watch.charts).map_err(|e| {
-            SourceError::BadData(format!("watch `{}`: {e}", watch.run))
-        })?;
+        let plan = profile::resolve(sel, &watch.charts)
+            .map_err(|e| SourceError::BadData(format!("watch `{}`: {e}", watch.run)))?;
         match self.plans.write() {
             Ok(mut plans) => {
                 plans.insert(watch.run.clone(), Arc::new(plan));
