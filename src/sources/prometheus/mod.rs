@@ -494,6 +494,31 @@ mod tests {
     }
 
     #[test]
+    fn runs_added_while_running_join_the_batched_queries() {
+        let cfg = PrometheusConfig::new("http://127.0.0.1:9");
+        let src = PrometheusSource::new(&cfg, &[watch("a", None)]).unwrap();
+        let now = 1_700_000_000.0;
+        assert!(src.plan("k").is_none());
+        src.add_run(&watch("k", None)).unwrap();
+        assert_eq!(src.plan("k").unwrap().len(), 12);
+        let qs = src.plan_queries(
+            &[req("a", Some(now - 30.0)), req("k", Some(now - 30.0))],
+            now,
+        );
+        assert_eq!(qs.len(), 12, "the discovered run shares the queries");
+        assert!(qs.iter().all(|q| q.runs.len() == 2));
+        let err = src.add_run(&watch("bad", Some("dgcm"))).unwrap_err();
+        assert!(
+            err.to_string().contains("bad") && err.to_string().contains("dgcm"),
+            "{err}"
+        );
+        assert!(src.plan("bad").is_none());
+        src.remove_run("k");
+        assert!(src.plan("k").is_none());
+        assert_eq!(src.plan_queries(&[req("k", None)], now).len(), 0);
+    }
+
+    #[test]
     fn first_polls_are_bounded_and_sliced_and_batches_split() {
         let mut cfg = PrometheusConfig::new("http://127.0.0.1:9");
         cfg.max_runs_per_query = 2;
