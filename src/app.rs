@@ -151,6 +151,91 @@ impl App {
     }
 }
 
+/// The actuator for Kubernetes targets: the one place `serve` builds it.
+pub fn kubernetes_actuator(client: kube::Client) -> Arc<dyn Actuator> {
+    Arc::new(crate::k8s::actuator::KubeActuator::new(
+        client,
+        Default::default(),
+    ))
+}
+
+/// Sends each action to the actuator of its target's kind: simulated runs to the simulator,
+/// Kubernetes workloads to the Kubernetes actuator.
+pub struct TargetRouter {
+    pub simulated: Arc<dyn Actuator>,
+    pub kubernetes: Arc<dyn Actuator>,
+}
+
+impl TargetRouter {
+    fn for_target(&self, t: &crate::act::Target) -> &Arc<dyn Actuator> {
+        match t {
+            crate::act::Target::Simulated { .. } => &self.simulated,
+            crate::act::Target::Kubernetes { .. } => &self.kubernetes,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Actuator for TargetRouter {
+    async fn execute(
+        &self,
+        target: &crate::act::Target,
+        action: &crate::act::Action,
+        key: &str,
+    ) -> Result<crate::act::ActionOutcome, crate::act::ActError> {
+        self.for_target(target).execute(target, action, key).await
+    }
+
+    async fn checkpoints(
+        &self,
+        target: &crate::act::Target,
+    ) -> Result<Vec<crate::act::Checkpoint>, crate::act::ActError> {
+        self.for_target(target).checkpoints(target).await
+    }
+}
+
+/// Discovery and leader election, running beside the engine (`serve` with `[kubernetes]`).
+pub struct KubernetesRuntime {
+    election: crate::k8s::leader::Election,
+    discovery: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Makes this replica a follower, joins the leader election and starts discovery. Call it
+/// before [`App::run_until`], so the engine never acts before it is elected.
+pub async fn start_kubernetes(
+    client: kube::Client,
+    engine: Arc<Engine>,
+) -> anyhow::Result<KubernetesRuntime> {
+    let k = &engine.config().kubernetes;
+    let settings = crate::k8s::leader::ElectionSettings::from_config(k)?;
+    let election = crate::k8s::leader::start(client.clone(), engine.clone(), settings).await?;
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let discovery = crate::k8s::discovery::Discovery::new(client, engine);
+    let discovery = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = discovery.run(shutdown).await {
+            tracing::error!(error = %e, "Kubernetes discovery stopped: no workload is discovered");
+        }
+    });
+    Ok(KubernetesRuntime {
+        election,
+        discovery,
+        stop,
+    })
+}
+
+impl KubernetesRuntime {
+    /// Stops discovery and releases the Lease so another replica leads at once.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.discovery.await;
+        self.election.shutdown().await;
+    }
+}
+
 /// Hides a password in a database URL.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

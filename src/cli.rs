@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::act::Target;
+use crate::act::{Actuator, Target};
 use crate::app::{App, Parts};
 use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock, unix_now};
@@ -663,7 +663,8 @@ async fn settle(a: SettleArgs, verb: &str) -> anyhow::Result<ExitCode> {
 
 /// `serve`: the service on the configured watches. Charts come from `[sources.prometheus]`
 /// when it is configured, else from the built-in simulator; simulated targets are acted on by
-/// the simulator (Kubernetes actuators plug in here as they land).
+/// the simulator. With `[kubernetes] enabled = true`, annotated workloads are discovered, the
+/// replicas elect a leader on a Lease, and Kubernetes targets are acted on through the API.
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let sim = Arc::new(SimCluster::new(clock.clone(), 1));
@@ -672,8 +673,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             Target::Simulated { run } => sim
                 .add_run(SimRunSpec::new(run, unix_now() - 3600.0))
                 .with_context(|| format!("watch `{}`", w.run))?,
+            Target::Kubernetes { .. } if cfg.kubernetes.enabled => {}
             Target::Kubernetes { .. } => anyhow::bail!(
-                "watch `{}`: Kubernetes targets are not supported by this build yet (only `simulated`)",
+                "watch `{}`: a Kubernetes target needs [kubernetes] enabled = true",
                 w.run
             ),
         }
@@ -686,12 +688,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => sim.clone(),
     };
+    let kube = if cfg.kubernetes.enabled {
+        Some(kube::Client::try_default().await.context(
+            "kubernetes: no cluster credentials ($KUBECONFIG or the pod's service account)",
+        )?)
+    } else {
+        None
+    };
+    let actuator: Arc<dyn Actuator> = match &kube {
+        Some(client) => Arc::new(crate::app::TargetRouter {
+            simulated: sim.clone(),
+            kubernetes: crate::app::kubernetes_actuator(client.clone()),
+        }),
+        None => sim.clone(),
+    };
     let tick_every = cfg.poll_interval;
     let pager = crate::notify::build(&cfg, ConsolePager::new(), false).context("pagers")?;
     let parts = Parts {
         clock,
         source,
-        actuator: sim.clone(),
+        actuator,
         pager,
         tick_every,
     };
@@ -704,12 +720,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %app.addr, "babysitter serving");
     app.engine.restore().await;
     app.engine.start("serve").await;
-    // Intents without outcomes (a crash in between) are settled before the loop acts.
-    let recovered = app.engine.settle_unfinished_intents().await;
-    if recovered != Default::default() {
-        tracing::warn!(?recovered, "crash recovery settled unfinished actions");
+    // Before the loop starts: the replica follows until the Lease is its own. Intents without
+    // outcomes (a crash in between) are settled before the loop acts: here for a single
+    // instance, by `Engine::set_leadership` when a replica gains the Lease.
+    let k8s = match kube {
+        Some(client) => Some(crate::app::start_kubernetes(client, app.engine.clone()).await?),
+        None => {
+            let recovered = app.engine.settle_unfinished_intents().await;
+            if recovered != Default::default() {
+                tracing::warn!(?recovered, "crash recovery settled unfinished actions");
+            }
+            None
+        }
+    };
+    let result = app.run_until(crate::app::shutdown_signal()).await;
+    if let Some(k) = k8s {
+        k.stop().await;
     }
-    app.run_until(crate::app::shutdown_signal()).await
+    result
 }
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub struct Config {
     /// Re-notification and incoming alerts (`[paging]`).
     pub paging: crate::notify::PagingConfig,
     pub watches: Vec<WatchConfig>,
+    /// `[kubernetes]`: discover annotated workloads, elect a leader on a Lease, act on workloads.
+    pub kubernetes: KubernetesConfig,
     /// `[agent]`: the optional LLM investigator (absent: no agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<crate::agent::AgentConfig>,
@@ -95,6 +97,8 @@ impl Default for Config {
             agent: None,
 
             source: None,
+
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -597,6 +601,156 @@ fn default_route() -> String {
     "default".into()
 }
 
+/// `[kubernetes]`: babysit workloads annotated `babysitter.dev/watch: "true"` (Job, JobSet,
+/// PyTorchJob, TrainJob), with leader election on a `coordination.k8s.io/v1` Lease so that
+/// several replicas can run and only one acts. Credentials come from the pod's service account
+/// or `$KUBECONFIG`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Off by default: `serve` then babysits only the configured watches.
+    pub enabled: bool,
+    /// Namespaces to discover workloads in; empty means the whole cluster.
+    pub namespaces: Vec<String>,
+    /// Autonomy of a discovered workload without a `babysitter.dev/autonomy` annotation.
+    pub default_autonomy: Autonomy,
+    /// The most autonomy an annotation may ask for; a higher one is lowered to this (the
+    /// cluster owner, not the workload's owner, decides how far babysitter may go).
+    pub max_autonomy: Autonomy,
+    /// The Lease the replicas elect a leader on.
+    pub lease_name: String,
+    /// Its namespace; unset: `$POD_NAMESPACE`, else `default`.
+    pub lease_namespace: Option<String>,
+    /// How long a leader's claim lasts without renewal: a dead leader is replaced within this.
+    #[serde(with = "duration")]
+    pub lease_duration: Duration,
+    /// The leader renews this long before its claim expires.
+    #[serde(with = "duration")]
+    pub lease_renew_before: Duration,
+    /// This replica's name in the election; unset: `$POD_NAME`, else `$HOSTNAME`.
+    pub identity: Option<String>,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            enabled: false,
+            namespaces: Vec::new(),
+            default_autonomy: Autonomy::Suggest,
+            max_autonomy: Autonomy::Act,
+            lease_name: "babysitter-leader".into(),
+            lease_namespace: None,
+            lease_duration: Duration::from_secs(15),
+            lease_renew_before: Duration::from_secs(5),
+            identity: None,
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// The Lease's namespace: configured, else `$POD_NAMESPACE`, else `default`.
+    pub fn lease_namespace(&self) -> String {
+        self.lease_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+            })
+            .unwrap_or_else(|| "default".into())
+    }
+
+    /// This replica's identity: configured, else `$POD_NAME`, else `$HOSTNAME`.
+    pub fn identity(&self) -> Result<String, ConfigError> {
+        self.identity
+            .clone()
+            .or_else(|| {
+                ["POD_NAME", "HOSTNAME"]
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok().filter(|x| !x.trim().is_empty()))
+            })
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "kubernetes.identity: unset, and neither POD_NAME nor HOSTNAME is set".into(),
+                )
+            })
+    }
+
+    /// Checks names and durations (whole seconds: the Lease counts in seconds).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, msg: String| {
+            Err(ConfigError::Invalid(format!("kubernetes.{field}: {msg}")))
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if !is_dns_label(ns) {
+                return bad(
+                    &format!("namespaces[{i}]"),
+                    format!("`{ns}` is not a namespace name (lower-case letters, digits, `-`)"),
+                );
+            }
+            if !seen.insert(ns) {
+                return bad(
+                    &format!("namespaces[{i}]"),
+                    format!("`{ns}` is listed twice"),
+                );
+            }
+        }
+        if !is_dns_subdomain(&self.lease_name) {
+            return bad(
+                "lease_name",
+                format!("`{}` is not a valid object name", self.lease_name),
+            );
+        }
+        if let Some(ns) = &self.lease_namespace
+            && !is_dns_label(ns)
+        {
+            return bad("lease_namespace", format!("`{ns}` is not a namespace name"));
+        }
+        let whole = |d: Duration| d.subsec_nanos() == 0;
+        if !whole(self.lease_duration) || self.lease_duration.as_secs() < 2 {
+            return bad(
+                "lease_duration",
+                "must be a whole number of seconds, at least 2s".into(),
+            );
+        }
+        if !whole(self.lease_renew_before)
+            || self.lease_renew_before.is_zero()
+            || self.lease_renew_before >= self.lease_duration
+        {
+            return bad(
+                "lease_renew_before",
+                "must be a whole number of seconds, at least 1s and less than lease_duration"
+                    .into(),
+            );
+        }
+        if let Some(id) = &self.identity
+            && id.trim().is_empty()
+        {
+            return bad("identity", "must not be empty".into());
+        }
+        if self.default_autonomy > self.max_autonomy {
+            return bad("default_autonomy", "is above max_autonomy".into());
+        }
+        Ok(())
+    }
+}
+
+/// A Kubernetes DNS label (RFC 1123): namespaces.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A Kubernetes DNS subdomain (RFC 1123): most object names.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {message}")]
@@ -743,6 +897,14 @@ impl Config {
                 crate::sources::prometheus::profile::resolve(sel, &w.charts).map_err(|e| {
                     ConfigError::Invalid(format!("watches[{i}] (run `{}`): {e}", w.run))
                 })?;
+            }
+        }
+        if self.kubernetes.enabled {
+            self.kubernetes.validate()?;
+            if self.sources.prometheus.is_none() {
+                return Err(ConfigError::Invalid(
+                    "kubernetes.enabled: discovered workloads read their charts from Prometheus; configure [sources.prometheus]".into(),
+                ));
             }
         }
         for (i, w) in self.watches.iter().enumerate() {
@@ -1266,5 +1428,59 @@ ml-oncall = ["oncall-pd", "slack-ml"]
         std::fs::write(&p, "pagers:\n  hook:\n    kind: webhook\n    url: http://127.0.0.1:1/h\n    secret: {vault: x}\n").unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("env = \"VARIABLE\""), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_section_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let base = "[sources.prometheus]\nurl = \"http://p\"\n[kubernetes]\nenabled = true\nnamespaces = [\"ml\", \"research\"]\nlease_duration = \"20s\"\nidentity = \"pod-a\"\n";
+        std::fs::write(&p, base).unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        let k = &cfg.kubernetes;
+        assert!(k.enabled);
+        assert_eq!(k.namespaces, vec!["ml", "research"]);
+        assert_eq!(k.lease_duration, Duration::from_secs(20));
+        assert_eq!(k.lease_renew_before, Duration::from_secs(5));
+        assert_eq!(k.default_autonomy, Autonomy::Suggest);
+        assert_eq!(k.identity().unwrap(), "pod-a");
+        assert_eq!(k.lease_name, "babysitter-leader");
+        // Off by default, and then nothing is checked.
+        assert!(!Config::default().kubernetes.enabled);
+
+        let bad = |text: String, field: &str| {
+            std::fs::write(&p, text).unwrap();
+            let err = Config::load(Some(&p)).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        };
+        bad(
+            base.replace("\"ml\",", "\"ML\","),
+            "kubernetes.namespaces[0]",
+        );
+        bad(
+            base.replace("\"research\"", "\"ml\""),
+            "kubernetes.namespaces[1]",
+        );
+        bad(
+            base.replace("\"20s\"", "\"1500ms\""),
+            "kubernetes.lease_duration",
+        );
+        bad(
+            base.replace("\"20s\"", "\"5s\""),
+            "kubernetes.lease_renew_before",
+        );
+        bad(
+            format!("{base}lease_name = \"Bad_Name\"\n"),
+            "kubernetes.lease_name",
+        );
+        bad(format!("{base}leese = 1\n"), "leese");
+        bad(
+            base.replace("[sources.prometheus]\nurl = \"http://p\"\n", ""),
+            "[sources.prometheus]",
+        );
+        bad(
+            format!("{base}default_autonomy = \"act\"\nmax_autonomy = \"observe\"\n"),
+            "kubernetes.default_autonomy",
+        );
     }
 }

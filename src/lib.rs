@@ -27,8 +27,7 @@
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
 //! | [`act`] | the `Action` enum and the `Actuator` trait |
 //! | [`agent`] | the optional LLM investigator: read-only tools, one proposed runbook step, budgets, evals |
-
-//! | [`k8s`] | Kubernetes: the actuator for Job, JobSet, PyTorchJob and TrainJob |
+//! | [`k8s`] | Kubernetes: discovery of annotated workloads, leader election on a Lease, the actuator for Job, JobSet, PyTorchJob and TrainJob |
 //! | [`verify`] | did the run recover after the action? |
 //! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
 //! | [`notify`] | the `Pager` trait; console, PagerDuty, Slack, signed webhook, Alertmanager, Opsgenie; routes and an outbox |

@@ -2,7 +2,8 @@
 //!
 //! `/healthz`, `/readyz` and `/metrics` at the root; everything else under `/api/v1`:
 //! watches and their state, incidents with findings, diagnosis, decisions and actions, approve /
-//! reject of a pending action, and the audit log filtered by run, incident, kind and time.
+//! reject of a pending action, the audit log filtered by run, incident, kind and time, and who
+//! leads (`/api/v1/leader`; a follower replica refuses every mutation with 503).
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; request bodies
 //! are size-limited and parsed into typed values at the edge.
 
@@ -41,7 +42,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/runbooks/{id}/execute", post(execute_runbook))
         .route("/audit", get(audit))
         .route("/audit/verify", get(audit_verify))
-        .route("/audit/heads", post(sign_head));
+        .route("/audit/heads", post(sign_head))
+        .route("/leader", get(leader));
     let v1 = v1.layer(axum::middleware::from_fn_with_state(
         engine.clone(),
         authorize,
@@ -148,6 +150,16 @@ async fn authorize(
             Some(_) => {}
         }
     }
+    // Only the leader acts: a follower's approval or execution would be lost or repeated.
+    if mutation && !engine.is_leader() {
+        let l = engine.leadership();
+        return ApiError::Unavailable(format!(
+            "this replica ({}) is a follower and serves the API read-only; send this to the leader ({})",
+            l.identity.as_deref().unwrap_or("unknown"),
+            l.holder.as_deref().unwrap_or("not known yet")
+        ))
+        .into_response();
+    }
     req.extensions_mut().insert(caller);
     next.run(req).await
 }
@@ -242,7 +254,9 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
     if !engine.handles().audit.is_healthy() {
         problems.push("audit log not writable: babysitter will not act".to_string());
     }
-    if view.ticks == 0 {
+    let leadership = engine.leadership();
+    // A follower does not poll: it is ready when it can serve the read-only API.
+    if view.ticks == 0 && leadership.is_leader {
         problems.push("no poll completed yet".to_string());
     }
     let status = if problems.is_empty() {
@@ -261,12 +275,18 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> Response {
         Json(json!({
             "ready": problems.is_empty(),
             "problems": problems,
-            "leader": true,
+            "leader": leadership.is_leader,
+            "leadership": leadership,
             "watches": view.watches.len(),
             "blind_watches": blind,
         })),
     )
         .into_response()
+}
+
+/// Who leads: this replica's identity, whether it leads, the Lease and its holder.
+async fn leader(State(engine): State<Arc<Engine>>) -> Api<crate::engine::Leadership> {
+    Ok(Json(engine.leadership()))
 }
 
 async fn metrics(State(engine): State<Arc<Engine>>) -> Response {

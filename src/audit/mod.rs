@@ -68,19 +68,22 @@ pub enum EntryKind {
     /// An alert arrived from Alertmanager's webhook (enriched and maybe forwarded).
     AlertReceived,
 
-    /// This replica gained or lost leadership (payload: `holder`, `acquired` / `lost`).
-    Leadership,
     /// A signed head: HMAC of the previous entry's `(seq, hash)` ([`heads`]).
     SignedHead,
     /// Retention deleted the entries up to `pruned_through.seq`; verification starts here.
     Checkpoint,
     /// Start-up settled an action intent that had no outcome (babysitter crashed in between).
     Recovery,
+
+    /// A watch ended: its workload completed or disappeared, or it stopped being annotated.
+    WatchEnded,
+    /// This replica gained or lost the leadership (only the leader acts).
+    LeadershipChanged,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 29] = [
+    pub const ALL: [EntryKind; 30] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -104,14 +107,13 @@ impl EntryKind {
         EntryKind::RunbookDryRun,
         EntryKind::AgentInvestigation,
         EntryKind::AgentProposal,
-
         EntryKind::PageFailed,
         EntryKind::AlertReceived,
-
-        EntryKind::Leadership,
         EntryKind::SignedHead,
         EntryKind::Checkpoint,
         EntryKind::Recovery,
+        EntryKind::WatchEnded,
+        EntryKind::LeadershipChanged,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -144,10 +146,12 @@ impl EntryKind {
             EntryKind::PageFailed => "page_failed",
             EntryKind::AlertReceived => "alert_received",
 
-            EntryKind::Leadership => "leadership",
             EntryKind::SignedHead => "signed_head",
             EntryKind::Checkpoint => "checkpoint",
             EntryKind::Recovery => "recovery",
+
+            EntryKind::WatchEnded => "watch_ended",
+            EntryKind::LeadershipChanged => "leadership_changed",
         }
     }
 

@@ -257,7 +257,7 @@ impl Engine {
             history: &st.history,
             now,
             audit_healthy: self.h.audit.is_healthy(),
-            is_leader: true,
+            is_leader: self.is_leader(),
         };
         let decision = policy::decide(&self.cfg.policy, &request);
         let target = w.cfg.target.clone();

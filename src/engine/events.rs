@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     WatchStarted,
+    /// A discovered workload completed or disappeared: its watch ended.
+    WatchEnded,
+    /// This replica gained or lost the leadership.
+    LeadershipChanged,
     SourceBlind,
     SourceRecovered,
     Finding,
@@ -33,6 +37,8 @@ impl EventKind {
     pub fn marker(self) -> &'static str {
         match self {
             EventKind::WatchStarted => "·",
+            EventKind::WatchEnded => "·",
+            EventKind::LeadershipChanged => "♛",
             EventKind::SourceBlind => "?",
             EventKind::SourceRecovered => "·",
             EventKind::Finding => "!",

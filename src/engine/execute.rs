@@ -131,7 +131,7 @@ impl Engine {
                         history: &history,
                         now,
                         audit_healthy: self.h.audit.is_healthy(),
-                        is_leader: true,
+                        is_leader: self.is_leader(),
                     },
                 );
                 history.push(PastAction {

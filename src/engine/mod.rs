@@ -19,6 +19,7 @@ mod events;
 mod execute;
 mod recover;
 mod view;
+mod watches;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -31,6 +32,7 @@ pub use events::{Event, EventKind};
 pub use execute::{ExecuteError, ExecuteRequest, ExecuteResult, PlannedStep};
 pub use recover::{CRASH_AFTER_INTENT_ENV, Recovered};
 pub use view::{View, WatchView};
+pub use watches::{Leadership, WatchError};
 
 use crate::act::Actuator;
 use crate::audit::{AuditLog, EntryKind, NewEntry};
@@ -118,6 +120,9 @@ pub struct Engine {
     public_url: RwLock<String>,
     /// On-call was paged that the audit log cannot be written (resolved when it can again).
     audit_paged: std::sync::atomic::AtomicBool,
+
+    /// Who leads: only the leader polls and acts (a single instance always leads).
+    leadership: RwLock<Leadership>,
 }
 
 impl Engine {
@@ -147,6 +152,8 @@ impl Engine {
             agent: agent::AgentHook::default(),
             public_url: RwLock::new(public_url),
             audit_paged: std::sync::atomic::AtomicBool::new(false),
+
+            leadership: RwLock::new(Leadership::default()),
         };
         Arc::new(engine)
     }
@@ -317,7 +324,15 @@ impl Engine {
     ) {
         tokio::pin!(shutdown);
         loop {
-            self.tick().await;
+            if self.is_leader() {
+                self.tick().await;
+            } else {
+                // A follower neither polls nor acts; it keeps its view (watches, incidents
+                // restored when it leads) fresh for the read-only API.
+                let now = self.h.clock.now();
+                let st = self.state.lock().await;
+                self.publish(&st, now);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.wake.notified() => {}

@@ -58,12 +58,12 @@ pub trait MetricsSource: Send + Sync {
 
     /// A watch added while running (Kubernetes discovery): set up what polling it needs. An
     /// error names what is wrong with the watch; the engine then does not add it.
-    fn add_watch(&self, _watch: &WatchConfig) -> Result<(), SourceError> {
+    fn add_run(&self, _watch: &WatchConfig) -> Result<(), SourceError> {
         Ok(())
     }
 
     /// A watch that ended (its workload completed or disappeared).
-    fn remove_watch(&self, _run: &str) {}
+    fn remove_run(&self, _run: &str) {}
 
     /// Counters since start (zero for sources that keep none).
     fn stats(&self) -> PollStats {

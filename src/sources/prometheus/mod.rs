@@ -271,7 +271,7 @@ struct Done {
 
 #[async_trait]
 impl MetricsSource for PrometheusSource {
-    fn add_watch(&self, w: &WatchConfig) -> Result<(), SourceError> {
+    fn add_run(&self, w: &WatchConfig) -> Result<(), SourceError> {
         let plan = resolve_plan(&self.cfg, w).map_err(|e| SourceError::BadData(e.to_string()))?;
         self.plans
             .write()
@@ -280,7 +280,7 @@ impl MetricsSource for PrometheusSource {
         Ok(())
     }
 
-    fn remove_watch(&self, run: &str) {
+    fn remove_run(&self, run: &str) {
         self.plans
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -497,6 +497,31 @@ mod tests {
         let q = &qs[0];
         assert_eq!(q.end, 1_699_999_995);
         assert_eq!(q.start, 1_699_999_920);
+    }
+
+    #[test]
+    fn runs_added_while_running_join_the_batched_queries() {
+        let cfg = PrometheusConfig::new("http://127.0.0.1:9");
+        let src = PrometheusSource::new(&cfg, &[watch("a", None)]).unwrap();
+        let now = 1_700_000_000.0;
+        assert!(src.plan("k").is_none());
+        src.add_run(&watch("k", None)).unwrap();
+        assert_eq!(src.plan("k").unwrap().len(), 12);
+        let qs = src.plan_queries(
+            &[req("a", Some(now - 30.0)), req("k", Some(now - 30.0))],
+            now,
+        );
+        assert_eq!(qs.len(), 12, "the discovered run shares the queries");
+        assert!(qs.iter().all(|q| q.runs.len() == 2));
+        let err = src.add_run(&watch("bad", Some("dgcm"))).unwrap_err();
+        assert!(
+            err.to_string().contains("bad") && err.to_string().contains("dgcm"),
+            "{err}"
+        );
+        assert!(src.plan("bad").is_none());
+        src.remove_run("k");
+        assert!(src.plan("k").is_none());
+        assert_eq!(src.plan_queries(&[req("k", None)], now).len(), 0);
     }
 
     #[test]
