@@ -3,10 +3,15 @@
 //! Deterministic: among the runbooks whose triggers match any finding (restricted to the
 //! watch's allowed ids when it names some), the highest priority wins and ties go to the
 //! smallest id. When none matches, the plan pages a human: babysitter never guesses.
+//! With the run's charts ([`diagnose_on_charts`]) trigger chart conditions are evaluated and
+//! the chosen runbook's checks are answered from the charts, which selects its steps; without
+//! them ([`diagnose`]) only runbooks without chart conditions match and every check is unknown.
 
 use std::time::Duration;
 
+use super::checks::{Outcomes, evaluate_all_on_charts};
 use super::{Diagnosis, Plan, PlanStep, Runbook, RunbookSet};
+use crate::charts::ChartSet;
 use crate::act::Action;
 use crate::detect::{Finding, Severity};
 use crate::verify::{Expectation, VerifySpec};
@@ -23,10 +28,23 @@ pub const NO_RUNBOOK_VERIFY_WITHIN: Duration = Duration::from_secs(3600);
 /// finding — named in the reason — is the first finding that matches the chosen runbook, or the
 /// first finding of all when nothing matches.
 pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Diagnosis {
+    diagnose_on_charts(set, findings, allowed, None, 0.0)
+}
+
+/// [`diagnose`] with the run's charts at `now`: chart conditions of triggers are evaluated and
+/// the chosen runbook's checks are answered from the charts ([`super::checks`]).
+pub fn diagnose_on_charts(
+    set: &RunbookSet,
+    findings: &[Finding],
+    allowed: &[String],
+    charts: Option<&ChartSet>,
+    now: f64,
+) -> Diagnosis {
     let eligible = |rb: &&Runbook| allowed.is_empty() || allowed.contains(&rb.id);
     let mut matched: Vec<(&Runbook, &Finding)> = set
         .iter()
         .filter(eligible)
+        .filter(|rb| rb.triggers.charts_hold(charts, now))
         .filter_map(|rb| findings.iter().find(|f| rb.matches(f)).map(|f| (rb, f)))
         .collect();
     // Highest priority first, then by id: a total order, so the choice never depends on the
@@ -48,11 +66,22 @@ pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> D
         reason.push_str("; also matched: ");
         reason.push_str(&others.join(", "));
     }
+    let checks = evaluate_all_on_charts(&rb.checks, charts, now);
+    let outcomes: Outcomes = checks.iter().map(|c| (c.id.clone(), c.outcome)).collect();
+    if !checks.is_empty() {
+        let said: Vec<String> = checks
+            .iter()
+            .map(|c| format!("{} = {}", c.id, c.outcome))
+            .collect();
+        reason.push_str("; checks: ");
+        reason.push_str(&said.join(", "));
+    }
     Diagnosis {
         runbook: rb.id.clone(),
         title: rb.title.clone(),
         reason,
-        plan: rb.plan(),
+        plan: rb.plan_for(&outcomes),
+        checks,
     }
 }
 
@@ -94,7 +123,9 @@ fn no_runbook(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Dia
             },
             max_attempts: 1,
             escalation_severity: Severity::Critical,
+            escalation_route: None,
         },
+        checks: Vec::new(),
     }
 }
 
