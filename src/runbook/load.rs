@@ -1140,6 +1140,7 @@ pub(super) fn load_dir(dir: &Path) -> Result<RunbookSet, RunbookErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runbook::PlanStep;
     use crate::verify::Expectation;
 
     /// A valid runbook `x`; line numbers in tests refer to this layout:
@@ -1191,7 +1192,7 @@ mod tests {
         assert_eq!(rb.triggers.kinds, vec![FindingKind::Stall]);
         assert_eq!(rb.triggers.min_severity, None);
         assert_eq!(
-            rb.steps,
+            rb.plan().steps,
             vec![PlanStep {
                 action: Action::Pause,
                 requires_approval: false

@@ -210,17 +210,68 @@ impl Runbook {
 /// disk. A unit test checks this list equals the `*.md` files of `runbooks/`.
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
+        "runbooks/checkpoint-stale.md",
+        include_str!("../../runbooks/checkpoint-stale.md"),
+    ),
+    (
+        "runbooks/crash-loop.md",
+        include_str!("../../runbooks/crash-loop.md"),
+    ),
+    (
+        "runbooks/dataloader-stall.md",
+        include_str!("../../runbooks/dataloader-stall.md"),
+    ),
+    (
+        "runbooks/eval-regression.md",
+        include_str!("../../runbooks/eval-regression.md"),
+    ),
+    (
         "runbooks/gpu-hardware-error.md",
         include_str!("../../runbooks/gpu-hardware-error.md"),
     ),
-    ("runbooks/hang.md", include_str!("../../runbooks/hang.md")),
+    (
+        "runbooks/gpu-util-drop.md",
+        include_str!("../../runbooks/gpu-util-drop.md"),
+    ),
+    (
+        "runbooks/grad-explosion.md",
+        include_str!("../../runbooks/grad-explosion.md"),
+    ),
+    (
+        "runbooks/hang.md",
+        include_str!("../../runbooks/hang.md"),
+    ),
+    (
+        "runbooks/loss-divergence.md",
+        include_str!("../../runbooks/loss-divergence.md"),
+    ),
+    (
+        "runbooks/loss-plateau.md",
+        include_str!("../../runbooks/loss-plateau.md"),
+    ),
+    (
+        "runbooks/loss-scale-collapse.md",
+        include_str!("../../runbooks/loss-scale-collapse.md"),
+    ),
     (
         "runbooks/loss-spike.md",
         include_str!("../../runbooks/loss-spike.md"),
     ),
     (
+        "runbooks/lr-anomaly.md",
+        include_str!("../../runbooks/lr-anomaly.md"),
+    ),
+    (
+        "runbooks/metrics-absent.md",
+        include_str!("../../runbooks/metrics-absent.md"),
+    ),
+    (
         "runbooks/nonfinite.md",
         include_str!("../../runbooks/nonfinite.md"),
+    ),
+    (
+        "runbooks/straggler.md",
+        include_str!("../../runbooks/straggler.md"),
     ),
     (
         "runbooks/throughput-drop.md",
