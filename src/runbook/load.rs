@@ -692,6 +692,11 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
     };
 
     if !errs.errors.is_empty() {
+        // In file order, so an author fixes them top to bottom (stable: same line keeps order).
+        errs.errors.sort_by_key(|e| match e {
+            RunbookError::At { line, .. } => *line,
+            RunbookError::Io { .. } => 0,
+        });
         return Err(errs.errors);
     }
     Ok(Runbook {
@@ -1175,6 +1180,102 @@ mod tests {
             .unwrap_or_else(|| panic!("{} does not start with {prefix}", lines[0]))
             .to_string();
         (prefix, rest)
+    }
+
+    /// A runbook with checks and branches where every line has a problem; line numbers matter.
+    const BRANCHY: &str = "---
+id: x
+title: X
+triggers:
+  kinds: [stall]
+  charts: [{chart: gpu_util, op: \">\", threshold: .inf}]
+checks:
+  - id: busy
+    promql: 'avg(gpu_util{run=\"$run\"}'
+    op: \">\"
+    threshold: 0.9
+  - id: busy
+    promql: up
+    op: \"<\"
+    threshold: 1
+  - id: quiet
+    promql: up
+    op: \"==\"
+    threshold: 0
+    reduce: max
+    unknown_as: false
+steps:
+  - action: pause
+    when: {check: bsy, is: true}
+  - action: page
+    severity: error
+    summary: stop here
+    stop: true
+  - action: annotate
+    note: after
+  - action: resume
+    stop: true
+  - action: capture_diagnostics
+    when: {check: quiet, is: unknown}
+verify:
+  within: 5m
+  expect: [progress]
+---
+Body
+";
+
+    #[test]
+    fn branches_pick_steps_by_outcome_and_stop_ends_the_plan() {
+        let text = "---\nid: x\ntitle: X\ntriggers:\n  kinds: [stall]\n  charts: [{chart: gpu_util, reduce: mean, over: 5m, op: \">\", threshold: 0.9}]\n\
+                    checks:\n  - id: hw\n    promql: 'increase(xid_total{run=\"$run\"}[1h])'\n    op: \">\"\n    threshold: 0\n    chart: xid_errors\n    reduce: increase\n    over: 1h\n\
+                    steps:\n  - action: capture_diagnostics\n  - action: page\n    severity: critical\n    summary: hw\n    when: {check: hw, is: true}\n    stop: true\n\
+                    \x20 - action: restart_from_checkpoint\n    checkpoint: latest\n    when: {check: hw, is: [false, unknown]}\n  - action: annotate\n    note: done\n\
+                    verify:\n  within: 5m\n  expect: [progress]\nescalate:\n  severity: error\n  route: ml-oncall\n---\nBody\n";
+        let rb = match parse_file("x.md", text) {
+            Ok(rb) => rb,
+            Err(e) => panic!("{e:?}"),
+        };
+        let kinds = |o: Option<Outcome>| -> Vec<ActionKind> {
+            let outcomes: super::super::Outcomes =
+                o.map(|o| ("hw".to_string(), o)).into_iter().collect();
+            rb.plan_for(&outcomes).steps.iter().map(|s| s.action.kind()).collect()
+        };
+        assert_eq!(kinds(Some(Outcome::True)), [ActionKind::CaptureDiagnostics, ActionKind::Page]);
+        let restart = [
+            ActionKind::CaptureDiagnostics,
+            ActionKind::RestartFromCheckpoint,
+            ActionKind::Annotate,
+        ];
+        assert_eq!(kinds(Some(Outcome::False)), restart);
+        assert_eq!(kinds(None), restart);
+        assert_eq!(rb.plan().steps.len(), 3);
+        assert_eq!(rb.plan().escalation_route.as_deref(), Some("ml-oncall"));
+        assert_eq!(rb.escalation_severity, Severity::Error);
+        assert_eq!(rb.triggers.charts.len(), 1);
+        assert_eq!(rb.triggers.charts[0].to_string(), "mean(gpu_util) over 5m > 0.9");
+        assert_eq!(rb.checks[0].chart.map(|c| c.to_string()).as_deref(), Some("increase(xid_errors) over 1h"));
+    }
+
+    #[test]
+    fn check_and_branch_errors_are_all_reported_with_their_lines() {
+        let (dir, lines) = load_errors(&[("x.md", BRANCHY.to_string())]);
+        let p = dir.path().join("x.md").display().to_string();
+        let want: Vec<String> = [
+            "6: trigger condition on `gpu_util`: threshold must be a finite number",
+            "9: check `busy`: the PromQL does not parse: unclosed left parenthesis",
+            "12: duplicate check id `busy`",
+            "20: check `quiet`: `reduce` needs `chart` (which chart does it reduce?)",
+            "24: step 1: `when` names an undefined check `bsy` (checks: busy, quiet)",
+            "29: step 3 is unreachable: step 2 (page, stop: true) always ends the plan before it",
+            "31: step 4 is unreachable: step 2 (page, stop: true) always ends the plan before it",
+            "32: step 4: `stop` ends the plan after a page that hands the run to a human; `resume` is not a page",
+            "33: step 5 is unreachable: step 2 (page, stop: true) always ends the plan before it",
+            "34: step 5 is unreachable: check `quiet` never yields unknown (it has `unknown_as: false`)",
+        ]
+        .iter()
+        .map(|l| format!("{p}:{l}"))
+        .collect();
+        assert_eq!(lines, want);
     }
 
     #[test]
