@@ -671,10 +671,15 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
         ));
     }
 
+    let mut escalation_route_line = 0;
     let (escalation_severity, escalation_route) = match raw.escalate {
         None => (Severity::Critical, None),
         Some(e) => {
             let route = e.route.and_then(|r| {
+                escalation_route_line = match spanned_line(&r) {
+                    0 => find_key_line(split.yaml, 1, "route").unwrap_or(0),
+                    l => l,
+                } + split.offset;
                 let name = r.value.trim().to_string();
                 if name.is_empty() {
                     errs.push(
@@ -713,6 +718,7 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
         max_attempts,
         escalation_severity,
         escalation_route,
+        escalation_route_line,
     })
 }
 

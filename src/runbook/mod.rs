@@ -154,6 +154,9 @@ pub struct Runbook {
     pub escalation_severity: Severity,
     /// The on-call route for this runbook's pages; the watch's route when `None`.
     pub escalation_route: Option<String>,
+    /// File line of `escalate.route` (for `babysitter check` against the config's routes).
+    #[serde(skip)]
+    pub escalation_route_line: usize,
 }
 
 impl Runbook {
@@ -332,6 +335,25 @@ impl RunbookSet {
 
     pub fn is_empty(&self) -> bool {
         self.runbooks.is_empty()
+    }
+
+    /// `file:line` errors for every `escalate.route` that `known` does not accept (a route or
+    /// pager name of the config).
+    pub fn unknown_routes(&self, known: impl Fn(&str) -> bool) -> RunbookErrors {
+        RunbookErrors(
+            self.iter()
+                .filter_map(|rb| {
+                    let route = rb.escalation_route.as_deref()?;
+                    (!known(route)).then(|| RunbookError::At {
+                        path: rb.path.clone(),
+                        line: rb.escalation_route_line.max(1),
+                        message: format!(
+                            "escalate.route `{route}` is neither a route nor a pager of the config"
+                        ),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// The ids among `ids` that name no runbook of this set (for checking a watch's
