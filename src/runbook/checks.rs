@@ -78,6 +78,9 @@ pub enum Reduce {
     Increase,
     /// How many samples are NaN or ±Inf.
     NonFinite,
+    /// Newest finite sample over the smallest finite one of the window: how far a chart rose
+    /// from its low (`loss` 1.5× its one-hour minimum).
+    Rise,
 }
 
 impl Reduce {
@@ -89,6 +92,7 @@ impl Reduce {
             Reduce::Mean => "mean",
             Reduce::Increase => "increase",
             Reduce::NonFinite => "non_finite",
+            Reduce::Rise => "rise",
         }
     }
 
@@ -108,6 +112,11 @@ impl Reduce {
                 let first = finite().next()?;
                 let last = finite().last()?;
                 Some(last - first)
+            }
+            Reduce::Rise => {
+                let last = finite().last()?;
+                let min = finite().reduce(f64::min)?;
+                (min > 0.0).then(|| last / min)
             }
             Reduce::NonFinite => {
                 (!samples.is_empty()).then(|| samples.iter().filter(|s| !s.v.is_finite()).count() as f64)
@@ -419,6 +428,7 @@ mod tests {
         assert_eq!(Reduce::Mean.apply(&s), Some(3.5));
         assert_eq!(Reduce::Increase.apply(&s), Some(3.0));
         assert_eq!(Reduce::NonFinite.apply(&s), Some(1.0));
+        assert_eq!(Reduce::Rise.apply(&s), Some(2.5));
         assert_eq!(Reduce::Max.apply(&[]), None);
         assert_eq!(Reduce::NonFinite.apply(&[]), None);
     }
