@@ -462,3 +462,145 @@ async fn executing_a_branching_runbook_records_its_checks_and_acts_through_the_g
     assert!(paused);
     assert!(h.audit.verify().await.expect("verify").ok());
 }
+
+// ---------- `babysitter check` on the binary ----------
+
+fn check(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_babysitter"))
+        .arg("check")
+        .args(args)
+        .env_remove("BABYSITTER_CONFIG")
+        .output()
+        .expect("run babysitter check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_shipped_runbook_passes_check() {
+    let (ok, out, err) = check(&["--runbooks".as_ref(), "runbooks".as_ref()]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("runbooks: OK (17: checkpoint-stale, crash-loop,"), "{out}");
+}
+
+/// Two broken runbooks: every error of both, each as `file:line: message`, in file order.
+#[test]
+fn check_prints_every_error_of_every_broken_runbook_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = "---
+id: a
+title: A
+triggers:
+  kinds: [stall, stal]
+steps:
+  - action: pause
+verify:
+  within: 5m
+  expect: [progress]
+---
+Body
+";
+    let b = "---
+id: b
+title: B
+triggers:
+  kinds: [crash_loop]
+checks:
+  - id: hw
+    promql: 'increase(xid_total{run=\"$run\"}[1h]'
+    op: \">\"
+    threshold: 0
+    chart: xid_errors
+    reduce: increase
+    over: 1h
+    unknown_as: false
+steps:
+  - action: page
+    severity: critical
+    summary: hand over
+    stop: true
+  - action: restart_from_checkpoint
+    checkpoint: latest
+    when: {check: hw, is: unknown}
+  - action: patch_config
+    changes: [{key: lr, scale: half}]
+    when: {check: gpu, is: true}
+verify:
+  within: 5m
+  expect: [progress]
+---
+Body
+";
+    std::fs::write(dir.path().join("a.md"), a).expect("write");
+    std::fs::write(dir.path().join("b.md"), b).expect("write");
+    let (ok, out, err) = check(&["--runbooks".as_ref(), dir.path().as_os_str()]);
+    assert!(!ok, "{out}");
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{}:5: unknown variant `stal`, expected one of", p("a.md"))),
+        "{err}"
+    );
+    // b.md fails at its YAML type error first (a scale that is not a number): the YAML parser
+    // stops there, so the rest of that file is checked once it parses.
+    assert_eq!(
+        lines[1],
+        format!("{}:24: expected a number (near `changes: [{{key: lr, scale: half}}]`)", p("b.md")),
+        "{err}"
+    );
+
+    // With the type error fixed, every semantic error of b.md is reported.
+    std::fs::write(dir.path().join("b.md"), b.replace("scale: half", "scale: 0.5")).expect("write");
+    std::fs::remove_file(dir.path().join("a.md")).expect("rm");
+    let (ok, _, err) = check(&["--runbooks".as_ref(), dir.path().as_os_str()]);
+    assert!(!ok);
+    let want = [
+        "8: check `hw`: the PromQL does not parse: unclosed left parenthesis",
+        "20: step 2 is unreachable: step 1 (page, stop: true) always ends the plan before it",
+        "22: step 2 is unreachable: check `hw` never yields unknown (it has `unknown_as: false`)",
+        "23: step 3 is unreachable: step 1 (page, stop: true) always ends the plan before it",
+        "25: step 3: `when` names an undefined check `gpu` (checks: hw)",
+    ]
+    .map(|l| format!("{}:{l}", p("b.md")));
+    assert_eq!(err.lines().collect::<Vec<_>>(), want, "{err}");
+}
+
+#[test]
+fn check_refuses_an_escalation_route_the_config_does_not_know() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("runbooks");
+    std::fs::create_dir(&rb).expect("mkdir");
+    std::fs::write(
+        rb.join("x.md"),
+        "---\nid: x\ntitle: X\ntriggers:\n  kinds: [stall]\nsteps:\n  - action: capture_diagnostics\n\
+         verify:\n  within: 5m\n  expect: [progress]\nescalate:\n  severity: error\n  route: research-oncall\n---\nBody\n",
+    )
+    .expect("write");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[pagers.console]\nkind = \"console\"\n[routes]\nml-oncall = [\"console\"]\n",
+    )
+    .expect("write");
+    let (ok, out, err) = check(&["--config".as_ref(), cfg.as_os_str(), "--runbooks".as_ref(), rb.as_os_str()]);
+    assert!(!ok, "{out}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{}:13: escalate.route `research-oncall` is neither a route nor a pager of the config",
+            rb.join("x.md").display()
+        )
+    );
+    // Named in the config, it passes.
+    std::fs::write(
+        &cfg,
+        "[pagers.console]\nkind = \"console\"\n[routes]\nresearch-oncall = [\"console\"]\n",
+    )
+    .expect("write");
+    let (ok, out, err) = check(&["--config".as_ref(), cfg.as_os_str(), "--runbooks".as_ref(), rb.as_os_str()]);
+    assert!(ok, "{out}\n{err}");
+}
