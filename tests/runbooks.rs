@@ -124,7 +124,15 @@ use ActionKind::{
 
 #[tokio::test]
 async fn nonfinite_rolls_back_before_onset_and_verifies() {
-    let d = drive(vec![Fault::Nan { at: AT, steps: 2000 }], FindingKind::Nonfinite, 3.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::Nan {
+            at: AT,
+            steps: 2000,
+        }],
+        FindingKind::Nonfinite,
+        3.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "nonfinite");
 
     assert_eq!(d.plan(), [Capture, Restart]);
@@ -170,11 +178,21 @@ async fn stall_that_survives_restarts_is_tried_three_times_then_escalated() {
 
 #[tokio::test]
 async fn gpu_hardware_error_pauses_and_restarts_elsewhere_after_approval() {
-    let d = drive(common::xid_fault(), FindingKind::GpuHardwareError, 3.0 * 3600.0).await;
+    let d = drive(
+        common::xid_fault(),
+        FindingKind::GpuHardwareError,
+        3.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "gpu-hardware-error");
     assert_eq!(d.plan(), [Pause, Restart]);
     assert_eq!(d.done(), [Pause, Restart]);
-    let restart = d.inc.actions.iter().find(|a| a.action.kind() == Restart).expect("restart");
+    let restart = d
+        .inc
+        .actions
+        .iter()
+        .find(|a| a.action.kind() == Restart)
+        .expect("restart");
     assert_eq!(restart.decision.rule, "approved");
     assert_eq!(d.inc.state, IncidentState::Resolved);
     d.assert_audited().await;
@@ -183,7 +201,11 @@ async fn gpu_hardware_error_pauses_and_restarts_elsewhere_after_approval() {
 #[tokio::test]
 async fn throughput_drop_pages_and_verifies_when_it_clears() {
     let d = drive(
-        vec![Fault::ThroughputDrop { at: AT, factor: 0.5, duration: 1800.0 }],
+        vec![Fault::ThroughputDrop {
+            at: AT,
+            factor: 0.5,
+            duration: 1800.0,
+        }],
         FindingKind::ThroughputDrop,
         3.0 * 3600.0,
     )
@@ -199,12 +221,22 @@ async fn throughput_drop_pages_and_verifies_when_it_clears() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn loss_divergence_rolls_back_with_a_gentler_lr_when_gradients_are_calm() {
-    let d = drive(vec![Fault::LossDivergence { at: AT }], FindingKind::LossDivergence, 4.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::LossDivergence { at: AT }],
+        FindingKind::LossDivergence,
+        4.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "loss-divergence");
     // The simulated divergence raises the gradient norm ×3–10 of ≈0.45: below 10.
     assert_eq!(d.check("grad_norm_high"), Outcome::False);
     assert_eq!(d.plan(), [Capture, Page, Patch, Restart]);
-    let patch = d.inc.actions.iter().find(|a| a.action.kind() == Patch).expect("patch");
+    let patch = d
+        .inc
+        .actions
+        .iter()
+        .find(|a| a.action.kind() == Patch)
+        .expect("patch");
     assert!(patch.action.to_string().contains("0.8"), "{}", patch.action);
     assert_eq!(d.inc.state, IncidentState::Resolved);
     d.assert_audited().await;
@@ -213,7 +245,12 @@ async fn loss_divergence_rolls_back_with_a_gentler_lr_when_gradients_are_calm() 
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn grad_explosion_the_loss_does_not_follow_is_annotated_and_clears() {
-    let d = drive(vec![Fault::GradExplosion { at: AT, steps: 200 }], FindingKind::GradExplosion, 3.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::GradExplosion { at: AT, steps: 200 }],
+        FindingKind::GradExplosion,
+        3.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "grad-explosion");
     assert_eq!(d.check("loss_followed"), Outcome::False);
     assert_eq!(d.plan(), [Capture, Annotate]);
@@ -224,7 +261,12 @@ async fn grad_explosion_the_loss_does_not_follow_is_annotated_and_clears() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn loss_scale_collapse_rolls_back_with_half_lr() {
-    let d = drive(vec![Fault::LossScaleCollapse { at: AT }], FindingKind::LossScaleCollapse, 3.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::LossScaleCollapse { at: AT }],
+        FindingKind::LossScaleCollapse,
+        3.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "loss-scale-collapse");
     let want: Vec<ActionKind> = match d.check("at_floor") {
         Outcome::True => vec![Capture, Page, Patch, Restart],
@@ -239,7 +281,12 @@ async fn loss_scale_collapse_rolls_back_with_half_lr() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn loss_plateau_only_pages_and_escalates_while_it_holds() {
-    let d = drive(vec![Fault::LossPlateau { at: AT }], FindingKind::LossPlateau, 12.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::LossPlateau { at: AT }],
+        FindingKind::LossPlateau,
+        12.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "loss-plateau");
     assert_eq!(d.check("lr_near_zero"), Outcome::False);
     assert_eq!(d.plan(), [Annotate, Page]);
@@ -251,7 +298,12 @@ async fn loss_plateau_only_pages_and_escalates_while_it_holds() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn eval_regression_pages_before_rotation_and_escalates_while_it_holds() {
-    let d = drive(vec![Fault::EvalRegression { at: AT }], FindingKind::EvalRegression, 8.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::EvalRegression { at: AT }],
+        FindingKind::EvalRegression,
+        8.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "eval-regression");
     assert_eq!(d.check("train_loss_finite"), Outcome::True);
     assert_eq!(d.plan(), [Capture, Page]);
@@ -262,7 +314,15 @@ async fn eval_regression_pages_before_rotation_and_escalates_while_it_holds() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn lr_anomaly_without_a_restart_pages_for_a_review() {
-    let d = drive(vec![Fault::LrAnomaly { at: AT, factor: 10.0 }], FindingKind::LrAnomaly, 3.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::LrAnomaly {
+            at: AT,
+            factor: 10.0,
+        }],
+        FindingKind::LrAnomaly,
+        3.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "lr-anomaly");
     assert_eq!(d.check("restarted_recently"), Outcome::False);
     assert_eq!(d.plan(), [Capture, Page]);
@@ -273,7 +333,15 @@ async fn lr_anomaly_without_a_restart_pages_for_a_review() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn metrics_absent_pages_and_resolves_when_charts_return() {
-    let d = drive(vec![Fault::MetricsAbsent { at: AT, duration: 1200.0 }], FindingKind::MetricsAbsent, 3.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::MetricsAbsent {
+            at: AT,
+            duration: 1200.0,
+        }],
+        FindingKind::MetricsAbsent,
+        3.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "metrics-absent");
     // No Prometheus here: the checks that only PromQL answers are unknown → the generic page.
     assert_eq!(d.check("gpu_series_gone"), Outcome::Unknown);
@@ -285,7 +353,16 @@ async fn metrics_absent_pages_and_resolves_when_charts_return() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn straggler_without_hardware_errors_pages_and_escalates_while_it_holds() {
-    let d = drive(vec![Fault::Straggler { at: AT, rank: 2, factor: 1.8 }], FindingKind::Straggler, 4.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::Straggler {
+            at: AT,
+            rank: 2,
+            factor: 1.8,
+        }],
+        FindingKind::Straggler,
+        4.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "straggler");
     assert_eq!(d.check("hardware_errors"), Outcome::False);
     assert_eq!(d.plan(), [Capture, Page]);
@@ -297,7 +374,11 @@ async fn straggler_without_hardware_errors_pages_and_escalates_while_it_holds() 
 #[ignore = "detector lands with the detection branch"]
 async fn gpu_util_drop_pages_and_resolves_when_it_ends() {
     let d = drive(
-        vec![Fault::GpuUtilDrop { at: AT, util: 0.4, duration: 1800.0 }],
+        vec![Fault::GpuUtilDrop {
+            at: AT,
+            util: 0.4,
+            duration: 1800.0,
+        }],
         FindingKind::GpuUtilDrop,
         3.0 * 3600.0,
     )
@@ -313,7 +394,11 @@ async fn gpu_util_drop_pages_and_resolves_when_it_ends() {
 #[ignore = "detector lands with the detection branch"]
 async fn dataloader_stall_doubles_workers_and_restarts_with_approval() {
     let d = drive(
-        vec![Fault::DataloaderStall { at: AT, wait: 0.9, duration: 6.0 * 3600.0 }],
+        vec![Fault::DataloaderStall {
+            at: AT,
+            wait: 0.9,
+            duration: 6.0 * 3600.0,
+        }],
         FindingKind::DataloaderStall,
         4.0 * 3600.0,
     )
@@ -322,14 +407,28 @@ async fn dataloader_stall_doubles_workers_and_restarts_with_approval() {
     assert_eq!(d.check("fully_starved"), Outcome::True);
     assert_eq!(d.plan(), [Capture, Patch, Restart, Page]);
     assert_eq!(d.done(), [Capture, Patch, Restart, Page]);
-    assert!(d.inc.actions.iter().filter(|a| a.action.kind() != Capture && a.action.kind() != Page).all(|a| a.decision.rule == "approved"));
+    assert!(
+        d.inc
+            .actions
+            .iter()
+            .filter(|a| a.action.kind() != Capture && a.action.kind() != Page)
+            .all(|a| a.decision.rule == "approved")
+    );
     d.assert_audited().await;
 }
 
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn crash_loop_is_paused_and_paged_instead_of_restarted() {
-    let d = drive(vec![Fault::CrashLoop { at: AT, crashes: 100 }], FindingKind::CrashLoop, 3.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::CrashLoop {
+            at: AT,
+            crashes: 100,
+        }],
+        FindingKind::CrashLoop,
+        3.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "crash-loop");
     assert_eq!(d.check("hardware_errors"), Outcome::False);
     assert_eq!(d.plan(), [Capture, Pause, Page]);
@@ -341,7 +440,12 @@ async fn crash_loop_is_paused_and_paged_instead_of_restarted() {
 #[tokio::test]
 #[ignore = "detector lands with the detection branch"]
 async fn checkpoint_stale_pages_before_anything_risky() {
-    let d = drive(vec![Fault::CheckpointStale { at: AT }], FindingKind::CheckpointStale, 6.0 * 3600.0).await;
+    let d = drive(
+        vec![Fault::CheckpointStale { at: AT }],
+        FindingKind::CheckpointStale,
+        6.0 * 3600.0,
+    )
+    .await;
     assert_eq!(d.runbook(), "checkpoint-stale");
     assert_eq!(d.plan(), [Capture, Page]);
     assert!(d.done().iter().all(|k| !k.mutates_workload()));
@@ -357,7 +461,10 @@ async fn call(h: &Harness, method: &str, uri: &str, body: Option<Value>) -> (Sta
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", common::OPERATOR_TOKEN))
+        .header(
+            "authorization",
+            format!("Bearer {}", common::OPERATOR_TOKEN),
+        )
         .body(match body {
             Some(b) => Body::from(b.to_string()),
             None => Body::empty(),
@@ -366,7 +473,10 @@ async fn call(h: &Harness, method: &str, uri: &str, body: Option<Value>) -> (Sta
     let res = router.oneshot(req).await.expect("response");
     let status = res.status();
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn step_types(plan: &Value) -> Vec<String> {
@@ -381,28 +491,61 @@ fn step_types(plan: &Value) -> Vec<String> {
 #[tokio::test]
 async fn dry_run_answers_checks_from_the_charts_and_picks_the_branch() {
     // run-x throws Xid errors 10 minutes in; run-h is healthy.
-    let h = Harness::new(vec![("run-x", common::xid_fault()), ("run-h", vec![])], |c| {
-        // Observe only: the dry runs must not race the automatic incident.
-        for w in &mut c.watches {
-            w.autonomy = babysitter::policy::Autonomy::Observe;
-        }
-    })
+    let h = Harness::new(
+        vec![("run-x", common::xid_fault()), ("run-h", vec![])],
+        |c| {
+            // Observe only: the dry runs must not race the automatic incident.
+            for w in &mut c.watches {
+                w.autonomy = babysitter::policy::Autonomy::Observe;
+            }
+        },
+    )
     .await;
     h.until(1200.0, |_| false).await;
     let url = "/api/v1/runbooks/crash-loop/execute";
-    let (status, healthy) = call(&h, "POST", url, Some(json!({"run": "run-h", "by": "alice", "dry_run": true}))).await;
+    let (status, healthy) = call(
+        &h,
+        "POST",
+        url,
+        Some(json!({"run": "run-h", "by": "alice", "dry_run": true})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{healthy}");
     assert_eq!(healthy["checks"][0]["id"], "hardware_errors");
     assert_eq!(healthy["checks"][0]["outcome"], "false");
     assert_eq!(healthy["checks"][0]["source"], "chart");
-    assert_eq!(step_types(&healthy), ["capture_diagnostics", "pause", "page"]);
-    assert!(healthy["steps"][2]["action"]["summary"].as_str().unwrap_or("").contains("restart storm"), "{healthy}");
+    assert_eq!(
+        step_types(&healthy),
+        ["capture_diagnostics", "pause", "page"]
+    );
+    assert!(
+        healthy["steps"][2]["action"]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("restart storm"),
+        "{healthy}"
+    );
 
-    let (_, xid) = call(&h, "POST", url, Some(json!({"run": "run-x", "by": "alice", "dry_run": true}))).await;
+    let (_, xid) = call(
+        &h,
+        "POST",
+        url,
+        Some(json!({"run": "run-x", "by": "alice", "dry_run": true})),
+    )
+    .await;
     assert_eq!(xid["checks"][0]["outcome"], "true", "{xid}");
-    assert!(xid["checks"][0]["value"].as_f64().unwrap_or(0.0) >= 1.0, "{xid}");
+    assert!(
+        xid["checks"][0]["value"].as_f64().unwrap_or(0.0) >= 1.0,
+        "{xid}"
+    );
     assert_eq!(step_types(&xid), ["capture_diagnostics", "pause", "page"]);
-    assert!(xid["steps"][2]["action"]["summary"].as_str().unwrap_or("").contains("cordon"), "{xid}");
+    assert!(
+        xid["steps"][2]["action"]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cordon"),
+        "{xid}"
+    );
 
     // Each dry run left one audit entry with the checks; nothing was done to the runs.
     let (_, audit) = call(&h, "GET", "/api/v1/audit?kind=runbook_dry_run", None).await;
@@ -413,7 +556,10 @@ async fn dry_run_answers_checks_from_the_charts_and_picks_the_branch() {
         assert_eq!(e["payload"]["checks"][0]["id"], "hardware_errors", "{e}");
     }
     assert_eq!(h.sim.status("run-h").expect("run").restarts, 0);
-    assert_eq!(h.sim.status("run-h").expect("run").phase, babysitter::sim::SimPhase::Running);
+    assert_eq!(
+        h.sim.status("run-h").expect("run").phase,
+        babysitter::sim::SimPhase::Running
+    );
 }
 
 #[tokio::test]
@@ -438,7 +584,10 @@ async fn executing_a_branching_runbook_records_its_checks_and_acts_through_the_g
         .map(|s| s["action"]["type"].as_str().unwrap_or("?"))
         .collect();
     assert_eq!(planned, ["capture_diagnostics", "pause", "page"]);
-    assert_eq!(h.sim.status("run-h").expect("run").phase, babysitter::sim::SimPhase::Paused);
+    assert_eq!(
+        h.sim.status("run-h").expect("run").phase,
+        babysitter::sim::SimPhase::Paused
+    );
 
     let kinds = h.kinds(&id).await;
     for k in [
@@ -453,8 +602,14 @@ async fn executing_a_branching_runbook_records_its_checks_and_acts_through_the_g
         assert!(kinds.contains(&k), "{k:?} missing from {kinds:?}");
     }
     let entries = h.entries(&id).await;
-    let diag = entries.iter().find(|e| e.kind == EntryKind::Diagnosis).expect("diagnosis");
-    assert_eq!(diag.payload["diagnosis"]["checks"][0]["id"], "hardware_errors");
+    let diag = entries
+        .iter()
+        .find(|e| e.kind == EntryKind::Diagnosis)
+        .expect("diagnosis");
+    assert_eq!(
+        diag.payload["diagnosis"]["checks"][0]["id"],
+        "hardware_errors"
+    );
     let paused = h.incidents_of("run-h")[0]
         .actions
         .iter()
@@ -483,7 +638,10 @@ fn check(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
 fn every_shipped_runbook_passes_check() {
     let (ok, out, err) = check(&["--runbooks".as_ref(), "runbooks".as_ref()]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("runbooks: OK (17: checkpoint-stale, crash-loop,"), "{out}");
+    assert!(
+        out.contains("runbooks: OK (17: checkpoint-stale, crash-loop,"),
+        "{out}"
+    );
 }
 
 /// Two broken runbooks: every error of both, each as `file:line: message`, in file order.
@@ -542,19 +700,29 @@ Body
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
     assert!(
-        lines[0].starts_with(&format!("{}:5: unknown variant `stal`, expected one of", p("a.md"))),
+        lines[0].starts_with(&format!(
+            "{}:5: unknown variant `stal`, expected one of",
+            p("a.md")
+        )),
         "{err}"
     );
     // b.md fails at its YAML type error first (a scale that is not a number): the YAML parser
     // stops there, so the rest of that file is checked once it parses.
     assert_eq!(
         lines[1],
-        format!("{}:24: expected a number (near `changes: [{{key: lr, scale: half}}]`)", p("b.md")),
+        format!(
+            "{}:24: expected a number (near `changes: [{{key: lr, scale: half}}]`)",
+            p("b.md")
+        ),
         "{err}"
     );
 
     // With the type error fixed, every semantic error of b.md is reported.
-    std::fs::write(dir.path().join("b.md"), b.replace("scale: half", "scale: 0.5")).expect("write");
+    std::fs::write(
+        dir.path().join("b.md"),
+        b.replace("scale: half", "scale: 0.5"),
+    )
+    .expect("write");
     std::fs::remove_file(dir.path().join("a.md")).expect("rm");
     let (ok, _, err) = check(&["--runbooks".as_ref(), dir.path().as_os_str()]);
     assert!(!ok);
@@ -586,7 +754,12 @@ fn check_refuses_an_escalation_route_the_config_does_not_know() {
         "[pagers.console]\nkind = \"console\"\n[routes]\nml-oncall = [\"console\"]\n",
     )
     .expect("write");
-    let (ok, out, err) = check(&["--config".as_ref(), cfg.as_os_str(), "--runbooks".as_ref(), rb.as_os_str()]);
+    let (ok, out, err) = check(&[
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--runbooks".as_ref(),
+        rb.as_os_str(),
+    ]);
     assert!(!ok, "{out}");
     assert_eq!(
         err.trim(),
@@ -601,6 +774,11 @@ fn check_refuses_an_escalation_route_the_config_does_not_know() {
         "[pagers.console]\nkind = \"console\"\n[routes]\nresearch-oncall = [\"console\"]\n",
     )
     .expect("write");
-    let (ok, out, err) = check(&["--config".as_ref(), cfg.as_os_str(), "--runbooks".as_ref(), rb.as_os_str()]);
+    let (ok, out, err) = check(&[
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--runbooks".as_ref(),
+        rb.as_os_str(),
+    ]);
     assert!(ok, "{out}\n{err}");
 }

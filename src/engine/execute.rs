@@ -104,7 +104,8 @@ impl Engine {
         }
         let (target, autonomy) = (w.cfg.target.clone(), w.cfg.autonomy);
         // The runbook's checks, answered from the run's charts, pick its steps.
-        let checks = crate::runbook::checks::evaluate_all_on_charts(&rb.checks, Some(&w.charts), now);
+        let checks =
+            crate::runbook::checks::evaluate_all_on_charts(&rb.checks, Some(&w.charts), now);
         let outcomes: crate::runbook::Outcomes =
             checks.iter().map(|c| (c.id.clone(), c.outcome)).collect();
         let plan = rb.plan_for(&outcomes);

@@ -110,17 +110,16 @@ impl Reduce {
             }
             Reduce::Increase => {
                 let first = finite().next()?;
-                let last = finite().last()?;
+                let last = finite().next_back()?;
                 Some(last - first)
             }
             Reduce::Rise => {
-                let last = finite().last()?;
+                let last = finite().next_back()?;
                 let min = finite().reduce(f64::min)?;
                 (min > 0.0).then(|| last / min)
             }
-            Reduce::NonFinite => {
-                (!samples.is_empty()).then(|| samples.iter().filter(|s| !s.v.is_finite()).count() as f64)
-            }
+            Reduce::NonFinite => (!samples.is_empty())
+                .then(|| samples.iter().filter(|s| !s.v.is_finite()).count() as f64),
         }
     }
 }
@@ -308,7 +307,12 @@ pub fn evaluate_on_charts(check: &Check, charts: Option<&ChartSet>, now: f64) ->
         (Some(probe), Some(charts)) => {
             let value = probe.value(charts, now);
             let detail = match value {
-                Some(v) => format!("{probe} = {v} ({} {} {})", check.op, check.threshold, check.op.holds(v, check.threshold)),
+                Some(v) => format!(
+                    "{probe} = {v} ({} {} {})",
+                    check.op,
+                    check.threshold,
+                    check.op.holds(v, check.threshold)
+                ),
                 None => format!("{probe}: no samples"),
             };
             let source = if value.is_some() {
@@ -346,7 +350,9 @@ pub async fn evaluate_all(
                         v,
                         CheckSource::Prometheus,
                         match v {
-                            Some(v) => format!("`{query}` = {v} ({} {})", check.op, check.threshold),
+                            Some(v) => {
+                                format!("`{query}` = {v} ({} {})", check.op, check.threshold)
+                            }
                             None => format!("`{query}`: empty result"),
                         },
                     ),
@@ -468,13 +474,38 @@ mod tests {
     async fn runner_answers_first_and_charts_are_the_fallback() {
         let c = charts(Role::XidErrors, &[(0.0, 3.0), (100.0, 3.0)]);
         let checks = [check(Some(XID_30M), None)];
-        let r = evaluate_all(&checks, "run-a", Some(&Fixed(Ok(Some(4.0)))), Some(&c), 120.0).await;
-        assert_eq!((r[0].outcome, r[0].source), (Outcome::True, CheckSource::Prometheus));
+        let r = evaluate_all(
+            &checks,
+            "run-a",
+            Some(&Fixed(Ok(Some(4.0)))),
+            Some(&c),
+            120.0,
+        )
+        .await;
+        assert_eq!(
+            (r[0].outcome, r[0].source),
+            (Outcome::True, CheckSource::Prometheus)
+        );
         let r = evaluate_all(&checks, "run-a", Some(&Fixed(Ok(None))), Some(&c), 120.0).await;
         assert_eq!(r[0].outcome, Outcome::Unknown);
-        let r = evaluate_all(&checks, "run-a", Some(&Fixed(Err("down".into()))), Some(&c), 120.0).await;
-        assert_eq!((r[0].outcome, r[0].source), (Outcome::False, CheckSource::Chart));
-        assert!(r[0].detail.starts_with("Prometheus did not answer (down); "), "{}", r[0].detail);
+        let r = evaluate_all(
+            &checks,
+            "run-a",
+            Some(&Fixed(Err("down".into()))),
+            Some(&c),
+            120.0,
+        )
+        .await;
+        assert_eq!(
+            (r[0].outcome, r[0].source),
+            (Outcome::False, CheckSource::Chart)
+        );
+        assert!(
+            r[0].detail
+                .starts_with("Prometheus did not answer (down); "),
+            "{}",
+            r[0].detail
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::checks::{Outcomes, evaluate_all_on_charts};
 use super::{Diagnosis, Plan, PlanStep, Runbook, RunbookSet};
-use crate::charts::ChartSet;
 use crate::act::Action;
+use crate::charts::ChartSet;
 use crate::detect::{Finding, Severity};
 use crate::verify::{Expectation, VerifySpec};
 

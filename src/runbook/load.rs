@@ -174,7 +174,11 @@ impl<'de> Deserialize<'de> for RawOutcomes {
                 f.write_str(EXPECTED)
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawOutcomes, E> {
-                Ok(RawOutcomes(vec![if v { Outcome::True } else { Outcome::False }]))
+                Ok(RawOutcomes(vec![if v {
+                    Outcome::True
+                } else {
+                    Outcome::False
+                }]))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawOutcomes, E> {
                 word(v).map(|o| RawOutcomes(vec![o]))
@@ -555,7 +559,10 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
             errs.push(
                 line,
                 Some("charts"),
-                format!("trigger condition on `{}`: threshold must be a finite number", c.chart),
+                format!(
+                    "trigger condition on `{}`: threshold must be a finite number",
+                    c.chart
+                ),
             );
         }
         conditions.push(ChartCondition {
@@ -1244,9 +1251,16 @@ Body
         let kinds = |o: Option<Outcome>| -> Vec<ActionKind> {
             let outcomes: super::super::Outcomes =
                 o.map(|o| ("hw".to_string(), o)).into_iter().collect();
-            rb.plan_for(&outcomes).steps.iter().map(|s| s.action.kind()).collect()
+            rb.plan_for(&outcomes)
+                .steps
+                .iter()
+                .map(|s| s.action.kind())
+                .collect()
         };
-        assert_eq!(kinds(Some(Outcome::True)), [ActionKind::CaptureDiagnostics, ActionKind::Page]);
+        assert_eq!(
+            kinds(Some(Outcome::True)),
+            [ActionKind::CaptureDiagnostics, ActionKind::Page]
+        );
         let restart = [
             ActionKind::CaptureDiagnostics,
             ActionKind::RestartFromCheckpoint,
@@ -1258,8 +1272,14 @@ Body
         assert_eq!(rb.plan().escalation_route.as_deref(), Some("ml-oncall"));
         assert_eq!(rb.escalation_severity, Severity::Error);
         assert_eq!(rb.triggers.charts.len(), 1);
-        assert_eq!(rb.triggers.charts[0].to_string(), "mean(gpu_util) over 5m > 0.9");
-        assert_eq!(rb.checks[0].chart.map(|c| c.to_string()).as_deref(), Some("increase(xid_errors) over 1h"));
+        assert_eq!(
+            rb.triggers.charts[0].to_string(),
+            "mean(gpu_util) over 5m > 0.9"
+        );
+        assert_eq!(
+            rb.checks[0].chart.map(|c| c.to_string()).as_deref(),
+            Some("increase(xid_errors) over 1h")
+        );
     }
 
     #[test]

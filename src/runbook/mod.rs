@@ -20,7 +20,7 @@ use crate::act::Action;
 use crate::detect::{Finding, FindingKind, Severity};
 use crate::verify::VerifySpec;
 
-pub use checks::{Check, CheckResult, CheckRunner, ChartCondition, Outcome, Outcomes};
+pub use checks::{ChartCondition, Check, CheckResult, CheckRunner, Outcome, Outcomes};
 pub use diagnose::{NO_RUNBOOK_ID, NO_RUNBOOK_VERIFY_WITHIN, diagnose, diagnose_on_charts};
 pub use load::{RunbookError, RunbookErrors};
 
@@ -240,10 +240,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "runbooks/grad-explosion.md",
         include_str!("../../runbooks/grad-explosion.md"),
     ),
-    (
-        "runbooks/hang.md",
-        include_str!("../../runbooks/hang.md"),
-    ),
+    ("runbooks/hang.md", include_str!("../../runbooks/hang.md")),
     (
         "runbooks/loss-divergence.md",
         include_str!("../../runbooks/loss-divergence.md"),

@@ -232,7 +232,12 @@ fn every_check_parses_and_says_what_it_tells_apart() {
                 rb.id,
                 c.id
             );
-            assert!(!c.description.is_empty(), "{}: {} has no description", rb.id, c.id);
+            assert!(
+                !c.description.is_empty(),
+                "{}: {} has no description",
+                rb.id,
+                c.id
+            );
         }
     }
 }

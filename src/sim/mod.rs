@@ -207,12 +207,13 @@ impl MetricsSource for SimCluster {
                 if scrapes.is_empty() {
                     return Ok(Vec::new());
                 }
-                let keys = CHARTS.iter().map(|role| ChartKey::new(*role)).chain(
-                    (0..RANKS).map(|r| {
+                let keys = CHARTS
+                    .iter()
+                    .map(|role| ChartKey::new(*role))
+                    .chain((0..RANKS).map(|r| {
                         ChartKey::new(crate::charts::Role::ComputeTime)
                             .with_label("rank", r.to_string())
-                    }),
-                );
+                    }));
                 Ok(keys
                     .enumerate()
                     .map(|(i, key)| {

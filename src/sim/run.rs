@@ -640,7 +640,10 @@ impl Dyn {
             Fault::CrashLoop { crashes, .. } => {
                 if crashes > 0 {
                     self.crash = Some((crashes, self.active_secs + CRASH_EVERY));
-                    self.event(t, format!("workers start crashing every {CRASH_EVERY:.0} s"));
+                    self.event(
+                        t,
+                        format!("workers start crashing every {CRASH_EVERY:.0} s"),
+                    );
                 }
             }
             Fault::CheckpointStale { .. } => {
@@ -829,7 +832,10 @@ impl Dyn {
             out.push(format!("gradient explosion until step {u}"));
         }
         if self.scale_collapse {
-            out.push(format!("fp16 loss scale collapsing (now {})", self.loss_scale));
+            out.push(format!(
+                "fp16 loss scale collapsing (now {})",
+                self.loss_scale
+            ));
         }
         if let Some(p) = self.plateau_at {
             out.push(format!("loss plateau since step {p}"));
@@ -841,10 +847,15 @@ impl Dyn {
             out.push(format!("exporter silent until t={u:.0}"));
         }
         if let Some((rank, f)) = self.straggler {
-            out.push(format!("straggler: rank {rank} × {f} on node-{}", self.node));
+            out.push(format!(
+                "straggler: rank {rank} × {f} on node-{}",
+                self.node
+            ));
         }
         if let Some((w, u)) = self.data_stall {
-            out.push(format!("input pipeline waits {w} of each step until t={u:.0}"));
+            out.push(format!(
+                "input pipeline waits {w} of each step until t={u:.0}"
+            ));
         }
         if let Some((left, _)) = self.crash {
             out.push(format!("crash loop ({left} crash(es) to come)"));

@@ -396,13 +396,19 @@ impl SimRunSpec {
                 }
                 Fault::GpuUtilDrop { util, duration, .. } => {
                     if !(util.is_finite() && *util > 0.0 && *util < 1.0) {
-                        return Err(bad(&field("util"), format!("must be in (0, 1), got {util}")));
+                        return Err(bad(
+                            &field("util"),
+                            format!("must be in (0, 1), got {util}"),
+                        ));
                     }
                     positive_secs(&field("duration"), *duration)?;
                 }
                 Fault::DataloaderStall { wait, duration, .. } => {
                     if !(wait.is_finite() && *wait > 0.0 && *wait < 1.0) {
-                        return Err(bad(&field("wait"), format!("must be in (0, 1), got {wait}")));
+                        return Err(bad(
+                            &field("wait"),
+                            format!("must be in (0, 1), got {wait}"),
+                        ));
                     }
                     positive_secs(&field("duration"), *duration)?;
                 }

@@ -1002,17 +1002,27 @@ async fn grad_explosion_hits_grad_norm_only_and_ends_by_itself() {
 #[tokio::test]
 async fn loss_scale_collapses_to_one_with_skipped_steps_until_a_restart_with_lower_lr() {
     let (_spec, clock, sim, c) = faulted(Fault::LossScaleCollapse { at: H }).await;
-    assert_eq!(values(&c, Role::LossScale, ON - 600.0, ON - 15.0), vec![65_536.0; 40]);
+    assert_eq!(
+        values(&c, Role::LossScale, ON - 600.0, ON - 15.0),
+        vec![65_536.0; 40]
+    );
     let scale = values(&c, Role::LossScale, ON + 300.0, T0);
     assert!(scale.iter().all(|&s| s == 1.0), "{scale:?}");
     let skipped = values(&c, Role::SkippedSteps, ON - 15.0, T0);
     assert!(skipped.last().unwrap() - skipped[0] > 2000.0, "{skipped:?}");
     act(&sim, "f", lr_scale(0.5), "k1").await.unwrap();
     let step = values(&c, Role::Step, T0 - 15.0, T0)[0] as u64;
-    act(&sim, "f", restart(step / 300 * 300), "k2").await.unwrap();
+    act(&sim, "f", restart(step / 300 * 300), "k2")
+        .await
+        .unwrap();
     clock.advance(H);
     let c = poll(&sim, "f", Some(T0), T0 + H).await;
-    assert_eq!(*values(&c, Role::LossScale, T0 + 600.0, T0 + H).last().unwrap(), 65_536.0);
+    assert_eq!(
+        *values(&c, Role::LossScale, T0 + 600.0, T0 + H)
+            .last()
+            .unwrap(),
+        65_536.0
+    );
 }
 
 #[tokio::test]
@@ -1025,10 +1035,17 @@ async fn loss_plateau_stops_improving_while_eval_regression_diverges_from_train_
     let (_spec, _c1, _s1, c) = faulted(Fault::EvalRegression { at: H }).await;
     let eval = values(&c, Role::EvalLoss, ON - 1800.0, T0);
     let best = eval.iter().copied().fold(f64::INFINITY, f64::min);
-    assert!(*eval.last().unwrap() > 1.15 * best, "{best} {:?}", eval.last());
+    assert!(
+        *eval.last().unwrap() > 1.15 * best,
+        "{best} {:?}",
+        eval.last()
+    );
     // Between evaluations the gauge holds its value (20 scrapes).
     let flat = values(&c, Role::EvalLoss, ON - 1200.0, ON - 1200.0 + 14.0 * 15.0);
-    assert!(flat.windows(2).filter(|w| w[0] != w[1]).count() <= 1, "{flat:?}");
+    assert!(
+        flat.windows(2).filter(|w| w[0] != w[1]).count() <= 1,
+        "{flat:?}"
+    );
     let l0 = median(values(&c, Role::Loss, ON, ON + 600.0));
     let l1 = median(values(&c, Role::Loss, T0 - 600.0, T0));
     assert!(l1 < l0, "train loss keeps falling: {l0} {l1}");
@@ -1036,7 +1053,11 @@ async fn loss_plateau_stops_improving_while_eval_regression_diverges_from_train_
 
 #[tokio::test]
 async fn lr_anomaly_jumps_off_the_schedule() {
-    let (spec, _clock, _sim, c) = faulted(Fault::LrAnomaly { at: H, factor: 10.0 }).await;
+    let (spec, _clock, _sim, c) = faulted(Fault::LrAnomaly {
+        at: H,
+        factor: 10.0,
+    })
+    .await;
     let lr = window(&c, Role::Lr, ON - 15.0, ON + 15.0);
     let steps = window(&c, Role::Step, ON - 15.0, ON + 15.0);
     assert!((lr[0].v - spec.schedule_lr(steps[0].v as u64)).abs() < 1e-12);
@@ -1045,7 +1066,11 @@ async fn lr_anomaly_jumps_off_the_schedule() {
 
 #[tokio::test]
 async fn metrics_absent_leaves_a_gap_while_training_goes_on() {
-    let (_spec, _clock, _sim, c) = faulted(Fault::MetricsAbsent { at: H, duration: 1200.0 }).await;
+    let (_spec, _clock, _sim, c) = faulted(Fault::MetricsAbsent {
+        at: H,
+        duration: 1200.0,
+    })
+    .await;
     assert!(window(&c, Role::Step, ON, ON + 1199.0).is_empty());
     let before = values(&c, Role::Step, ON - 15.0, ON - 15.0)[0];
     let after = values(&c, Role::Step, ON + 1200.0, ON + 1200.0)[0];
@@ -1083,7 +1108,10 @@ async fn straggler_shows_in_one_ranks_compute_time_and_everyone_s_step_time() {
         .find(|(k, _)| k.role == Role::StepTime)
         .map(|(_, s)| median(s.iter().map(|x| x.v).collect()))
         .unwrap();
-    assert!((step_time - 2.0 * (1.0 + 0.85 * 0.8)).abs() < 0.1, "{step_time}");
+    assert!(
+        (step_time - 2.0 * (1.0 + 0.85 * 0.8)).abs() < 0.1,
+        "{step_time}"
+    );
 }
 
 #[tokio::test]
@@ -1116,7 +1144,9 @@ async fn gpu_util_drop_and_dataloader_stall_starve_the_gpus() {
     };
     act(&sim, "f", workers, "k1").await.unwrap();
     let step = values(&c, Role::Step, T0 - 15.0, T0)[0] as u64;
-    act(&sim, "f", restart(step / 300 * 300), "k2").await.unwrap();
+    act(&sim, "f", restart(step / 300 * 300), "k2")
+        .await
+        .unwrap();
     clock.advance(H);
     let c = poll(&sim, "f", Some(T0), T0 + H).await;
     assert!((median(values(&c, Role::DataWait, T0 + 600.0, T0 + H)) - 0.3).abs() < 1e-9);
@@ -1124,7 +1154,11 @@ async fn gpu_util_drop_and_dataloader_stall_starve_the_gpus() {
 
 #[tokio::test]
 async fn crash_loop_restarts_repeatedly_without_progress_and_a_pause_stops_it() {
-    let (_spec, clock, sim, c) = faulted(Fault::CrashLoop { at: H, crashes: 100 }).await;
+    let (_spec, clock, sim, c) = faulted(Fault::CrashLoop {
+        at: H,
+        crashes: 100,
+    })
+    .await;
     let restarts = values(&c, Role::Restarts, ON, T0);
     let n = restarts.last().unwrap() - restarts[0];
     // A cycle is 90 s of training plus 120 s of restart: ≈17 in an hour.
@@ -1149,7 +1183,10 @@ async fn checkpoint_stale_lets_checkpoint_age_climb_until_a_restart() {
     assert!(end > 3000.0, "{end}");
     let status = sim.status("f").unwrap();
     assert!(
-        status.active_faults.iter().any(|f| f == "checkpoint saves failing"),
+        status
+            .active_faults
+            .iter()
+            .any(|f| f == "checkpoint saves failing"),
         "{:?}",
         status.active_faults
     );
