@@ -292,4 +292,66 @@ mod tests {
         assert_eq!(empty.runbook, "none");
         assert!(empty.reason.starts_with("an incident without findings"));
     }
+
+    #[test]
+    fn charts_decide_trigger_conditions_and_checks() {
+        use crate::charts::{ChartKey, Role, Sample, Series};
+        let specific = (
+            "rb/specific.md".to_string(),
+            "---\nid: specific\ntitle: s\ntriggers:\n  kinds: [stall]\n  charts: [{chart: gpu_util, reduce: min, over: 5m, op: \">\", threshold: 0.9}]\n\
+             priority: 10\nchecks:\n  - id: hw\n    promql: 'increase(x[1h])'\n    op: \">\"\n    threshold: 0\n    chart: xid_errors\n    reduce: increase\n    over: 1h\n\
+             steps:\n  - action: capture_diagnostics\n  - action: page\n    severity: critical\n    summary: hw\n    when: {check: hw, is: true}\n    stop: true\n\
+             \x20 - action: restart_from_checkpoint\n    checkpoint: latest\nverify:\n  within: 5m\n  expect: [progress]\n---\nBody.\n"
+                .to_string(),
+        );
+        let set = set(&[specific, runbook("general", "stall", 0, "")]);
+        let stall = [finding(FindingKind::Stall, "step", Severity::Error)];
+        let mut charts = ChartSet::new();
+        let series =
+            |pts: &[(f64, f64)]| Series::from_samples(pts.iter().map(|&(t, v)| Sample::new(t, v)));
+        charts.insert(
+            ChartKey::new(Role::GpuUtil),
+            series(&[(900.0, 0.98), (1000.0, 0.97)]),
+        );
+        charts.insert(
+            ChartKey::new(Role::XidErrors),
+            series(&[(0.0, 2.0), (1000.0, 2.0)]),
+        );
+
+        // Busy GPUs, no new Xid: the specific runbook, restart branch.
+        let d = diagnose_on_charts(&set, &stall, &[], Some(&charts), 1000.0);
+        assert_eq!(d.runbook, "specific");
+        assert_eq!(d.checks.len(), 1);
+        assert_eq!(d.checks[0].outcome, crate::runbook::Outcome::False);
+        assert!(d.reason.ends_with("; checks: hw = false"), "{}", d.reason);
+        let kinds: Vec<_> = d.plan.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                crate::act::ActionKind::CaptureDiagnostics,
+                crate::act::ActionKind::RestartFromCheckpoint
+            ]
+        );
+
+        // A new Xid: the page-and-stop branch.
+        charts.merge(ChartKey::new(Role::XidErrors), [Sample::new(1010.0, 3.0)]);
+        let d = diagnose_on_charts(&set, &stall, &[], Some(&charts), 1010.0);
+        assert_eq!(d.checks[0].outcome, crate::runbook::Outcome::True);
+        let kinds: Vec<_> = d.plan.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                crate::act::ActionKind::CaptureDiagnostics,
+                crate::act::ActionKind::Page
+            ]
+        );
+
+        // Idle GPUs: the condition fails, the general runbook answers; no charts: likewise.
+        charts.merge(ChartKey::new(Role::GpuUtil), [Sample::new(1020.0, 0.1)]);
+        assert_eq!(
+            diagnose_on_charts(&set, &stall, &[], Some(&charts), 1020.0).runbook,
+            "general"
+        );
+        assert_eq!(diagnose(&set, &stall, &[]).runbook, "general");
+    }
 }
