@@ -300,6 +300,82 @@ pub trait CheckRunner: Send + Sync {
     async fn instant(&self, promql: &str, now: f64) -> Result<Option<f64>, String>;
 }
 
+/// A [`CheckRunner`] on a Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir,
+/// VictoriaMetrics): `GET {base}/api/v1/query?query=…&time=…`.
+#[derive(Debug, Clone)]
+pub struct PrometheusChecks {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl PrometheusChecks {
+    /// `client` carries timeouts, auth and TLS; `base` is the server URL (no `/api/v1`).
+    pub fn new(client: reqwest::Client, base: impl Into<String>) -> Self {
+        PrometheusChecks {
+            client,
+            base: base.into().trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// The value of an instant-query response: the largest finite sample of a vector, a scalar,
+/// `None` for an empty vector.
+fn instant_value(body: &serde_json::Value) -> Result<Option<f64>, String> {
+    if body["status"] != "success" {
+        return Err(format!(
+            "query failed: {}",
+            body["error"].as_str().unwrap_or("no error message")
+        ));
+    }
+    let sample = |v: &serde_json::Value| -> Result<f64, String> {
+        v.get(1)
+            .and_then(|x| x.as_str())
+            .ok_or_else(|| "a sample without a value".to_string())?
+            .parse::<f64>()
+            .map_err(|e| format!("a sample that is not a number: {e}"))
+    };
+    let data = &body["data"];
+    match data["resultType"].as_str() {
+        Some("scalar") => sample(&data["result"]).map(Some),
+        Some("vector") => {
+            let mut best: Option<f64> = None;
+            for s in data["result"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                let v = sample(&s["value"])?;
+                best = Some(match best {
+                    Some(b) if b >= v || v.is_nan() => b,
+                    _ => v,
+                });
+            }
+            Ok(best)
+        }
+        other => Err(format!(
+            "an instant query must return a vector or a scalar, got {}",
+            other.unwrap_or("nothing")
+        )),
+    }
+}
+
+#[async_trait]
+impl CheckRunner for PrometheusChecks {
+    async fn instant(&self, promql: &str, now: f64) -> Result<Option<f64>, String> {
+        let url = format!("{}/api/v1/query", self.base);
+        let time = format!("{now:.3}");
+        let res = self
+            .client
+            .get(&url)
+            .query(&[("query", promql), ("time", time.as_str())])
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = res.status();
+        let body: serde_json::Value = res
+            .json()
+            .await
+            .map_err(|e| format!("GET {url}: {status}: not JSON: {e}"))?;
+        instant_value(&body).map_err(|e| format!("GET {url}: {status}: {e}"))
+    }
+}
+
 /// Answers a check from the run's charts only (no PromQL): the simulator, replay, and the
 /// fallback when Prometheus does not answer.
 pub fn evaluate_on_charts(check: &Check, charts: Option<&ChartSet>, now: f64) -> CheckResult {
@@ -506,6 +582,69 @@ mod tests {
             "{}",
             r[0].detail
         );
+    }
+
+    #[test]
+    fn instant_values_from_prometheus_responses() {
+        use serde_json::json;
+        let vector = json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"gpu": "0"}, "value": [1.0, "2"]},
+            {"metric": {"gpu": "1"}, "value": [1.0, "5.5"]}]}});
+        assert_eq!(instant_value(&vector), Ok(Some(5.5)));
+        let empty = json!({"status": "success", "data": {"resultType": "vector", "result": []}});
+        assert_eq!(instant_value(&empty), Ok(None));
+        let scalar =
+            json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "1"]}});
+        assert_eq!(instant_value(&scalar), Ok(Some(1.0)));
+        let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": []}});
+        assert!(instant_value(&matrix).is_err());
+        let err = json!({"status": "error", "error": "parse error"});
+        assert_eq!(
+            instant_value(&err),
+            Err("query failed: parse error".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn prometheus_runner_sends_the_query_and_time() {
+        use axum::extract::Query;
+        use std::collections::HashMap;
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+                let ok = q.get("query").map(String::as_str) == Some("up{run=\"run-a\"}")
+                    && q.get("time").map(String::as_str) == Some("120.000");
+                axum::Json(
+                    serde_json::json!({"status": "success", "data": {"resultType": "vector",
+                    "result": [{"metric": {}, "value": [120.0, if ok { "1" } else { "0" }]}]}}),
+                )
+            }),
+        );
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let runner = PrometheusChecks::new(reqwest::Client::new(), format!("http://{addr}/"));
+        let check = Check {
+            id: "up".into(),
+            description: String::new(),
+            promql: "up{run=\"$run\"}".into(),
+            op: Cmp::Eq,
+            threshold: 1.0,
+            chart: None,
+            unknown_as: None,
+        };
+        let r = evaluate_all(&[check], "run-a", Some(&runner), None, 120.0).await;
+        assert_eq!(
+            (r[0].outcome, r[0].source),
+            (Outcome::True, CheckSource::Prometheus)
+        );
+        assert_eq!(r[0].value, Some(1.0));
     }
 
     #[test]
