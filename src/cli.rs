@@ -402,7 +402,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `check`: validates the config, the pagers and the runbooks; prints every error (runbook
+/// errors as `file:line: message`) and fails on any.
 fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
+    use crate::runbook::RunbookErrors;
     let mut ok = true;
     let cfg = match Config::load(config.as_deref()) {
         Ok(c) => {
@@ -463,7 +466,18 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
     match crate::app::load_runbooks(&cfg) {
         Ok(set) => {
             let ids: Vec<_> = set.iter().map(|r| r.id.clone()).collect();
-            println!("runbooks: OK ({}: {})", ids.len(), ids.join(", "));
+            // A runbook's `escalate.route` must name a route or pager when the config names any.
+            let routes = if cfg.pagers.is_empty() && cfg.routes.is_empty() {
+                RunbookErrors(Vec::new())
+            } else {
+                set.unknown_routes(|r| cfg.routes.contains_key(r) || cfg.pagers.contains_key(r))
+            };
+            if routes.is_empty() {
+                println!("runbooks: OK ({}: {})", ids.len(), ids.join(", "));
+            } else {
+                eprintln!("{routes}");
+                ok = false;
+            }
             if let Err(e) = crate::app::check_watch_runbooks(&cfg, &set) {
                 eprintln!("{e:#}");
                 ok = false;

@@ -10,7 +10,7 @@ use crate::detect::Severity;
 use crate::incident::{ActionRecord, Incident, IncidentEvent, IncidentState, PendingAction};
 use crate::notify::{Page, PageAction};
 use crate::policy::{self, PastAction, PolicyRequest, Verdict};
-use crate::runbook::diagnose;
+use crate::runbook::diagnose_on_charts;
 use crate::telemetry::{ActionLabels, KindLabel};
 use crate::verify::{self, VerifyContext, VerifyStatus};
 
@@ -143,12 +143,15 @@ impl Engine {
     }
 
     async fn diagnose(&self, st: &State, inc: &mut Incident, now: f64) {
-        let allowed = st
-            .watches
-            .get(&inc.run)
-            .map(|w| w.cfg.runbooks.clone())
-            .unwrap_or_default();
-        let d = diagnose(&self.h.runbooks, &inc.findings, &allowed);
+        let w = st.watches.get(&inc.run);
+        let allowed = w.map(|w| w.cfg.runbooks.clone()).unwrap_or_default();
+        let d = diagnose_on_charts(
+            &self.h.runbooks,
+            &inc.findings,
+            &allowed,
+            w.map(|w| &w.charts),
+            now,
+        );
         let hash = self.h.runbooks.get(&d.runbook).map(|r| r.sha256.clone());
         let steps: Vec<String> = d.plan.steps.iter().map(|s| s.action.to_string()).collect();
         self.record(
@@ -644,12 +647,20 @@ impl Engine {
             PageAction::Acknowledge | PageAction::Resolve => inc.page_severity.unwrap_or(severity),
         };
         let base = self.public_url();
-        let route = self
-            .cfg
-            .watches
-            .iter()
-            .find(|w| w.run == inc.run)
-            .map_or_else(|| "default".to_string(), |w| w.route.clone());
+        // A runbook's `escalate.route` overrides the watch's route for its incident's pages.
+        let route = match inc
+            .diagnosis
+            .as_ref()
+            .and_then(|d| d.plan.escalation_route.clone())
+        {
+            Some(r) => r,
+            None => self
+                .cfg
+                .watches
+                .iter()
+                .find(|w| w.run == inc.run)
+                .map_or_else(|| "default".to_string(), |w| w.route.clone()),
+        };
         let mut details = Vec::new();
         if let Some(f) = inc.findings.first() {
             details.push((

@@ -43,6 +43,8 @@ pub enum ExecuteResult {
         runbook: String,
         run: String,
         steps: Vec<PlannedStep>,
+        /// The runbook's checks as answered now; they chose the steps.
+        checks: Vec<crate::runbook::CheckResult>,
         verify: crate::verify::VerifySpec,
         max_attempts: u32,
     },
@@ -101,6 +103,12 @@ impl Engine {
             });
         }
         let (target, autonomy) = (w.cfg.target.clone(), w.cfg.autonomy);
+        // The runbook's checks, answered from the run's charts, pick its steps.
+        let checks =
+            crate::runbook::checks::evaluate_all_on_charts(&rb.checks, Some(&w.charts), now);
+        let outcomes: crate::runbook::Outcomes =
+            checks.iter().map(|c| (c.id.clone(), c.outcome)).collect();
+        let plan = rb.plan_for(&outcomes);
         let actor = format!("api:{}", req.caller);
 
         if req.dry_run {
@@ -114,7 +122,7 @@ impl Engine {
                 now,
             );
             let mut steps = Vec::new();
-            for (i, step) in rb.steps.iter().enumerate() {
+            for (i, step) in plan.steps.iter().enumerate() {
                 let action = self
                     .resolve_action_for(&target, &probe, &step.action)
                     .await
@@ -154,7 +162,7 @@ impl Engine {
                 &actor,
                 json!({
                     "runbook": rb.id, "runbook_sha256": rb.sha256, "by": req.by, "reason": req.reason,
-                    "steps": steps,
+                    "checks": checks, "steps": steps,
                 }),
             )
             .await;
@@ -162,6 +170,7 @@ impl Engine {
                 runbook: rb.id.clone(),
                 run: req.run.clone(),
                 steps,
+                checks,
                 verify: rb.verify.clone(),
                 max_attempts: rb.max_attempts,
             });
@@ -215,7 +224,8 @@ impl Engine {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             ),
-            plan: rb.plan(),
+            plan,
+            checks,
         };
         self.record(
             EntryKind::Diagnosis,

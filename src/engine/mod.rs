@@ -520,7 +520,11 @@ impl Engine {
         if let Some(inc) = open {
             let id = inc.id.clone();
             inc.findings.push(f.clone());
-            if inc.state == IncidentState::Verifying {
+            // Only evidence from after the action is a recurrence: a second chart reporting the
+            // same pre-action anomaly (NaN in grad_norm a poll after NaN in loss) is not.
+            if inc.state == IncidentState::Verifying
+                && inc.verify_since.is_none_or(|since| f.onset > since)
+            {
                 st.recurred.insert(id.clone(), f.clone());
             }
             self.record(

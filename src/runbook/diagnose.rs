@@ -3,11 +3,16 @@
 //! Deterministic: among the runbooks whose triggers match any finding (restricted to the
 //! watch's allowed ids when it names some), the highest priority wins and ties go to the
 //! smallest id. When none matches, the plan pages a human: babysitter never guesses.
+//! With the run's charts ([`diagnose_on_charts`]) trigger chart conditions are evaluated and
+//! the chosen runbook's checks are answered from the charts, which selects its steps; without
+//! them ([`diagnose`]) only runbooks without chart conditions match and every check is unknown.
 
 use std::time::Duration;
 
+use super::checks::{Outcomes, evaluate_all_on_charts};
 use super::{Diagnosis, Plan, PlanStep, Runbook, RunbookSet};
 use crate::act::Action;
+use crate::charts::ChartSet;
 use crate::detect::{Finding, Severity};
 use crate::verify::{Expectation, VerifySpec};
 
@@ -23,10 +28,23 @@ pub const NO_RUNBOOK_VERIFY_WITHIN: Duration = Duration::from_secs(3600);
 /// finding — named in the reason — is the first finding that matches the chosen runbook, or the
 /// first finding of all when nothing matches.
 pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Diagnosis {
+    diagnose_on_charts(set, findings, allowed, None, 0.0)
+}
+
+/// [`diagnose`] with the run's charts at `now`: chart conditions of triggers are evaluated and
+/// the chosen runbook's checks are answered from the charts ([`super::checks`]).
+pub fn diagnose_on_charts(
+    set: &RunbookSet,
+    findings: &[Finding],
+    allowed: &[String],
+    charts: Option<&ChartSet>,
+    now: f64,
+) -> Diagnosis {
     let eligible = |rb: &&Runbook| allowed.is_empty() || allowed.contains(&rb.id);
     let mut matched: Vec<(&Runbook, &Finding)> = set
         .iter()
         .filter(eligible)
+        .filter(|rb| rb.triggers.charts_hold(charts, now))
         .filter_map(|rb| findings.iter().find(|f| rb.matches(f)).map(|f| (rb, f)))
         .collect();
     // Highest priority first, then by id: a total order, so the choice never depends on the
@@ -48,11 +66,22 @@ pub fn diagnose(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> D
         reason.push_str("; also matched: ");
         reason.push_str(&others.join(", "));
     }
+    let checks = evaluate_all_on_charts(&rb.checks, charts, now);
+    let outcomes: Outcomes = checks.iter().map(|c| (c.id.clone(), c.outcome)).collect();
+    if !checks.is_empty() {
+        let said: Vec<String> = checks
+            .iter()
+            .map(|c| format!("{} = {}", c.id, c.outcome))
+            .collect();
+        reason.push_str("; checks: ");
+        reason.push_str(&said.join(", "));
+    }
     Diagnosis {
         runbook: rb.id.clone(),
         title: rb.title.clone(),
         reason,
-        plan: rb.plan(),
+        plan: rb.plan_for(&outcomes),
+        checks,
     }
 }
 
@@ -94,7 +123,9 @@ fn no_runbook(set: &RunbookSet, findings: &[Finding], allowed: &[String]) -> Dia
             },
             max_attempts: 1,
             escalation_severity: Severity::Critical,
+            escalation_route: None,
         },
+        checks: Vec::new(),
     }
 }
 
@@ -260,5 +291,67 @@ mod tests {
         let empty = diagnose(&RunbookSet::default(), &[], &[]);
         assert_eq!(empty.runbook, "none");
         assert!(empty.reason.starts_with("an incident without findings"));
+    }
+
+    #[test]
+    fn charts_decide_trigger_conditions_and_checks() {
+        use crate::charts::{ChartKey, Role, Sample, Series};
+        let specific = (
+            "rb/specific.md".to_string(),
+            "---\nid: specific\ntitle: s\ntriggers:\n  kinds: [stall]\n  charts: [{chart: gpu_util, reduce: min, over: 5m, op: \">\", threshold: 0.9}]\n\
+             priority: 10\nchecks:\n  - id: hw\n    promql: 'increase(x[1h])'\n    op: \">\"\n    threshold: 0\n    chart: xid_errors\n    reduce: increase\n    over: 1h\n\
+             steps:\n  - action: capture_diagnostics\n  - action: page\n    severity: critical\n    summary: hw\n    when: {check: hw, is: true}\n    stop: true\n\
+             \x20 - action: restart_from_checkpoint\n    checkpoint: latest\nverify:\n  within: 5m\n  expect: [progress]\n---\nBody.\n"
+                .to_string(),
+        );
+        let set = set(&[specific, runbook("general", "stall", 0, "")]);
+        let stall = [finding(FindingKind::Stall, "step", Severity::Error)];
+        let mut charts = ChartSet::new();
+        let series =
+            |pts: &[(f64, f64)]| Series::from_samples(pts.iter().map(|&(t, v)| Sample::new(t, v)));
+        charts.insert(
+            ChartKey::new(Role::GpuUtil),
+            series(&[(900.0, 0.98), (1000.0, 0.97)]),
+        );
+        charts.insert(
+            ChartKey::new(Role::XidErrors),
+            series(&[(0.0, 2.0), (1000.0, 2.0)]),
+        );
+
+        // Busy GPUs, no new Xid: the specific runbook, restart branch.
+        let d = diagnose_on_charts(&set, &stall, &[], Some(&charts), 1000.0);
+        assert_eq!(d.runbook, "specific");
+        assert_eq!(d.checks.len(), 1);
+        assert_eq!(d.checks[0].outcome, crate::runbook::Outcome::False);
+        assert!(d.reason.ends_with("; checks: hw = false"), "{}", d.reason);
+        let kinds: Vec<_> = d.plan.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                crate::act::ActionKind::CaptureDiagnostics,
+                crate::act::ActionKind::RestartFromCheckpoint
+            ]
+        );
+
+        // A new Xid: the page-and-stop branch.
+        charts.merge(ChartKey::new(Role::XidErrors), [Sample::new(1010.0, 3.0)]);
+        let d = diagnose_on_charts(&set, &stall, &[], Some(&charts), 1010.0);
+        assert_eq!(d.checks[0].outcome, crate::runbook::Outcome::True);
+        let kinds: Vec<_> = d.plan.steps.iter().map(|s| s.action.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                crate::act::ActionKind::CaptureDiagnostics,
+                crate::act::ActionKind::Page
+            ]
+        );
+
+        // Idle GPUs: the condition fails, the general runbook answers; no charts: likewise.
+        charts.merge(ChartKey::new(Role::GpuUtil), [Sample::new(1020.0, 0.1)]);
+        assert_eq!(
+            diagnose_on_charts(&set, &stall, &[], Some(&charts), 1020.0).runbook,
+            "general"
+        );
+        assert_eq!(diagnose(&set, &stall, &[]).runbook, "general");
     }
 }

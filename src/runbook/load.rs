@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{RenderOptions, SnippetMode, Spanned};
 use sha2::{Digest, Sha256};
 
-use super::{PlanStep, Runbook, RunbookSet, Triggers};
+use super::checks::{ChartCondition, ChartProbe, Check, Cmp, Outcome, Reduce, parse_promql};
+use super::{Runbook, RunbookSet, RunbookStep, Triggers, When};
 use crate::act::{Action, ActionKind, ChangeOp, CheckpointSelector, ConfigChange};
+use crate::charts::Role;
 use crate::detect::{FindingKind, Severity};
 use crate::verify::VerifySpec;
 
@@ -89,6 +91,8 @@ struct RawFrontMatter {
     triggers: Spanned<RawTriggers>,
     #[serde(default)]
     priority: i64,
+    #[serde(default)]
+    checks: Option<Spanned<Vec<Spanned<RawCheck>>>>,
     steps: Spanned<Vec<Spanned<RawStep>>>,
     verify: Spanned<VerifySpec>,
     #[serde(default)]
@@ -103,12 +107,112 @@ struct RawTriggers {
     kinds: Vec<FindingKind>,
     #[serde(default)]
     min_severity: Option<Severity>,
+    #[serde(default)]
+    charts: Vec<Spanned<RawCondition>>,
+}
+
+/// `{chart: grad_norm, reduce: max, over: 10m, op: ">", threshold: 100}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    chart: Role,
+    #[serde(default)]
+    reduce: Option<Reduce>,
+    #[serde(default, with = "crate::config::opt_duration")]
+    over: Option<Duration>,
+    op: Cmp,
+    threshold: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    id: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    promql: Spanned<String>,
+    op: Cmp,
+    threshold: Spanned<f64>,
+    #[serde(default)]
+    chart: Option<Role>,
+    #[serde(default)]
+    reduce: Option<Spanned<Reduce>>,
+    #[serde(default, with = "crate::config::opt_duration")]
+    over: Option<Duration>,
+    #[serde(default)]
+    unknown_as: Option<bool>,
+}
+
+/// `when: {check: ID, is: true}` (or `is: [false, unknown]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhen {
+    check: String,
+    is: RawOutcomes,
+}
+
+/// One outcome or a list: `true`, `false`, `unknown`.
+struct RawOutcomes(Vec<Outcome>);
+
+impl<'de> Deserialize<'de> for RawOutcomes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "`true`, `false`, `unknown` or a list of them";
+        fn word<E: de::Error>(v: &str) -> Result<Outcome, E> {
+            match v {
+                "true" => Ok(Outcome::True),
+                "false" => Ok(Outcome::False),
+                "unknown" => Ok(Outcome::Unknown),
+                other => Err(E::custom(format!(
+                    "unknown outcome `{other}`: expected {EXPECTED}"
+                ))),
+            }
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = RawOutcomes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawOutcomes, E> {
+                Ok(RawOutcomes(vec![if v {
+                    Outcome::True
+                } else {
+                    Outcome::False
+                }]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawOutcomes, E> {
+                word(v).map(|o| RawOutcomes(vec![o]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawOutcomes, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<serde_json::Value>()? {
+                    let o = match &v {
+                        serde_json::Value::Bool(true) => Outcome::True,
+                        serde_json::Value::Bool(false) => Outcome::False,
+                        serde_json::Value::String(s) => word(s)?,
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "unknown outcome `{other}`: expected {EXPECTED}"
+                            )));
+                        }
+                    };
+                    if !out.contains(&o) {
+                        out.push(o);
+                    }
+                }
+                Ok(RawOutcomes(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEscalate {
     severity: Severity,
+    #[serde(default)]
+    route: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +231,10 @@ struct RawStep {
     note: Option<Spanned<String>>,
     #[serde(default)]
     approval: Option<Spanned<Approval>>,
+    #[serde(default)]
+    when: Option<Spanned<RawWhen>>,
+    #[serde(default)]
+    stop: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -443,10 +551,37 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
             "no triggers: `triggers.kinds` must name at least one finding kind",
         );
     }
+    let mut conditions = Vec::new();
+    for c in raw.triggers.value.charts {
+        let line = spanned_line(&c);
+        let c = c.value;
+        if !c.threshold.is_finite() {
+            errs.push(
+                line,
+                Some("charts"),
+                format!(
+                    "trigger condition on `{}`: threshold must be a finite number",
+                    c.chart
+                ),
+            );
+        }
+        conditions.push(ChartCondition {
+            probe: ChartProbe {
+                chart: c.chart,
+                reduce: c.reduce.unwrap_or_default(),
+                over: c.over.unwrap_or(DEFAULT_OVER),
+            },
+            op: c.op,
+            threshold: c.threshold,
+        });
+    }
     let triggers = Triggers {
         kinds: raw.triggers.value.kinds,
         min_severity: raw.triggers.value.min_severity,
+        charts: conditions,
     };
+
+    let checks = convert_checks(raw.checks, &mut errs);
 
     if raw.steps.value.is_empty() {
         errs.push(
@@ -456,11 +591,43 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
         );
     }
     let mut steps = Vec::with_capacity(raw.steps.value.len());
+    // (step number, line, when, stop) of every step, for reachability.
+    let mut shapes: Vec<(usize, usize, Option<When>, bool)> = Vec::new();
     for (i, step) in raw.steps.value.into_iter().enumerate() {
-        if let Some(s) = convert_step(i + 1, step, &mut errs) {
-            steps.push(s);
+        let n = i + 1;
+        let line = spanned_line(&step);
+        let when = step
+            .value
+            .when
+            .as_ref()
+            .and_then(|w| convert_when(n, w, &checks, &mut errs));
+        let stop = match &step.value.stop {
+            Some(s) if s.value && step.value.action.value != ActionKind::Page => {
+                errs.push(
+                    spanned_line(s),
+                    Some("stop"),
+                    format!(
+                        "step {n}: `stop` ends the plan after a page that hands the run to a \
+                         human; `{}` is not a page",
+                        step.value.action.value
+                    ),
+                );
+                false
+            }
+            Some(s) => s.value,
+            None => false,
+        };
+        shapes.push((n, line, when.clone(), stop));
+        if let Some(s) = convert_step(n, step, &mut errs) {
+            steps.push(RunbookStep {
+                action: s.0,
+                requires_approval: s.1,
+                when,
+                stop,
+            });
         }
     }
+    check_reachability(&shapes, &mut errs);
 
     let verify_line = spanned_line(&raw.verify);
     let verify = raw.verify.value;
@@ -511,7 +678,37 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
         ));
     }
 
+    let mut escalation_route_line = 0;
+    let (escalation_severity, escalation_route) = match raw.escalate {
+        None => (Severity::Critical, None),
+        Some(e) => {
+            let route = e.route.and_then(|r| {
+                escalation_route_line = match spanned_line(&r) {
+                    0 => find_key_line(split.yaml, 1, "route").unwrap_or(0),
+                    l => l,
+                } + split.offset;
+                let name = r.value.trim().to_string();
+                if name.is_empty() {
+                    errs.push(
+                        spanned_line(&r),
+                        Some("route"),
+                        "escalate.route is empty: name an on-call route or remove it",
+                    );
+                    None
+                } else {
+                    Some(name)
+                }
+            });
+            (e.severity, route)
+        }
+    };
+
     if !errs.errors.is_empty() {
+        // In file order, so an author fixes them top to bottom (stable: same line keeps order).
+        errs.errors.sort_by_key(|e| match e {
+            RunbookError::At { line, .. } => *line,
+            RunbookError::Io { .. } => 0,
+        });
         return Err(errs.errors);
     }
     Ok(Runbook {
@@ -522,15 +719,183 @@ pub(super) fn parse_file(path: &str, text: &str) -> Result<Runbook, Vec<RunbookE
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
         triggers,
         priority: raw.priority,
+        checks,
         steps,
         verify,
         max_attempts,
-        escalation_severity: raw.escalate.map_or(Severity::Critical, |e| e.severity),
+        escalation_severity,
+        escalation_route,
+        escalation_route_line,
     })
 }
 
-/// Turns one step into a [`PlanStep`], reporting missing and foreign parameters.
-fn convert_step(n: usize, step: Spanned<RawStep>, errs: &mut FileErrors<'_>) -> Option<PlanStep> {
+/// The window of a chart probe that names none.
+const DEFAULT_OVER: Duration = Duration::from_secs(600);
+
+/// Turns the `checks` list into [`Check`]s: unique ids, PromQL that parses, chart parameters
+/// only with a chart.
+fn convert_checks(
+    raw: Option<Spanned<Vec<Spanned<RawCheck>>>>,
+    errs: &mut FileErrors<'_>,
+) -> Vec<Check> {
+    let Some(raw) = raw else {
+        return Vec::new();
+    };
+    let mut out: Vec<Check> = Vec::new();
+    for c in raw.value {
+        let line = spanned_line(&c);
+        let c = c.value;
+        let id = c.id.value.trim().to_string();
+        let id_line = match spanned_line(&c.id) {
+            0 => line,
+            l => l,
+        };
+        if id.is_empty() {
+            errs.push(id_line, Some("id"), "a check has an empty `id`");
+            continue;
+        }
+        if out.iter().any(|o| o.id == id) {
+            errs.push(id_line, Some("id"), format!("duplicate check id `{id}`"));
+            continue;
+        }
+        let promql_line = match spanned_line(&c.promql) {
+            0 => line,
+            l => l,
+        };
+        if let Err(e) = parse_promql(c.promql.value.trim()) {
+            let first = e.lines().next().unwrap_or("").trim().to_string();
+            errs.push(
+                promql_line,
+                Some("promql"),
+                format!("check `{id}`: the PromQL does not parse: {first}"),
+            );
+        }
+        if !c.threshold.value.is_finite() {
+            errs.push(
+                spanned_line(&c.threshold),
+                Some("threshold"),
+                format!("check `{id}`: threshold must be a finite number"),
+            );
+        }
+        if c.chart.is_none() {
+            if let Some(r) = &c.reduce {
+                errs.push(
+                    spanned_line(r),
+                    Some("reduce"),
+                    format!("check `{id}`: `reduce` needs `chart` (which chart does it reduce?)"),
+                );
+            }
+            if c.over.is_some() {
+                errs.push(
+                    find_key_line(errs.yaml, line.max(1), "over").unwrap_or(line),
+                    Some("over"),
+                    format!("check `{id}`: `over` needs `chart` (which chart does it look at?)"),
+                );
+            }
+        }
+        out.push(Check {
+            id,
+            description: c.description.unwrap_or_default().trim().to_string(),
+            promql: c.promql.value.trim().to_string(),
+            op: c.op,
+            threshold: c.threshold.value,
+            chart: c.chart.map(|chart| ChartProbe {
+                chart,
+                reduce: c.reduce.map(|r| r.value).unwrap_or_default(),
+                over: c.over.unwrap_or(DEFAULT_OVER),
+            }),
+            unknown_as: c.unknown_as,
+        });
+    }
+    out
+}
+
+/// Checks a step's `when` against the checks: it must name one, and an outcome it can produce.
+fn convert_when(
+    n: usize,
+    w: &Spanned<RawWhen>,
+    checks: &[Check],
+    errs: &mut FileErrors<'_>,
+) -> Option<When> {
+    let line = spanned_line(w);
+    let name = w.value.check.trim();
+    let Some(check) = checks.iter().find(|c| c.id == name) else {
+        let known = if checks.is_empty() {
+            "this runbook defines no checks".to_string()
+        } else {
+            let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
+            format!("checks: {}", ids.join(", "))
+        };
+        errs.push(
+            line,
+            Some("when"),
+            format!("step {n}: `when` names an undefined check `{name}` ({known})"),
+        );
+        return None;
+    };
+    let is = &w.value.is.0;
+    if is.is_empty() {
+        errs.push(
+            line,
+            Some("when"),
+            format!("step {n}: `when.is` is empty: the step can never run"),
+        );
+        return None;
+    }
+    let possible = check.possible();
+    let impossible: Vec<&Outcome> = is.iter().filter(|o| !possible.contains(o)).collect();
+    if !impossible.is_empty() && impossible.len() == is.len() {
+        errs.push(
+            line,
+            Some("when"),
+            format!(
+                "step {n} is unreachable: check `{name}` never yields unknown (it has \
+                 `unknown_as: {}`)",
+                check.unknown_as.unwrap_or(false)
+            ),
+        );
+        return None;
+    }
+    Some(When {
+        check: name.to_string(),
+        is: is.clone(),
+    })
+}
+
+/// A step after a `stop` step that always runs first is unreachable: after a `stop` without
+/// `when`, every step; after a `stop` with `when`, every step whose `when` implies it.
+fn check_reachability(shapes: &[(usize, usize, Option<When>, bool)], errs: &mut FileErrors<'_>) {
+    for (i, (n_stop, _, stop_when, stop)) in shapes.iter().enumerate() {
+        if !stop {
+            continue;
+        }
+        for (n, line, when, _) in &shapes[i + 1..] {
+            let shadowed = match (stop_when, when) {
+                (None, _) => true,
+                (Some(s), Some(w)) => s.check == w.check && w.is.iter().all(|o| s.is.contains(o)),
+                (Some(_), None) => false,
+            };
+            if shadowed {
+                let why = match stop_when {
+                    None => "always ends the plan before it".to_string(),
+                    Some(s) => format!("ends the plan whenever {s}"),
+                };
+                errs.push(
+                    *line,
+                    Some("action"),
+                    format!("step {n} is unreachable: step {n_stop} (page, stop: true) {why}"),
+                );
+            }
+        }
+    }
+}
+
+/// Turns one step into its action and approval flag, reporting missing and foreign parameters.
+fn convert_step(
+    n: usize,
+    step: Spanned<RawStep>,
+    errs: &mut FileErrors<'_>,
+) -> Option<(Action, bool)> {
     let step_line = spanned_line(&step);
     let raw = step.value;
     let kind = raw.action.value;
@@ -622,10 +987,7 @@ fn convert_step(n: usize, step: Spanned<RawStep>, errs: &mut FileErrors<'_>) -> 
     };
     let requires_approval = raw.approval.is_some_and(|a| a.value == Approval::Required);
     match action {
-        Some(action) if errs.errors.len() == before => Some(PlanStep {
-            action,
-            requires_approval,
-        }),
+        Some(action) if errs.errors.len() == before => Some((action, requires_approval)),
         _ => None,
     }
 }
@@ -796,6 +1158,7 @@ pub(super) fn load_dir(dir: &Path) -> Result<RunbookSet, RunbookErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runbook::PlanStep;
     use crate::verify::Expectation;
 
     /// A valid runbook `x`; line numbers in tests refer to this layout:
@@ -832,6 +1195,115 @@ mod tests {
         (prefix, rest)
     }
 
+    /// A runbook with checks and branches where every line has a problem; line numbers matter.
+    const BRANCHY: &str = "---
+id: x
+title: X
+triggers:
+  kinds: [stall]
+  charts: [{chart: gpu_util, op: \">\", threshold: .inf}]
+checks:
+  - id: busy
+    promql: 'avg(gpu_util{run=\"$run\"}'
+    op: \">\"
+    threshold: 0.9
+  - id: busy
+    promql: up
+    op: \"<\"
+    threshold: 1
+  - id: quiet
+    promql: up
+    op: \"==\"
+    threshold: 0
+    reduce: max
+    unknown_as: false
+steps:
+  - action: pause
+    when: {check: bsy, is: true}
+  - action: page
+    severity: error
+    summary: stop here
+    stop: true
+  - action: annotate
+    note: after
+  - action: resume
+    stop: true
+  - action: capture_diagnostics
+    when: {check: quiet, is: unknown}
+verify:
+  within: 5m
+  expect: [progress]
+---
+Body
+";
+
+    #[test]
+    fn branches_pick_steps_by_outcome_and_stop_ends_the_plan() {
+        let text = "---\nid: x\ntitle: X\ntriggers:\n  kinds: [stall]\n  charts: [{chart: gpu_util, reduce: mean, over: 5m, op: \">\", threshold: 0.9}]\n\
+                    checks:\n  - id: hw\n    promql: 'increase(xid_total{run=\"$run\"}[1h])'\n    op: \">\"\n    threshold: 0\n    chart: xid_errors\n    reduce: increase\n    over: 1h\n\
+                    steps:\n  - action: capture_diagnostics\n  - action: page\n    severity: critical\n    summary: hw\n    when: {check: hw, is: true}\n    stop: true\n\
+                    \x20 - action: restart_from_checkpoint\n    checkpoint: latest\n    when: {check: hw, is: [false, unknown]}\n  - action: annotate\n    note: done\n\
+                    verify:\n  within: 5m\n  expect: [progress]\nescalate:\n  severity: error\n  route: ml-oncall\n---\nBody\n";
+        let rb = match parse_file("x.md", text) {
+            Ok(rb) => rb,
+            Err(e) => panic!("{e:?}"),
+        };
+        let kinds = |o: Option<Outcome>| -> Vec<ActionKind> {
+            let outcomes: super::super::Outcomes =
+                o.map(|o| ("hw".to_string(), o)).into_iter().collect();
+            rb.plan_for(&outcomes)
+                .steps
+                .iter()
+                .map(|s| s.action.kind())
+                .collect()
+        };
+        assert_eq!(
+            kinds(Some(Outcome::True)),
+            [ActionKind::CaptureDiagnostics, ActionKind::Page]
+        );
+        let restart = [
+            ActionKind::CaptureDiagnostics,
+            ActionKind::RestartFromCheckpoint,
+            ActionKind::Annotate,
+        ];
+        assert_eq!(kinds(Some(Outcome::False)), restart);
+        assert_eq!(kinds(None), restart);
+        assert_eq!(rb.plan().steps.len(), 3);
+        assert_eq!(rb.plan().escalation_route.as_deref(), Some("ml-oncall"));
+        assert_eq!(rb.escalation_severity, Severity::Error);
+        assert_eq!(rb.triggers.charts.len(), 1);
+        assert_eq!(
+            rb.triggers.charts[0].to_string(),
+            "mean(gpu_util) over 5m > 0.9"
+        );
+        assert_eq!(
+            rb.checks[0].chart.map(|c| c.to_string()).as_deref(),
+            Some("increase(xid_errors) over 1h")
+        );
+    }
+
+    #[test]
+    fn check_and_branch_errors_are_all_reported_with_their_lines() {
+        let (dir, lines) = load_errors(&[("x.md", BRANCHY.to_string())]);
+        let p = dir.path().join("x.md").display().to_string();
+        let want: Vec<String> = [
+            "6: trigger condition on `gpu_util`: threshold must be a finite number",
+            "9: check `busy`: the PromQL does not parse: unclosed left parenthesis",
+            "12: duplicate check id `busy`",
+            "20: check `quiet`: `reduce` needs `chart` (which chart does it reduce?)",
+            "24: step 1: `when` names an undefined check `bsy` (checks: busy, quiet)",
+            "29: step 3 is unreachable: step 2 (page, stop: true) always ends the plan before it",
+            "31: step 4 is unreachable: step 2 (page, stop: true) always ends the plan before it",
+            "32: step 4: `stop` ends the plan after a page that hands the run to a human; `resume` is not a page",
+            "33: step 5 is unreachable: step 2 (page, stop: true) always ends the plan before it",
+            "34: step 5 is unreachable: check `quiet` never yields unknown (it has `unknown_as: false`)",
+        ]
+        .iter()
+        .map(|l| format!("{p}:{l}"))
+        .collect();
+        assert_eq!(lines, want);
+    }
+
     #[test]
     fn good_runbook_parses_with_defaults() {
         let rb = match parse_file("dir/x.md", GOOD) {
@@ -847,7 +1319,7 @@ mod tests {
         assert_eq!(rb.triggers.kinds, vec![FindingKind::Stall]);
         assert_eq!(rb.triggers.min_severity, None);
         assert_eq!(
-            rb.steps,
+            rb.plan().steps,
             vec![PlanStep {
                 action: Action::Pause,
                 requires_approval: false

@@ -51,16 +51,28 @@ fn embedded_set_loads_and_equals_disk() {
 
     let embedded = RunbookSet::embedded();
     let disk = disk_set();
-    assert_eq!(embedded.len(), 5);
+    assert_eq!(embedded.len(), 17);
     let ids: Vec<&str> = embedded.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(
         ids,
         [
+            "checkpoint-stale",
+            "crash-loop",
+            "dataloader-stall",
+            "eval-regression",
             "gpu-hardware-error",
+            "gpu-util-drop",
+            "grad-explosion",
             "hang",
+            "loss-divergence",
+            "loss-plateau",
+            "loss-scale-collapse",
             "loss-spike",
+            "lr-anomaly",
+            "metrics-absent",
             "nonfinite",
-            "throughput-drop"
+            "straggler",
+            "throughput-drop",
         ]
     );
     for (e, d) in embedded.iter().zip(disk.iter()) {
@@ -79,7 +91,7 @@ fn loss_spike_halves_lr_then_restarts_before_onset() {
     assert_eq!(rb.triggers.kinds, vec![FindingKind::LossSpike]);
     assert_eq!(rb.priority, 50);
     assert_eq!(
-        rb.steps,
+        rb.plan().steps,
         vec![
             step(Action::CaptureDiagnostics),
             step(Action::PatchConfig {
@@ -113,7 +125,7 @@ fn nonfinite_restarts_before_onset_twice_at_most() {
     let rb = set.get("nonfinite").expect("nonfinite");
     assert_eq!(rb.triggers.kinds, vec![FindingKind::Nonfinite]);
     assert_eq!(
-        rb.steps,
+        rb.plan().steps,
         vec![
             step(Action::CaptureDiagnostics),
             step(Action::RestartFromCheckpoint {
@@ -136,7 +148,7 @@ fn hang_restarts_from_latest() {
     let rb = set.get("hang").expect("hang");
     assert_eq!(rb.triggers.kinds, vec![FindingKind::Stall]);
     assert_eq!(
-        rb.steps,
+        rb.plan().steps,
         vec![
             step(Action::CaptureDiagnostics),
             step(Action::RestartFromCheckpoint {
@@ -146,7 +158,7 @@ fn hang_restarts_from_latest() {
     );
     assert_eq!(rb.verify.within, Duration::from_secs(15 * 60));
     assert_eq!(rb.verify.expect, vec![Expectation::Progress]);
-    assert_eq!(rb.max_attempts, 2);
+    assert_eq!(rb.max_attempts, 3);
 }
 
 #[test]
@@ -155,7 +167,7 @@ fn gpu_hardware_error_pauses_pages_and_needs_approval_to_restart() {
     let rb = set.get("gpu-hardware-error").expect("gpu-hardware-error");
     assert_eq!(rb.triggers.kinds, vec![FindingKind::GpuHardwareError]);
     assert_eq!(
-        rb.steps,
+        rb.plan().steps,
         vec![
             step(Action::Pause),
             PlanStep {
@@ -194,6 +206,40 @@ fn throughput_drop_only_captures_and_pages() {
     assert!(rb.steps.iter().all(|s| !s.action.kind().mutates_workload()));
     assert_eq!(rb.verify.within, Duration::from_secs(60 * 60));
     assert_eq!(rb.verify.expect, vec![Expectation::FindingsCleared]);
+}
+
+#[test]
+fn every_finding_kind_has_exactly_one_runbook_of_its_own() {
+    let set = RunbookSet::embedded();
+    for kind in crate::detect::FindingKind::ALL {
+        let answering: Vec<&str> = set
+            .iter()
+            .filter(|r| r.triggers.kinds.contains(&kind))
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(answering.len(), 1, "{kind}: {answering:?}");
+    }
+}
+
+#[test]
+fn every_check_parses_and_says_what_it_tells_apart() {
+    for rb in &RunbookSet::embedded() {
+        for c in &rb.checks {
+            assert_eq!(
+                super::checks::parse_promql(&c.query_for("run-a")),
+                Ok(()),
+                "{}: {}",
+                rb.id,
+                c.id
+            );
+            assert!(
+                !c.description.is_empty(),
+                "{}: {} has no description",
+                rb.id,
+                c.id
+            );
+        }
+    }
 }
 
 #[test]

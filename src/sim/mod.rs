@@ -27,7 +27,7 @@ use crate::charts::{ChartKey, Sample};
 use crate::clock::SharedClock;
 use crate::sources::{ChartBatch, MetricsSource, PollRequest, SourceError};
 
-pub use run::{Annotation, CHARTS, SimEvent, SimPhase};
+pub use run::{Annotation, CHARTS, RANKS, SimEvent, SimPhase};
 pub use spec::{Fault, LossCurve, SimRunSpec};
 
 use run::RunState;
@@ -204,13 +204,21 @@ impl MetricsSource for SimCluster {
                     .ok_or_else(|| SourceError::UnknownRun(name.to_string()))?;
                 r.advance(now);
                 let scrapes = r.samples(req.since, now);
-                Ok(CHARTS
+                if scrapes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let keys = CHARTS
                     .iter()
+                    .map(|role| ChartKey::new(*role))
+                    .chain((0..RANKS).map(|r| {
+                        ChartKey::new(crate::charts::Role::ComputeTime)
+                            .with_label("rank", r.to_string())
+                    }));
+                Ok(keys
                     .enumerate()
-                    .filter(|_| !scrapes.is_empty())
-                    .map(|(i, role)| {
+                    .map(|(i, key)| {
                         let samples = scrapes.iter().map(|s| Sample::new(s.t, s.v[i])).collect();
-                        (ChartKey::new(*role), samples)
+                        (key, samples)
                     })
                     .collect())
             })

@@ -19,8 +19,8 @@ use crate::act::{
 };
 use crate::charts::Role;
 
-/// Charts of every scrape, in this order.
-pub const CHARTS: [Role; 10] = [
+/// Charts of every scrape, in this order; [`RANKS`] per-rank `compute_time` values follow.
+pub const CHARTS: [Role; 14] = [
     Role::Step,
     Role::Loss,
     Role::GradNorm,
@@ -31,7 +31,28 @@ pub const CHARTS: [Role; 10] = [
     Role::XidErrors,
     Role::CheckpointAge,
     Role::Restarts,
+    Role::EvalLoss,
+    Role::LossScale,
+    Role::SkippedSteps,
+    Role::DataWait,
 ];
+
+/// Ranks whose `compute_time{rank=…}` is scraped after [`CHARTS`].
+pub const RANKS: usize = 4;
+
+/// Values per scrape: the charts, then one compute time per rank.
+pub(crate) const VALUES: usize = CHARTS.len() + RANKS;
+
+/// Healthy fp16 loss scale.
+const LOSS_SCALE: f64 = 65_536.0;
+/// Training seconds between crashes of a crash loop.
+const CRASH_EVERY: f64 = 90.0;
+/// Scrapes between evaluations (the eval-loss gauge changes only then).
+const EVAL_EVERY: u64 = 20;
+/// Fraction of a healthy step spent waiting for data.
+const HEALTHY_DATA_WAIT: f64 = 0.02;
+/// Share of a healthy step a rank spends in its own compute (the rest: collectives).
+const COMPUTE_SHARE: f64 = 0.85;
 
 /// Training seconds after a restart before a surviving hang strikes again.
 const REHANG_AFTER: f64 = 60.0;
@@ -48,6 +69,8 @@ const CH_GRAD: u64 = 2;
 const CH_STEP_TIME: u64 = 3;
 const CH_GPU: u64 = 4;
 const CH_SPIKE: u64 = 5;
+const CH_RANK: u64 = 6;
+const CH_EVAL: u64 = 7;
 
 /// The phase of a run as reported by [`super::SimCluster::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,7 +185,7 @@ pub(crate) struct Gauges {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Scrape {
     pub t: f64,
-    pub v: [f64; CHARTS.len()],
+    pub v: [f64; VALUES],
 }
 
 /// Everything that evolves; cheap to clone (no history) so status can project to `now`.
@@ -192,6 +215,28 @@ pub(crate) struct Dyn {
     pub xid_total: u64,
     pub last: Option<Gauges>,
     pub events: VecDeque<SimEvent>,
+    /// Step at which a sustained divergence began.
+    pub divergence: Option<u64>,
+    /// Gradient explosion lasts until this step.
+    pub grad_burst_until: Option<u64>,
+    pub scale_collapse: bool,
+    pub loss_scale: f64,
+    pub skipped: f64,
+    /// The loss stopped improving at this step.
+    pub plateau_at: Option<u64>,
+    /// Evaluations since an eval regression began.
+    pub eval_regress: Option<u32>,
+    pub eval_last: Option<f64>,
+    pub absent_until: Option<f64>,
+    /// (rank, compute-time factor) of a straggler on the current node.
+    pub straggler: Option<(u32, f64)>,
+    /// (wait fraction, until) of an input-pipeline stall.
+    pub data_stall: Option<(f64, f64)>,
+    pub workers_scale: f64,
+    pub pending_workers_scale: Option<f64>,
+    /// (crashes left, training seconds of the next crash).
+    pub crash: Option<(u32, f64)>,
+    pub ckpt_failing: bool,
 }
 
 pub(crate) struct RunState {
@@ -229,6 +274,21 @@ impl Dyn {
             xid_total: 0,
             last: None,
             events: VecDeque::new(),
+            divergence: None,
+            grad_burst_until: None,
+            scale_collapse: false,
+            loss_scale: LOSS_SCALE,
+            skipped: 0.0,
+            plateau_at: None,
+            eval_regress: None,
+            eval_last: None,
+            absent_until: None,
+            straggler: None,
+            data_stall: None,
+            workers_scale: 1.0,
+            pending_workers_scale: None,
+            crash: None,
+            ckpt_failing: false,
         }
     }
 
@@ -259,7 +319,21 @@ impl Dyn {
         } else {
             1.0
         };
-        spec.step_time * xid / self.drop_factor()
+        let straggle = self.straggler.map_or(1.0, |(_, f)| {
+            // Every rank waits for the slowest: its compute share stretches the step.
+            1.0 + COMPUTE_SHARE * (f - 1.0)
+        });
+        // `spec.step_time` already includes the healthy wait for data.
+        spec.step_time * xid * straggle / self.drop_factor() * (1.0 - HEALTHY_DATA_WAIT)
+            / (1.0 - self.data_wait())
+    }
+
+    /// Fraction of the step spent waiting for input data.
+    fn data_wait(&self) -> f64 {
+        match self.data_stall {
+            Some((w, _)) => (w / self.workers_scale).max(HEALTHY_DATA_WAIT),
+            None => HEALTHY_DATA_WAIT,
+        }
     }
 
     fn drop_factor(&self) -> f64 {
@@ -357,7 +431,7 @@ impl Dyn {
         // Checkpoints completed in this segment.
         let every = spec.checkpoint_every;
         let mut m = (c0 / every + 1) * every;
-        while m <= c1 {
+        while m <= c1 && !self.ckpt_failing {
             let unstable = self.instability.filter(|i| i.onset_step < m);
             let nan = self.nan.is_some_and(|n| m > n.poison_after);
             self.checkpoints.push(SimCheckpoint {
@@ -421,6 +495,31 @@ impl Dyn {
                 t,
                 format!("node-{node}: NVRM Xid 79, GPU has fallen off the bus"),
             );
+        }
+        if self.scale_collapse {
+            self.loss_scale = (self.loss_scale / 2.0).max(1.0);
+            self.skipped += 20.0;
+        }
+        if let Some((left, next)) = self.crash
+            && self.active_secs >= next
+        {
+            let back = self.checkpoints.last().map_or(0, |c| c.step);
+            self.progress = back as f64;
+            self.restarts += 1;
+            self.phase = Phase::Restarting {
+                until: t + spec.restart_cost,
+            };
+            self.last = None;
+            self.crash = (left > 1).then(|| (left - 1, self.active_secs + CRASH_EVERY));
+            self.event(
+                t,
+                format!("worker crashed (exit code 1); restarting from checkpoint at step {back}"),
+            );
+            return;
+        }
+        if self.data_stall.is_some_and(|(_, until)| until <= t) {
+            self.data_stall = None;
+            self.event(t, "input pipeline back to normal".into());
         }
         let before = self.drops.len();
         self.drops.retain(|d| d.until > t);
@@ -486,6 +585,71 @@ impl Dyn {
                     format!("shared filesystem slow: throughput × {factor} for {duration:.0} s"),
                 );
             }
+            Fault::LossDivergence { .. } => {
+                self.divergence.get_or_insert(step);
+                self.event(t, format!("loss starts diverging at step {step}"));
+            }
+            Fault::GradExplosion { steps, .. } => {
+                self.grad_burst_until = Some(step.saturating_add(steps));
+                self.event(t, format!("gradient norm explodes at step {step}"));
+            }
+            Fault::LossScaleCollapse { .. } => {
+                self.scale_collapse = true;
+                self.event(t, format!("fp16 overflow storm from step {step}"));
+            }
+            Fault::LossPlateau { .. } => {
+                self.plateau_at.get_or_insert(step);
+                self.event(t, format!("loss stops improving at step {step}"));
+            }
+            Fault::EvalRegression { .. } => {
+                self.eval_regress.get_or_insert(0);
+                self.event(t, format!("eval loss starts regressing at step {step}"));
+            }
+            Fault::LrAnomaly { factor, .. } => {
+                self.lr_scale *= factor;
+                self.event(t, format!("learning rate × {factor} (off its schedule)"));
+            }
+            Fault::MetricsAbsent { duration, .. } => {
+                self.absent_until = Some(t + duration);
+                self.event(t, format!("exporter stops serving for {duration:.0} s"));
+            }
+            Fault::Straggler { rank, factor, .. } => {
+                self.straggler = Some((rank, factor));
+                self.event(
+                    t,
+                    format!("rank {rank} on node-{} slows down × {factor}", self.node),
+                );
+            }
+            Fault::GpuUtilDrop { util, duration, .. } => {
+                self.drops.push(DropState {
+                    factor: (util / 0.96).min(1.0),
+                    until: t + duration,
+                });
+                self.event(
+                    t,
+                    format!("GPUs wait on the network: utilisation ≈{util} for {duration:.0} s"),
+                );
+            }
+            Fault::DataloaderStall { wait, duration, .. } => {
+                self.data_stall = Some((wait, t + duration));
+                self.event(
+                    t,
+                    format!("input pipeline slow: {wait} of each step waiting for data"),
+                );
+            }
+            Fault::CrashLoop { crashes, .. } => {
+                if crashes > 0 {
+                    self.crash = Some((crashes, self.active_secs + CRASH_EVERY));
+                    self.event(
+                        t,
+                        format!("workers start crashing every {CRASH_EVERY:.0} s"),
+                    );
+                }
+            }
+            Fault::CheckpointStale { .. } => {
+                self.ckpt_failing = true;
+                self.event(t, "checkpoint saves start failing (storage)".into());
+            }
         }
     }
 
@@ -500,7 +664,11 @@ impl Dyn {
                 None if self.bad_regions.iter().any(|&(a, b)| step >= a && step < b) => SAFE_BUMP,
                 None => 1.0,
             };
-            spec.loss_curve.at(step) * noise * factor
+            let drift = self
+                .divergence
+                .map_or(1.0, |d| 1.0 + 0.0005 * step.saturating_sub(d) as f64);
+            let curve_step = self.plateau_at.map_or(step, |p| p.min(step));
+            spec.loss_curve.at(curve_step) * noise * factor * drift
         };
         let grad_norm = if self.nan.is_some() {
             f64::NAN
@@ -509,6 +677,10 @@ impl Dyn {
             let noise = (0.15 * Rng::at(seed, k, CH_GRAD).normal()).exp();
             let spike = if self.instability.is_some() {
                 Rng::at(seed, k, CH_SPIKE).range(50.0, 200.0)
+            } else if self.grad_burst_until.is_some_and(|u| step < u) {
+                Rng::at(seed, k, CH_SPIKE).range(100.0, 1000.0)
+            } else if self.divergence.is_some() {
+                Rng::at(seed, k, CH_SPIKE).range(3.0, 10.0)
             } else {
                 1.0
             };
@@ -528,6 +700,16 @@ impl Dyn {
     /// The sample at scrape `k` (time `t`), or `None` when no pod is there to scrape.
     fn scrape(&mut self, spec: &SimRunSpec, seed: u64, k: u64, t: f64) -> Option<Scrape> {
         self.on_scrape(spec, t);
+        if k.is_multiple_of(EVAL_EVERY) || self.eval_last.is_none() {
+            self.evaluate(spec, seed, k);
+        }
+        if let Some(until) = self.absent_until {
+            if until > t {
+                return None;
+            }
+            self.absent_until = None;
+            self.event(t, "exporter serving again".into());
+        }
         let mut gpu = Rng::at(seed, k, CH_GPU);
         let (g, throughput, gpu_util) = match self.phase {
             Phase::Restarting { .. } | Phase::Completed => return None,
@@ -551,21 +733,50 @@ impl Dyn {
         };
         self.last = Some(g);
         let ckpt_t = self.checkpoints.last().map_or(spec.start, |c| c.t);
-        Some(Scrape {
-            t,
-            v: [
-                self.step() as f64,
-                g.loss,
-                g.grad_norm,
-                g.lr,
-                throughput,
-                g.step_time,
-                gpu_util,
-                self.xid_total as f64,
-                (t - ckpt_t).max(0.0),
-                f64::from(self.restarts),
-            ],
-        })
+        let training = self.phase == Phase::Running && !self.hung();
+        let mut v = [0.0; VALUES];
+        let charts = [
+            self.step() as f64,
+            g.loss,
+            g.grad_norm,
+            g.lr,
+            throughput,
+            g.step_time,
+            gpu_util,
+            self.xid_total as f64,
+            (t - ckpt_t).max(0.0),
+            f64::from(self.restarts),
+            self.eval_last.unwrap_or(g.loss),
+            self.loss_scale,
+            self.skipped,
+            if training { self.data_wait() } else { 0.0 },
+        ];
+        v[..CHARTS.len()].copy_from_slice(&charts);
+        // Each rank's own compute: a share of the healthy step, the straggler's stretched.
+        let healthy_compute = spec.step_time * COMPUTE_SHARE;
+        for r in 0..RANKS {
+            let mut rng = Rng::at(seed, k * RANKS as u64 + r as u64, CH_RANK);
+            let slow = match self.straggler {
+                Some((rank, f)) if rank as usize == r => f,
+                _ => 1.0,
+            };
+            v[CHARTS.len() + r] = healthy_compute * slow * (0.01 * rng.normal()).exp();
+        }
+        Some(Scrape { t, v })
+    }
+
+    /// Updates the eval-loss gauge (what the last evaluation measured).
+    fn evaluate(&mut self, spec: &SimRunSpec, seed: u64, k: u64) {
+        let step = self.step();
+        let noise = (0.005 * Rng::at(seed, k, CH_EVAL).normal()).exp();
+        let regress = match &mut self.eval_regress {
+            Some(n) => {
+                *n += 1;
+                1.0 + 0.02 * f64::from(*n)
+            }
+            None => 1.0,
+        };
+        self.eval_last = Some(spec.loss_curve.at(step) * 1.05 * noise * regress);
     }
 
     pub fn last_checkpoint(&self) -> Option<Checkpoint> {
@@ -613,6 +824,44 @@ impl Dyn {
         }
         for d in &self.drops {
             out.push(format!("throughput × {} until t={:.0}", d.factor, d.until));
+        }
+        if let Some(d) = self.divergence {
+            out.push(format!("loss diverging since step {d}"));
+        }
+        if let Some(u) = self.grad_burst_until.filter(|&u| self.step() < u) {
+            out.push(format!("gradient explosion until step {u}"));
+        }
+        if self.scale_collapse {
+            out.push(format!(
+                "fp16 loss scale collapsing (now {})",
+                self.loss_scale
+            ));
+        }
+        if let Some(p) = self.plateau_at {
+            out.push(format!("loss plateau since step {p}"));
+        }
+        if self.eval_regress.is_some() {
+            out.push("eval loss regressing".into());
+        }
+        if let Some(u) = self.absent_until {
+            out.push(format!("exporter silent until t={u:.0}"));
+        }
+        if let Some((rank, f)) = self.straggler {
+            out.push(format!(
+                "straggler: rank {rank} × {f} on node-{}",
+                self.node
+            ));
+        }
+        if let Some((w, u)) = self.data_stall {
+            out.push(format!(
+                "input pipeline waits {w} of each step until t={u:.0}"
+            ));
+        }
+        if let Some((left, _)) = self.crash {
+            out.push(format!("crash loop ({left} crash(es) to come)"));
+        }
+        if self.ckpt_failing {
+            out.push("checkpoint saves failing".into());
         }
         out
     }
@@ -819,6 +1068,23 @@ impl RunState {
         };
         let old_node = d.node;
         d.xids.retain(|x| !x.node_bound);
+        d.straggler = None;
+        d.ckpt_failing = false;
+        if let Some(w) = d.pending_workers_scale.take() {
+            d.workers_scale = w;
+        }
+        // A lowered lr (the pending patch, if any) is what cures the numeric faults.
+        let lowered = d.pending_lr_scale.unwrap_or(d.lr_scale) < 1.0;
+        d.divergence = match d.divergence {
+            Some(onset) if ckpt.step <= onset && lowered => None,
+            Some(onset) => Some(onset.min(ckpt.step)),
+            None => None,
+        };
+        if d.scale_collapse && lowered {
+            d.scale_collapse = false;
+            d.loss_scale = LOSS_SCALE;
+        }
+        d.grad_burst_until = None;
         d.node += 1;
         d.restarts += 1;
         let old_scale = d.lr_scale;
@@ -883,13 +1149,37 @@ impl RunState {
         let sched = self.spec.schedule_lr(step);
         let old_scale = self.d.pending_lr_scale.unwrap_or(self.d.lr_scale);
         let mut scale = old_scale;
+        let old_workers = self.d.pending_workers_scale.unwrap_or(self.d.workers_scale);
+        let mut workers = old_workers;
+        let mut lr_changed = false;
         for c in changes {
+            if c.key == "data.num_workers" {
+                // The simulator models workers as a factor on the healthy count (8).
+                workers = match &c.op {
+                    ChangeOp::Scale(f) if f.is_finite() && *f > 0.0 => workers * f,
+                    ChangeOp::Set(v) => match v.as_f64() {
+                        Some(x) if x.is_finite() && x >= 1.0 => x / 8.0,
+                        _ => {
+                            return Err(ActError::Refused(format!(
+                                "sim/{name}: data.num_workers must be set to 1 or more, got {v}"
+                            )));
+                        }
+                    },
+                    ChangeOp::Scale(f) => {
+                        return Err(ActError::Refused(format!(
+                            "sim/{name}: data.num_workers scale factor must be positive, got {f}"
+                        )));
+                    }
+                };
+                continue;
+            }
             if c.key != "lr" {
                 return Err(ActError::Refused(format!(
-                    "sim/{name}: unknown config key `{}` (the simulator supports `lr`)",
+                    "sim/{name}: unknown config key `{}` (the simulator supports `lr` and `data.num_workers`)",
                     c.key
                 )));
             }
+            lr_changed = true;
             scale = match &c.op {
                 ChangeOp::Scale(f) if f.is_finite() && *f > 0.0 => scale * f,
                 ChangeOp::Scale(f) => {
@@ -907,6 +1197,25 @@ impl RunState {
                 },
             };
         }
+        if !lr_changed {
+            self.d.pending_workers_scale = Some(workers);
+            let detail = format!(
+                "data.num_workers {} → {}, takes effect at the next restart",
+                old_workers * 8.0,
+                workers * 8.0
+            );
+            self.d.event(now, format!("config patched: {detail}"));
+            return Ok(ActionOutcome {
+                detail,
+                facts: json!({
+                    "key": "data.num_workers",
+                    "old": old_workers * 8.0,
+                    "new": workers * 8.0,
+                    "takes_effect": "next_restart",
+                }),
+            });
+        }
+        self.d.pending_workers_scale = Some(workers);
         let old_lr = self.d.lr_at(&self.spec, step);
         let new_lr = sched * scale;
         self.d.pending_lr_scale = Some(scale);

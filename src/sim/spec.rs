@@ -75,6 +75,40 @@ pub enum Fault {
     /// Throughput × `factor` (step time ÷ `factor`, GPUs idle accordingly) for `duration`
     /// seconds: a slow filesystem or input pipeline. Restarts do not help.
     ThroughputDrop { at: f64, factor: f64, duration: f64 },
+    /// A sustained rise of the loss (≈+0.05 % per step over the curve, grad norm ×3–10) that
+    /// does not recover. A restart to a checkpoint before the onset with a lowered lr (scale
+    /// below 1) clears it; without one the run diverges again from the restored step.
+    LossDivergence { at: f64 },
+    /// The gradient norm jumps ×100–1000 for `steps` steps; the loss does not follow (the
+    /// clipper absorbs it, as in BLOOM-176B at iteration ≈31230). Ends by itself.
+    GradExplosion { at: f64, steps: u64 },
+    /// The fp16 loss scale halves at every scrape down to 1 and skipped steps climb by
+    /// ≈20 per scrape. A restart with a lowered lr clears it.
+    LossScaleCollapse { at: f64 },
+    /// The loss stops improving: it stays at its value at the onset (noise continues).
+    LossPlateau { at: f64 },
+    /// The evaluation loss (a gauge updated every 20 scrapes) rises ≈2 % per evaluation above
+    /// its best while the training loss keeps falling (overfitting / repeated data).
+    EvalRegression { at: f64 },
+    /// The learning rate is multiplied by `factor` (a wrong value after a resume); a patch of
+    /// `lr` applied by a restart corrects it.
+    LrAnomaly { at: f64, factor: f64 },
+    /// The exporter stops serving for `duration` seconds while training goes on.
+    MetricsAbsent { at: f64, duration: f64 },
+    /// Rank `rank`'s compute time × `factor`; every rank waits for it, so step time rises
+    /// too. Node-bound: a restart moves the run to another node and clears it.
+    Straggler { at: f64, rank: u32, factor: f64 },
+    /// GPUs wait on something outside them (network, host): utilisation falls to `util`
+    /// (0–1) and throughput with it, for `duration` seconds.
+    GpuUtilDrop { at: f64, util: f64, duration: f64 },
+    /// The input pipeline takes `wait` (a fraction in (0, 1)) of every step for `duration`
+    /// seconds. Doubling `data.num_workers` (applied at a restart) halves the wait.
+    DataloaderStall { at: f64, wait: f64, duration: f64 },
+    /// The workers crash every 90 s of training and restart from the last checkpoint,
+    /// `crashes` times (a corrupt checkpoint or a deterministic bug). A pause stops it.
+    CrashLoop { at: f64, crashes: u32 },
+    /// Checkpoint saves stop completing (storage failing) until the next restart.
+    CheckpointStale { at: f64 },
 }
 
 impl Fault {
@@ -85,7 +119,19 @@ impl Fault {
             | Fault::Hang { at, .. }
             | Fault::GpuXid { at, .. }
             | Fault::Nan { at, .. }
-            | Fault::ThroughputDrop { at, .. } => *at,
+            | Fault::ThroughputDrop { at, .. }
+            | Fault::LossDivergence { at }
+            | Fault::GradExplosion { at, .. }
+            | Fault::LossScaleCollapse { at }
+            | Fault::LossPlateau { at }
+            | Fault::EvalRegression { at }
+            | Fault::LrAnomaly { at, .. }
+            | Fault::MetricsAbsent { at, .. }
+            | Fault::Straggler { at, .. }
+            | Fault::GpuUtilDrop { at, .. }
+            | Fault::DataloaderStall { at, .. }
+            | Fault::CrashLoop { at, .. }
+            | Fault::CheckpointStale { at } => *at,
         }
     }
 
@@ -96,6 +142,18 @@ impl Fault {
             Fault::GpuXid { .. } => "gpu_xid",
             Fault::Nan { .. } => "nan",
             Fault::ThroughputDrop { .. } => "throughput_drop",
+            Fault::LossDivergence { .. } => "loss_divergence",
+            Fault::GradExplosion { .. } => "grad_explosion",
+            Fault::LossScaleCollapse { .. } => "loss_scale_collapse",
+            Fault::LossPlateau { .. } => "loss_plateau",
+            Fault::EvalRegression { .. } => "eval_regression",
+            Fault::LrAnomaly { .. } => "lr_anomaly",
+            Fault::MetricsAbsent { .. } => "metrics_absent",
+            Fault::Straggler { .. } => "straggler",
+            Fault::GpuUtilDrop { .. } => "gpu_util_drop",
+            Fault::DataloaderStall { .. } => "dataloader_stall",
+            Fault::CrashLoop { .. } => "crash_loop",
+            Fault::CheckpointStale { .. } => "checkpoint_stale",
         }
     }
 }
@@ -279,6 +337,13 @@ impl SimRunSpec {
                 "needs finite values with s0 > 0 and alpha > 0".into(),
             ));
         }
+        let positive_secs = |field: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(bad(field, format!("must be positive seconds, got {v}")))
+            }
+        };
         for (i, f) in self.faults.iter().enumerate() {
             let field = |name: &str| format!("faults[{i}].{name}");
             let at = f.at();
@@ -313,6 +378,42 @@ impl SimRunSpec {
                             format!("must be positive seconds, got {duration}"),
                         ));
                     }
+                }
+                Fault::GradExplosion { steps, .. } if *steps == 0 => {
+                    return Err(bad(&field("steps"), "must be at least 1".into()));
+                }
+                Fault::LrAnomaly { factor, .. } if !(factor.is_finite() && *factor >= 0.0) => {
+                    return Err(bad(
+                        &field("factor"),
+                        format!("must be zero or a positive number, got {factor}"),
+                    ));
+                }
+                Fault::Straggler { factor, .. } if !(factor.is_finite() && *factor >= 1.0) => {
+                    return Err(bad(
+                        &field("factor"),
+                        format!("must be at least 1 (a slowdown), got {factor}"),
+                    ));
+                }
+                Fault::GpuUtilDrop { util, duration, .. } => {
+                    if !(util.is_finite() && *util > 0.0 && *util < 1.0) {
+                        return Err(bad(
+                            &field("util"),
+                            format!("must be in (0, 1), got {util}"),
+                        ));
+                    }
+                    positive_secs(&field("duration"), *duration)?;
+                }
+                Fault::DataloaderStall { wait, duration, .. } => {
+                    if !(wait.is_finite() && *wait > 0.0 && *wait < 1.0) {
+                        return Err(bad(
+                            &field("wait"),
+                            format!("must be in (0, 1), got {wait}"),
+                        ));
+                    }
+                    positive_secs(&field("duration"), *duration)?;
+                }
+                Fault::MetricsAbsent { duration, .. } => {
+                    positive_secs(&field("duration"), *duration)?;
                 }
                 _ => {}
             }

@@ -122,7 +122,8 @@ async fn healthy_run_loss_trends_down_with_heavy_tailed_noise() {
     let c = poll(&sim, "a", None, T0).await;
 
     // Every chart, one sample per 15 s grid point over 6 h (both ends included).
-    assert_eq!(c.len(), CHARTS.len());
+    // One role per chart; compute_time comes once per rank under one role.
+    assert_eq!(c.len(), CHARTS.len() + 1);
     let steps = &c[&Role::Step];
     assert_eq!(steps.len(), 1441);
     for (k, s) in steps.iter().enumerate() {
@@ -949,4 +950,244 @@ async fn runs_on_a_scaled_clock() {
     );
     let st = sim.status("run-b").unwrap();
     assert_eq!(st.phase, SimPhase::Hung);
+}
+
+// ---- Faults for every finding kind: the chart shapes they produce. ----
+
+/// A run started 2 h before T0 with `fault` due 1 h in; polled up to T0.
+async fn faulted(fault: Fault) -> (SimRunSpec, Arc<ManualClock>, SimCluster, Charts) {
+    let spec = SimRunSpec::new("f", T0 - 2.0 * H).with_fault(fault);
+    let (clock, sim) = cluster(7, vec![spec.clone()]);
+    let c = poll(&sim, "f", None, T0).await;
+    (spec, clock, sim, c)
+}
+
+/// Onset time of the faults below (1 h into the run).
+const ON: f64 = T0 - H;
+
+#[tokio::test]
+async fn loss_divergence_rises_steadily_and_needs_a_lower_lr_from_before_onset() {
+    let (spec, clock, sim, c) = faulted(Fault::LossDivergence { at: H }).await;
+    let before = loss_ratio(&c, &spec, ON - 1800.0, ON);
+    let early = loss_ratio(&c, &spec, ON + 300.0, ON + 900.0);
+    let late = loss_ratio(&c, &spec, T0 - 600.0, T0);
+    assert!((0.97..1.03).contains(&before), "{before}");
+    assert!(early < late && late > 1.5, "{early} {late}");
+    let g0 = median(values(&c, Role::GradNorm, ON - 1800.0, ON));
+    let g1 = median(values(&c, Role::GradNorm, ON + 60.0, T0));
+    assert!(g1 > 3.0 * g0, "{g0} {g1}");
+    // The checkpoint before onset with lr × 0.5 cures it.
+    let onset_step = values(&c, Role::Step, ON, ON + 15.0)[0] as u64;
+    let ckpt = onset_step / 300 * 300;
+    act(&sim, "f", lr_scale(0.5), "k1").await.unwrap();
+    act(&sim, "f", restart(ckpt), "k2").await.unwrap();
+    clock.advance(H);
+    let c = poll(&sim, "f", Some(T0), T0 + H).await;
+    let after = loss_ratio(&c, &spec, T0 + 1800.0, T0 + H);
+    assert!(after < 1.05, "{after}");
+}
+
+#[tokio::test]
+async fn grad_explosion_hits_grad_norm_only_and_ends_by_itself() {
+    let (spec, _clock, _sim, c) = faulted(Fault::GradExplosion { at: H, steps: 150 }).await;
+    let g0 = median(values(&c, Role::GradNorm, ON - 1800.0, ON));
+    let burst = median(values(&c, Role::GradNorm, ON + 15.0, ON + 240.0));
+    let after = median(values(&c, Role::GradNorm, ON + 600.0, T0));
+    assert!(burst > 100.0 * g0 * 0.5, "{g0} {burst}");
+    assert!(after < 2.0 * g0, "{g0} {after}");
+    let l = loss_ratio(&c, &spec, ON + 15.0, ON + 240.0);
+    assert!((0.95..1.05).contains(&l), "{l}");
+}
+
+#[tokio::test]
+async fn loss_scale_collapses_to_one_with_skipped_steps_until_a_restart_with_lower_lr() {
+    let (_spec, clock, sim, c) = faulted(Fault::LossScaleCollapse { at: H }).await;
+    assert_eq!(
+        values(&c, Role::LossScale, ON - 600.0, ON - 15.0),
+        vec![65_536.0; 40]
+    );
+    let scale = values(&c, Role::LossScale, ON + 300.0, T0);
+    assert!(scale.iter().all(|&s| s == 1.0), "{scale:?}");
+    let skipped = values(&c, Role::SkippedSteps, ON - 15.0, T0);
+    assert!(skipped.last().unwrap() - skipped[0] > 2000.0, "{skipped:?}");
+    act(&sim, "f", lr_scale(0.5), "k1").await.unwrap();
+    let step = values(&c, Role::Step, T0 - 15.0, T0)[0] as u64;
+    act(&sim, "f", restart(step / 300 * 300), "k2")
+        .await
+        .unwrap();
+    clock.advance(H);
+    let c = poll(&sim, "f", Some(T0), T0 + H).await;
+    assert_eq!(
+        *values(&c, Role::LossScale, T0 + 600.0, T0 + H)
+            .last()
+            .unwrap(),
+        65_536.0
+    );
+}
+
+#[tokio::test]
+async fn loss_plateau_stops_improving_while_eval_regression_diverges_from_train_loss() {
+    let (_spec, _c0, _s0, c) = faulted(Fault::LossPlateau { at: H }).await;
+    let at_onset = median(values(&c, Role::Loss, ON, ON + 300.0));
+    let end = median(values(&c, Role::Loss, T0 - 300.0, T0));
+    assert!((end / at_onset - 1.0).abs() < 0.01, "{at_onset} {end}");
+
+    let (_spec, _c1, _s1, c) = faulted(Fault::EvalRegression { at: H }).await;
+    let eval = values(&c, Role::EvalLoss, ON - 1800.0, T0);
+    let best = eval.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        *eval.last().unwrap() > 1.15 * best,
+        "{best} {:?}",
+        eval.last()
+    );
+    // Between evaluations the gauge holds its value (20 scrapes).
+    let flat = values(&c, Role::EvalLoss, ON - 1200.0, ON - 1200.0 + 14.0 * 15.0);
+    assert!(
+        flat.windows(2).filter(|w| w[0] != w[1]).count() <= 1,
+        "{flat:?}"
+    );
+    let l0 = median(values(&c, Role::Loss, ON, ON + 600.0));
+    let l1 = median(values(&c, Role::Loss, T0 - 600.0, T0));
+    assert!(l1 < l0, "train loss keeps falling: {l0} {l1}");
+}
+
+#[tokio::test]
+async fn lr_anomaly_jumps_off_the_schedule() {
+    let (spec, _clock, _sim, c) = faulted(Fault::LrAnomaly {
+        at: H,
+        factor: 10.0,
+    })
+    .await;
+    let lr = window(&c, Role::Lr, ON - 15.0, ON + 15.0);
+    let steps = window(&c, Role::Step, ON - 15.0, ON + 15.0);
+    assert!((lr[0].v - spec.schedule_lr(steps[0].v as u64)).abs() < 1e-12);
+    assert!((lr[2].v / spec.schedule_lr(steps[2].v as u64) - 10.0).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn metrics_absent_leaves_a_gap_while_training_goes_on() {
+    let (_spec, _clock, _sim, c) = faulted(Fault::MetricsAbsent {
+        at: H,
+        duration: 1200.0,
+    })
+    .await;
+    assert!(window(&c, Role::Step, ON, ON + 1199.0).is_empty());
+    let before = values(&c, Role::Step, ON - 15.0, ON - 15.0)[0];
+    let after = values(&c, Role::Step, ON + 1200.0, ON + 1200.0)[0];
+    assert!((after - before - 607.0).abs() < 5.0, "{before} {after}");
+}
+
+#[tokio::test]
+async fn straggler_shows_in_one_ranks_compute_time_and_everyone_s_step_time() {
+    let spec = SimRunSpec::new("f", T0 - 2.0 * H).with_fault(Fault::Straggler {
+        at: H,
+        rank: 2,
+        factor: 1.8,
+    });
+    let (_clock, sim) = cluster(7, vec![spec.clone()]);
+    let req = PollRequest {
+        run: "f".into(),
+        target: target("f"),
+        since: Some(T0 - 600.0),
+    };
+    let batch = sim.poll(&[req], T0).await.pop().unwrap().unwrap();
+    let rank = |r: &str| {
+        let key = ChartKey::new(Role::ComputeTime).with_label("rank", r);
+        median(
+            batch
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, s)| s.iter().map(|x| x.v).collect())
+                .unwrap_or_default(),
+        )
+    };
+    assert!((rank("0") - 1.7).abs() < 0.05, "{}", rank("0"));
+    assert!((rank("2") / rank("0") - 1.8).abs() < 0.05);
+    let step_time = batch
+        .iter()
+        .find(|(k, _)| k.role == Role::StepTime)
+        .map(|(_, s)| median(s.iter().map(|x| x.v).collect()))
+        .unwrap();
+    assert!(
+        (step_time - 2.0 * (1.0 + 0.85 * 0.8)).abs() < 0.1,
+        "{step_time}"
+    );
+}
+
+#[tokio::test]
+async fn gpu_util_drop_and_dataloader_stall_starve_the_gpus() {
+    let (_spec, _c0, _s0, c) = faulted(Fault::GpuUtilDrop {
+        at: H,
+        util: 0.4,
+        duration: 7200.0,
+    })
+    .await;
+    let u = median(values(&c, Role::GpuUtil, ON + 60.0, T0));
+    assert!((0.37..0.42).contains(&u), "{u}");
+
+    let (_spec, clock, sim, c) = faulted(Fault::DataloaderStall {
+        at: H,
+        wait: 0.6,
+        duration: 7.0 * H,
+    })
+    .await;
+    assert!((median(values(&c, Role::DataWait, ON - 600.0, ON - 15.0)) - 0.02).abs() < 1e-9);
+    assert!((median(values(&c, Role::DataWait, ON + 60.0, T0)) - 0.6).abs() < 1e-9);
+    let st = median(values(&c, Role::StepTime, ON + 60.0, T0));
+    assert!((st - 2.0 * 0.98 / 0.4).abs() < 0.1, "{st}");
+    // Doubling the workers (at a restart) halves the wait.
+    let workers = Action::PatchConfig {
+        changes: vec![ConfigChange {
+            key: "data.num_workers".into(),
+            op: ChangeOp::Scale(2.0),
+        }],
+    };
+    act(&sim, "f", workers, "k1").await.unwrap();
+    let step = values(&c, Role::Step, T0 - 15.0, T0)[0] as u64;
+    act(&sim, "f", restart(step / 300 * 300), "k2")
+        .await
+        .unwrap();
+    clock.advance(H);
+    let c = poll(&sim, "f", Some(T0), T0 + H).await;
+    assert!((median(values(&c, Role::DataWait, T0 + 600.0, T0 + H)) - 0.3).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn crash_loop_restarts_repeatedly_without_progress_and_a_pause_stops_it() {
+    let (_spec, clock, sim, c) = faulted(Fault::CrashLoop {
+        at: H,
+        crashes: 100,
+    })
+    .await;
+    let restarts = values(&c, Role::Restarts, ON, T0);
+    let n = restarts.last().unwrap() - restarts[0];
+    // A cycle is 90 s of training plus 120 s of restart: ≈17 in an hour.
+    assert!((15.0..=18.0).contains(&n), "{n}");
+    let steps = values(&c, Role::Step, ON + 600.0, T0);
+    let max = steps.iter().copied().fold(0.0, f64::max);
+    let min = steps.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(max - min < 400.0, "no real progress: {min}..{max}");
+    act(&sim, "f", Action::Pause, "k1").await.unwrap();
+    clock.advance(H);
+    let c = poll(&sim, "f", Some(T0), T0 + H).await;
+    let r = values(&c, Role::Restarts, T0, T0 + H);
+    assert_eq!(r.first(), r.last());
+}
+
+#[tokio::test]
+async fn checkpoint_stale_lets_checkpoint_age_climb_until_a_restart() {
+    let (_spec, _clock, sim, c) = faulted(Fault::CheckpointStale { at: H }).await;
+    let age = values(&c, Role::CheckpointAge, ON - 1800.0, ON);
+    assert!(age.iter().all(|&a| a <= 615.0), "{age:?}");
+    let end = *values(&c, Role::CheckpointAge, T0, T0).first().unwrap();
+    assert!(end > 3000.0, "{end}");
+    let status = sim.status("f").unwrap();
+    assert!(
+        status
+            .active_faults
+            .iter()
+            .any(|f| f == "checkpoint saves failing"),
+        "{:?}",
+        status.active_faults
+    );
 }
