@@ -85,9 +85,15 @@ def check_rbac(docs, values, name):
                 fail(f"{name}: {d['kind']} {d['metadata']['name']} lacks what the code uses: {sorted(missing)}")
         if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader"):
             rule_set(d.get("rules", []), f"{name}: leader Role")
+            allowed = set()
+            for r in yaml.safe_load((ROOT / "deploy/rbac/leader-rules.yaml").read_text()):
+                allowed |= {(g, res, v) for g, res, v, _ in rule_set([r], "leader-rules.yaml")}
             for r in d["rules"]:
                 if set(r["verbs"]) - {"create"} and not r.get("resourceNames"):
                     fail(f"{name}: leader Role reaches every Lease: {r}")
+                for g, res, v, _ in rule_set([r], "leader Role"):
+                    if (g, res, v) not in allowed:
+                        fail(f"{name}: leader Role grants {v} on {g}/{res}, not in deploy/rbac/leader-rules.yaml")
     if granted and len(failures) == before:
         ok(f"{name}: RBAC grants exactly the rules in deploy/rbac/ ({len(granted)} verb×resource), no wildcards")
 

@@ -66,18 +66,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The verbs babysitter uses on workloads and their pods, per API group (see docs/KUBERNETES.md). */}}
+{{/* The verbs babysitter uses on workloads and their pods, per API group: exactly
+deploy/rbac/actuator-rules.yaml + discovery-rules.yaml (scripts/helm-check compares them). */}}
 {{- define "babysitter.workloadRules" -}}
 {{- $w := .Values.rbac.workloads }}
 {{- if $w.jobs }}
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete", "create"]
 {{- end }}
 {{- if $w.jobsets }}
 - apiGroups: ["jobset.x-k8s.io"]
   resources: ["jobsets"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete", "create"]
 {{- end }}
 {{- if $w.pytorchjobs }}
 - apiGroups: ["kubeflow.org"]
@@ -87,17 +88,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $w.trainjobs }}
 - apiGroups: ["trainer.kubeflow.org"]
   resources: ["trainjobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "delete", "create"]
 {{- end }}
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "delete"]
+  verbs: ["list", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "list"]
+  verbs: ["list"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
 {{- if .Values.rbac.patchConfigMaps }}
 - apiGroups: [""]
   resources: ["configmaps"]
