@@ -5,20 +5,34 @@
 //! those into episodes: a condition is reported once when it starts and once when it clears.
 //! The engine and `babysitter replay` both drive detectors the same way.
 //!
-//! One file per detector, each opening with what it watches, its parameters and why their
-//! defaults are what they are: `nonfinite`, `loss_spike`, `stall`, `gpu_hardware_error`,
-//! `throughput_drop`. `stats` holds what they share (windows, median/MAD, onsets). Detectors
+//! One file per detector (one per kind of FORMATS.md §2), each opening with what it watches,
+//! its parameters and why their defaults are what they are: `nonfinite`, `loss_spike`,
+//! `loss_divergence`, `grad_explosion`, `loss_scale_collapse`, `loss_plateau`,
+//! `eval_regression`, `lr_anomaly`, `stall`, `metrics_absent`, `throughput_drop`, `straggler`,
+//! `gpu_util_drop`, `dataloader_stall`, `gpu_hardware_error`, `crash_loop`, `checkpoint_stale`. `stats` holds what they share (windows, median/MAD, onsets). Detectors
 //! never panic, whatever the input (empty charts, NaN everywhere, duplicate or huge values), and
 //! cost O(window) per poll: binary searches into the charts and one scratch buffer per detector.
 
+mod checkpoint_stale;
+mod crash_loop;
+mod dataloader_stall;
+mod eval_regression;
 mod finding;
 mod gpu_hardware_error;
+mod gpu_util_drop;
+mod grad_explosion;
 mod hysteresis;
+mod loss_divergence;
+mod loss_plateau;
+mod loss_scale_collapse;
 mod loss_spike;
+mod lr_anomaly;
+mod metrics_absent;
 mod nonfinite;
 mod params;
 mod stall;
 mod stats;
+mod straggler;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod throughput_drop;
@@ -52,6 +66,18 @@ pub fn detect_all(ctx: &DetectContext<'_>) -> Vec<Finding> {
     stall::detect(ctx, &mut out);
     gpu_hardware_error::detect(ctx, &mut out);
     throughput_drop::detect(ctx, &mut out);
+    loss_divergence::detect(ctx, &mut out);
+    grad_explosion::detect(ctx, &mut out);
+    loss_scale_collapse::detect(ctx, &mut out);
+    loss_plateau::detect(ctx, &mut out);
+    eval_regression::detect(ctx, &mut out);
+    lr_anomaly::detect(ctx, &mut out);
+    metrics_absent::detect(ctx, &mut out);
+    straggler::detect(ctx, &mut out);
+    gpu_util_drop::detect(ctx, &mut out);
+    dataloader_stall::detect(ctx, &mut out);
+    crash_loop::detect(ctx, &mut out);
+    checkpoint_stale::detect(ctx, &mut out);
     out
 }
 
