@@ -1,7 +1,7 @@
 //! `loss_divergence`: the loss is getting worse and stays worse (the run is not recovering).
 //!
 //! Watches every `loss` chart. The smoothed loss is the median of the newest
-//! `divergence_recent_secs` (90 s, three polls), which a single noisy batch cannot move. The
+//! `divergence_recent_secs` (60 s, two polls), which a single noisy batch cannot move. The
 //! run's best level is the lower quartile of the `divergence_lookback_secs` (2 h) before it: a
 //! quartile rather than the median so that a loss still falling (warm-up, LR decay) is compared
 //! with where it got to. A rise that lasts pollutes the look-back; older look-backs (a quarter
@@ -10,7 +10,8 @@
 //! a level that has stayed up for longer than the look-back is the run's new normal and clears. The noise sigma comes from consecutive
 //! differences of the `divergence_baseline_secs` (15 min) before the recent window
 //! (1.4826 × MAD / √2), which a trend does not inflate, and heavy-tailed batches do not
-//! either. A divergence is a smoothed loss at least `divergence_sigmas` (3) noise sigmas and
+//! either; the smoothed level's own noise is its standard error, 1.2533 σ / √n for a median of n
+//! samples. A divergence is a smoothed loss at least `divergence_sigmas` (3) such sigmas and
 //! `divergence_min_rise` (5 %) above the best level, with at least `divergence_min_samples` (10)
 //! finite baseline samples (warm-up and the first minutes after a restart stay quiet).
 //! Severity error: unlike a spike, a divergence rarely heals by itself (rollback
@@ -31,9 +32,11 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let vis = visible(series, ctx);
         let first_end = ctx.now - p.divergence_recent_secs;
         let recent = between(vis, first_end, f64::INFINITY);
-        let Some((level, _)) = median(recent, &mut buf) else {
+        let Some((level, n_recent)) = median(recent, &mut buf) else {
             continue;
         };
+        // Standard error of a median of n noisy samples: 1.2533 σ / √n.
+        let se = 1.2533 / (n_recent.max(1) as f64).sqrt();
         // Against the newest look-back first; a rise that has lasted long enough to pollute it
         // is measured against older look-backs, from which the elevated stretch must reach back
         // past their end (the same episode, so it is reported once and does not flap).
@@ -56,7 +59,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 // Not even above the best level: nothing older can make it a rise.
                 break;
             }
-            let sigma = sigma.max(best.abs() * 1e-3).max(1e-12);
+            let sigma = (sigma * se).max(best.abs() * 1e-3).max(1e-12);
             let limit =
                 best + (p.divergence_sigmas * sigma).max(p.divergence_min_rise * best.abs());
             if !(level >= limit && level > best) {

@@ -8,8 +8,10 @@
 //! above the median: the sigma rule ignores noise, the relative rule ignores harmless wiggles
 //! of very smooth losses. The stretch above the band must hold at least
 //! `loss_spike_min_samples` (2) samples: a one-batch outlier that is back in the band on the
-//! next sample is not actionable (healthy runs have them). At least `loss_min_baseline_samples` (20) finite baseline samples are
-//! needed, so warm-up and the minutes after a restart stay quiet. Only rises count: a falling
+//! next sample is not actionable (healthy runs have them). At least `loss_min_baseline_samples` (15) finite baseline samples are
+//! needed, so warm-up and the minutes after a restart stay quiet. The condition holds while one of
+//! the newest three samples is above the band (the stretch's own dip tolerance), so a level
+//! hovering at the threshold is not reported again after every dip. Only rises count: a falling
 //! loss (learning-rate decay) is good news.
 //!
 //! A loss that stays high keeps the condition active: it is measured against the band before
@@ -20,7 +22,7 @@
 
 use crate::charts::Role;
 
-use super::stats::{Robust, ShiftSearch, find_shift, from, num, visible};
+use super::stats::{MAX_DIPS, Robust, ShiftSearch, find_shift, from, num, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
 
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
@@ -48,12 +50,21 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let last = fresh_start + last;
         let latest = vis[last];
         let upto = &vis[..=last];
+        // The stretch tolerates MAX_DIPS samples back in the band; so does the condition, or a
+        // level hovering at the threshold would be reported again after every dip.
+        let peak = upto
+            .iter()
+            .rev()
+            .filter(|s| s.v.is_finite())
+            .take(MAX_DIPS + 1)
+            .map(|s| s.v)
+            .fold(f64::NEG_INFINITY, f64::max);
         let Some(shift) = find_shift(
             upto,
             ctx.now,
             &search,
             &mut buf,
-            |b| anomalous(latest.v, b),
+            |b| anomalous(peak, b),
             anomalous,
         ) else {
             continue;

@@ -33,7 +33,8 @@ pub struct DetectorParams {
     /// real spikes (BLOOM: 2.2 → 5.1; CPM-Bee after a model change: 2.04 → 2.38) are larger.
     pub loss_spike_min_rise: f64,
     /// `loss_spike`: minimum number of finite baseline samples before the detector speaks.
-    /// 20 keeps the median and MAD meaningful during warm-up and right after a restart.
+    /// 15 keeps the median and MAD meaningful (their error is about ±20 % at 15 samples) during
+    /// warm-up and right after a restart, and still lets a daily log speak after two weeks.
     pub loss_min_baseline_samples: usize,
     /// `loss_spike`: how long after its onset a loss that stays high keeps the condition
     /// active (measured against the band before the onset, so it is reported once). Beyond 1 h
@@ -76,8 +77,9 @@ pub struct DetectorParams {
     /// logging the second sample arrives within the same poll, so latency does not change.
     pub loss_spike_min_samples: usize,
 
-    /// `loss_divergence`: the smoothed loss is the median of this newest window. 90 s = three
-    /// polls: long enough to ride over single noisy batches, short enough to see a rise early.
+    /// `loss_divergence`: the smoothed loss is the median of this newest window. 60 s = two
+    /// polls (the samples of three polls): long enough to ride over single noisy batches, short
+    /// enough to see a rise early.
     pub divergence_recent_secs: f64,
     /// `loss_divergence`: the window before the recent one whose consecutive differences give the
     /// noise sigma, and which must hold `divergence_min_samples`. 15 min (30 polls).
@@ -195,7 +197,7 @@ impl Default for DetectorParams {
             loss_recent_secs: 120.0,
             loss_spike_sigmas: 8.0,
             loss_spike_min_rise: 0.1,
-            loss_min_baseline_samples: 20,
+            loss_min_baseline_samples: 15,
             loss_spike_hold_secs: 3600.0,
             stall_after_secs: 300.0,
             stall_fresh_secs: 180.0,
@@ -207,7 +209,7 @@ impl Default for DetectorParams {
             throughput_min_recent_samples: 5,
             throughput_hold_secs: 7200.0,
             loss_spike_min_samples: 2,
-            divergence_recent_secs: 90.0,
+            divergence_recent_secs: 60.0,
             divergence_baseline_secs: 900.0,
             divergence_sigmas: 3.0,
             divergence_min_rise: 0.05,
