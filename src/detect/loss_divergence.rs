@@ -7,12 +7,12 @@
 //! with where it got to. A rise that lasts pollutes the look-back; older look-backs (a quarter
 //! of it further back each, up to twice its length) are then tried, from which the elevated
 //! stretch must reach back past their end, so one episode is reported once and does not flap;
-//! a level that has stayed up for longer than the look-back is the run's new normal and clears. The noise sigma comes from consecutive
-//! differences of the `divergence_baseline_secs` (15 min) before the recent window
-//! (1.4826 × MAD / √2), which a trend does not inflate, and heavy-tailed batches do not
-//! either; the smoothed level's own noise is its standard error, 1.2533 σ / √n for a median of n
-//! samples. A divergence is a smoothed loss at least `divergence_sigmas` (3) such sigmas and
-//! `divergence_min_rise` (5 %) above the best level, with at least `divergence_min_samples` (10)
+//! a level that has stayed up for longer than the look-back is the run's new normal and clears. The per-sample noise sigma comes
+//! from consecutive differences of the `divergence_baseline_secs` (15 min) before the recent
+//! window (1.4826 × MAD / √2), which a trend does not inflate and heavy-tailed batches do not
+//! either; the smoothed level's own noise is its standard error, 1.2533 σ / √n for a median of
+//! n samples. A divergence is a smoothed loss at least `divergence_sigmas` (3) such sigmas and
+//! `divergence_min_rise` (7.5 %) above the best level, with at least `divergence_min_samples` (10)
 //! finite baseline samples (warm-up and the first minutes after a restart stay quiet).
 //! Severity error: unlike a spike, a divergence rarely heals by itself (rollback
 //! to a checkpoint, lower LR, skip data).

@@ -258,4 +258,76 @@ mod tests {
             }
         }
     }
+
+    mod props {
+        use super::super::*;
+        use crate::charts::{ChartKey, Role, Sample};
+        use proptest::prelude::*;
+
+        /// Any value a chart may hold, weighted towards the awkward ones.
+        fn value() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                3 => -10.0f64..10.0,
+                1 => Just(f64::NAN),
+                1 => Just(f64::INFINITY),
+                1 => Just(f64::NEG_INFINITY),
+                1 => Just(0.0),
+                1 => Just(f64::MAX),
+                1 => Just(-f64::MAX),
+                1 => prop::num::f64::ANY,
+            ]
+        }
+
+        /// Any time, including duplicates, going backwards and huge ones.
+        fn time() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                4 => 0.0f64..5000.0,
+                1 => Just(100.0),
+                1 => -1e6f64..0.0,
+                1 => prop::num::f64::ANY,
+            ]
+        }
+
+        fn charts() -> impl Strategy<Value = ChartSet> {
+            prop::collection::vec(
+                (0..Role::ALL.len(), 0u8..3, prop::collection::vec((time(), value()), 0..60)),
+                0..12,
+            )
+            .prop_map(|cols| {
+                let mut c = ChartSet::new();
+                for (role, rank, samples) in cols {
+                    let mut key = ChartKey::new(Role::ALL[role]);
+                    if rank > 0 {
+                        key = key.with_label("rank", rank.to_string());
+                    }
+                    c.merge(key, samples.into_iter().map(|(t, v)| Sample::new(t, v)));
+                }
+                c
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_detector_panics_on_any_input(
+                c in charts(),
+                nows in prop::collection::vec(time(), 1..6),
+                since in prop::option::of(time()),
+                paused in any::<bool>(),
+            ) {
+                let params = DetectorParams::default();
+                let mut h = Hysteresis::new();
+                for now in nows {
+                    let ctx = DetectContext { now, charts: &c, since, paused, params: &params };
+                    let found = detect_all(&ctx);
+                    for f in &found {
+                        prop_assert!(!f.message.is_empty());
+                        prop_assert!(f.chart.len() < 200);
+                    }
+                    let _ = h.update(found);
+                }
+            }
+        }
+    }
 }
