@@ -26,7 +26,9 @@ fn million_samples() -> (Trace, u64) {
         }
         let mut last = 0.0;
         for l in lines {
-            let Some((t, rest)) = l.split_once(',') else { continue };
+            let Some((t, rest)) = l.split_once(',') else {
+                continue;
+            };
             let Ok(t) = t.parse::<f64>() else { continue };
             samples += rest.split(',').filter(|c| !c.is_empty()).count() as u64;
             text.push_str(&format!("{},{rest}\n", t + offset));

@@ -20,8 +20,16 @@ fn main() -> ExitCode {
             None => Err(format!("{name} needs a value")),
         };
         let r = match a.as_str() {
-            "--seed" => value("--seed").and_then(|v| v.parse().map(|s| seed = s).map_err(|e| format!("--seed: {e}"))),
-            "--healthy" => value("--healthy").and_then(|v| v.parse().map(|h| healthy = h).map_err(|e| format!("--healthy: {e}"))),
+            "--seed" => value("--seed").and_then(|v| {
+                v.parse()
+                    .map(|s| seed = s)
+                    .map_err(|e| format!("--seed: {e}"))
+            }),
+            "--healthy" => value("--healthy").and_then(|v| {
+                v.parse()
+                    .map(|h| healthy = h)
+                    .map_err(|e| format!("--healthy: {e}"))
+            }),
             "--out" => value("--out").map(|v| out = Some(PathBuf::from(v))),
             // cargo passes `--bench`.
             _ => Ok(()),

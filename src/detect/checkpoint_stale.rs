@@ -57,7 +57,11 @@ mod tests {
             ChartKey::new(Role::CheckpointAge),
             (0..=600).map(|i| {
                 let t = i as f64 * 60.0;
-                let age = if t < 14400.0 { t % 3600.0 } else { t - 14400.0 + 0.0 };
+                let age = if t < 14400.0 {
+                    t % 3600.0
+                } else {
+                    t - 14400.0 + 0.0
+                };
                 Sample::new(t, age)
             }),
         );
@@ -65,7 +69,11 @@ mod tests {
         let f = run_detector(detect, &c, 14400.0 + 3.0 * 3600.0 + 60.0, None, false);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].onset, 14400.0 + 3.0 * 3600.0);
-        assert!(f[0].message.starts_with("last checkpoint 3.017 h ago"), "{}", f[0].message);
+        assert!(
+            f[0].message.starts_with("last checkpoint 3.017 h ago"),
+            "{}",
+            f[0].message
+        );
         assert!(run_detector(detect, &c, 30000.0, None, true).is_empty());
     }
 }

@@ -69,7 +69,11 @@ mod tests {
         let f = run_detector(detect, &c, 9630.0, None, false);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].onset, 9000.0);
-        assert!(f[0].message.contains("3 restarts in the last 30 min"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("3 restarts in the last 30 min"),
+            "{}",
+            f[0].message
+        );
         assert!(run_detector(detect, &c, 9000.0 + 1800.0 + 30.0, None, false).is_empty());
     }
 }

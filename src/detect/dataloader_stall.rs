@@ -85,7 +85,16 @@ mod tests {
             ChartKey::new(Role::DataWait),
             (0..=200).map(|i| {
                 let t = i as f64 * 15.0;
-                Sample::new(t, if t >= 2000.0 { 0.6 } else if t == 1000.0 { 0.9 } else { 0.03 })
+                Sample::new(
+                    t,
+                    if t >= 2000.0 {
+                        0.6
+                    } else if t == 1000.0 {
+                        0.9
+                    } else {
+                        0.03
+                    },
+                )
             }),
         );
         assert!(run_detector(detect, &c, 1000.0, None, false).is_empty());
@@ -100,12 +109,20 @@ mod tests {
             ChartKey::new(Role::DataWait),
             (0..=40).map(|i| Sample::new(i as f64 * 15.0, 1.2)),
         );
-        assert!(run_detector(detect, &s, 600.0, None, false).is_empty(), "no step_time");
+        assert!(
+            run_detector(detect, &s, 600.0, None, false).is_empty(),
+            "no step_time"
+        );
         s.merge(
             ChartKey::new(Role::StepTime),
             (0..=40).map(|i| Sample::new(i as f64 * 15.0, 2.0)),
         );
         let f = run_detector(detect, &s, 600.0, None, false);
-        assert!(f[0].message.contains("takes 60% of each step (median 1.2 s"), "{}", f[0].message);
+        assert!(
+            f[0].message
+                .contains("takes 60% of each step (median 1.2 s"),
+            "{}",
+            f[0].message
+        );
     }
 }

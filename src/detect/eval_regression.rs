@@ -81,6 +81,11 @@ mod tests {
         let f = run_detector(detect, &c, 4200.0, None, false);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].onset, 3600.0);
-        assert!(f[0].message.starts_with("eval_loss 3.45 is 13.1% above its best 3.05"), "{}", f[0].message);
+        assert!(
+            f[0].message
+                .starts_with("eval_loss 3.45 is 13.1% above its best 3.05"),
+            "{}",
+            f[0].message
+        );
     }
 }

@@ -97,7 +97,13 @@ mod tests {
 
     #[test]
     fn utilisation_halved_is_a_drop_a_save_pause_is_not() {
-        let save = run(|t| if (7200.0..7260.0).contains(&t) { 5.0 } else { 95.0 });
+        let save = run(|t| {
+            if (7200.0..7260.0).contains(&t) {
+                5.0
+            } else {
+                95.0
+            }
+        });
         assert!(run_detector(detect, &save, 7260.0, None, false).is_empty());
         let drop = run(|t| if t >= 7200.0 { 40.0 } else { 95.0 });
         assert!(run_detector(detect, &drop, 7290.0, None, false).is_empty());

@@ -102,7 +102,11 @@ mod tests {
         let f = run_detector(detect, &boom, 2020.0, None, false);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].onset, 2000.0);
-        assert!(f[0].message.contains("for the last 3 samples"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("for the last 3 samples"),
+            "{}",
+            f[0].message
+        );
         // Still one condition with the same onset much later.
         let later = run_detector(detect, &boom, 3500.0, None, false);
         assert_eq!(later[0].onset, 2000.0);

@@ -143,14 +143,20 @@ mod tests {
     #[test]
     fn a_sustained_rise_is_reported_once_with_its_onset() {
         // From t = 3 h the loss climbs 0.5 over 20 min and stays there.
-        let c = loss(3, 6.0 * 3600.0, |t| ((t - 10800.0) / 2400.0).clamp(0.0, 0.5));
+        let c = loss(3, 6.0 * 3600.0, |t| {
+            ((t - 10800.0) / 2400.0).clamp(0.0, 0.5)
+        });
         let s = started(&c, 6.0 * 3600.0);
         let s: Vec<_> = s.into_iter().collect();
         assert_eq!(s.len(), 1, "{s:#?}");
         assert_eq!(s[0].kind, FindingKind::LossDivergence);
         assert!((10800.0..12000.0).contains(&s[0].at), "{:?}", s[0].at);
         assert!(s[0].onset >= 10800.0 && s[0].onset <= s[0].at);
-        assert!(s[0].message.contains("above the best level"), "{}", s[0].message);
+        assert!(
+            s[0].message.contains("above the best level"),
+            "{}",
+            s[0].message
+        );
     }
 
     #[test]

@@ -108,6 +108,10 @@ mod tests {
         let f = run_detector(detect, &flat, 8.0 * 3600.0, None, false);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].kind, FindingKind::LossPlateau);
-        assert!(f[0].message.contains("not improved in 4.0 h"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("not improved in 4.0 h"),
+            "{}",
+            f[0].message
+        );
     }
 }

@@ -49,7 +49,11 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 "{key} is {} after {drops} reductions in the last {:.0} min{}",
                 num(latest.v),
                 p.loss_scale_window_secs / 60.0,
-                if floor { " (at its floor: every step overflows)" } else { "" }
+                if floor {
+                    " (at its floor: every step overflows)"
+                } else {
+                    ""
+                }
             ),
             value: Some(latest.v),
             baseline: None,
@@ -108,7 +112,11 @@ mod tests {
         let f = run_detector(detect, &c, 3180.0, None, false);
         assert_eq!(f.len(), 1, "{f:#?}");
         assert_eq!(f[0].onset, 3000.0);
-        assert!(f[0].message.contains("after 4 reductions"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("after 4 reductions"),
+            "{}",
+            f[0].message
+        );
 
         let mut s = ChartSet::new();
         // 10 skips per minute from 1200 s; a restart resets the counter at 600 s.

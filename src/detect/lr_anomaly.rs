@@ -41,7 +41,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                     event = Some((*s, peak, "jumped"));
                     break;
                 }
-                if s.v <= 0.0 && let Some(q) = prev {
+                if s.v <= 0.0
+                    && let Some(q) = prev
+                {
                     // Against the run's peak, computed only when a zero shows up.
                     let run_peak = vis
                         .iter()
@@ -73,7 +75,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 crate::clock::fmt_t(s.t),
                 num(reference),
                 if what == "jumped" {
-                    format!("more than double it within {:.0} min", p.lr_window_secs / 60.0)
+                    format!(
+                        "more than double it within {:.0} min",
+                        p.lr_window_secs / 60.0
+                    )
                 } else {
                     "fall from a working rate to zero in one step".into()
                 },
@@ -116,7 +121,10 @@ mod tests {
         let c = lr(schedule);
         let mut now = 0.0;
         while now <= 15600.0 {
-            assert!(run_detector(detect, &c, now, None, false).is_empty(), "at {now}");
+            assert!(
+                run_detector(detect, &c, now, None, false).is_empty(),
+                "at {now}"
+            );
             now += 300.0;
         }
     }

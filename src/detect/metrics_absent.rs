@@ -39,7 +39,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     }
     times.sort_by(f64::total_cmp);
     times.dedup();
-    let covered = times.first().is_some_and(|&t0| t0 - from <= p.absent_after_secs);
+    let covered = times
+        .first()
+        .is_some_and(|&t0| t0 - from <= p.absent_after_secs);
     let continuous = covered && times.windows(2).all(|w| w[1] - w[0] <= p.absent_after_secs);
     if !continuous {
         return;
@@ -68,7 +70,10 @@ mod tests {
 
     fn feed(times: impl Iterator<Item = f64>) -> ChartSet {
         let mut c = ChartSet::new();
-        c.merge(ChartKey::new(Role::Loss), times.map(|t| Sample::new(t, 2.0)));
+        c.merge(
+            ChartKey::new(Role::Loss),
+            times.map(|t| Sample::new(t, 2.0)),
+        );
         c
     }
 
@@ -79,9 +84,13 @@ mod tests {
         let f = run_detector(detect, &live, 3600.0 + 330.0, None, false);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].onset, 3600.0);
-        assert!(run_detector(detect, &live, 4000.0, None, true).is_empty(), "paused");
+        assert!(
+            run_detector(detect, &live, 4000.0, None, true).is_empty(),
+            "paused"
+        );
         // Profiler bursts of 5 min every hour: never a live feed.
-        let bursts = feed((0..5).flat_map(|h| (0..20).map(move |i| h as f64 * 3600.0 + i as f64 * 15.0)));
+        let bursts =
+            feed((0..5).flat_map(|h| (0..20).map(move |i| h as f64 * 3600.0 + i as f64 * 15.0)));
         assert!(run_detector(detect, &bursts, 3000.0, None, false).is_empty());
         // A run that just started (10 min of data) then went silent.
         let young = feed((0..40).map(|i| i as f64 * 15.0));

@@ -290,7 +290,11 @@ mod tests {
 
         fn charts() -> impl Strategy<Value = ChartSet> {
             prop::collection::vec(
-                (0..Role::ALL.len(), 0u8..3, prop::collection::vec((time(), value()), 0..60)),
+                (
+                    0..Role::ALL.len(),
+                    0u8..3,
+                    prop::collection::vec((time(), value()), 0..60),
+                ),
                 0..12,
             )
             .prop_map(|cols| {

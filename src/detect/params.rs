@@ -349,7 +349,10 @@ impl DetectorParams {
             ),
             ("loss_spike_min_samples", self.loss_spike_min_samples),
             ("divergence_min_samples", self.divergence_min_samples),
-            ("grad_explosion_min_samples", self.grad_explosion_min_samples),
+            (
+                "grad_explosion_min_samples",
+                self.grad_explosion_min_samples,
+            ),
             ("grad_min_baseline_samples", self.grad_min_baseline_samples),
             ("loss_scale_max_drops", self.loss_scale_max_drops),
             ("eval_regression_min_evals", self.eval_regression_min_evals),

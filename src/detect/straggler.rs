@@ -29,7 +29,11 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         return;
     }
     for role in [Role::ComputeTime, Role::StepTime] {
-        let ranked = ctx.charts.by_role(role).filter(|(k, _)| !k.labels.is_empty()).count();
+        let ranked = ctx
+            .charts
+            .by_role(role)
+            .filter(|(k, _)| !k.labels.is_empty())
+            .count();
         if ranked < ctx.params.straggler_min_ranks.max(2) {
             continue;
         }
@@ -52,7 +56,11 @@ fn compare(ctx: &DetectContext<'_>, role: Role) -> Option<Finding> {
         let vis = visible(series, ctx);
         let win = between(vis, ctx.now - p.straggler_window_secs, f64::INFINITY);
         buf.clear();
-        buf.extend(win.iter().map(|s| s.v).filter(|v| v.is_finite() && *v >= 0.0));
+        buf.extend(
+            win.iter()
+                .map(|s| s.v)
+                .filter(|v| v.is_finite() && *v >= 0.0),
+        );
         let (level, first) = if buf.is_empty() {
             match vis.iter().rev().find(|s| s.v.is_finite() && s.v >= 0.0) {
                 Some(s) => (s.v, s.t),
@@ -72,14 +80,20 @@ fn compare(ctx: &DetectContext<'_>, role: Role) -> Option<Finding> {
     if !(peers > 0.0) {
         return None;
     }
-    let mut slow: Vec<&(&ChartKey, f64, f64)> =
-        levels.iter().filter(|l| l.1 >= p.straggler_ratio * peers).collect();
+    let mut slow: Vec<&(&ChartKey, f64, f64)> = levels
+        .iter()
+        .filter(|l| l.1 >= p.straggler_ratio * peers)
+        .collect();
     if slow.is_empty() {
         return None;
     }
     slow.sort_by(|a, b| b.1.total_cmp(&a.1));
     let worst = slow[0];
-    let onset = slow.iter().map(|l| l.2).min_by(f64::total_cmp).unwrap_or(ctx.now);
+    let onset = slow
+        .iter()
+        .map(|l| l.2)
+        .min_by(f64::total_cmp)
+        .unwrap_or(ctx.now);
     let named: Vec<String> = slow
         .iter()
         .take(MAX_NAMED)
@@ -133,7 +147,10 @@ mod tests {
                     Sample::new(t, slow(r, t) * (1.0 + 0.03 * rng.normal()))
                 })
                 .collect();
-            c.merge(ChartKey::new(Role::ComputeTime).with_label("rank", r.to_string()), samples.clone());
+            c.merge(
+                ChartKey::new(Role::ComputeTime).with_label("rank", r.to_string()),
+                samples.clone(),
+            );
             // Synchronous: every rank's step time is the slowest rank's (here ~2 s).
             c.merge(
                 ChartKey::new(Role::StepTime).with_label("rank", r.to_string()),
@@ -154,6 +171,9 @@ mod tests {
         assert_eq!(f[0].chart, "compute_time");
         assert!(f[0].message.starts_with("1 of 8 ranks"), "{}", f[0].message);
         assert!(f[0].message.contains("rank=6 1."), "{}", f[0].message);
-        assert!(run_detector(detect, &slow, 700.0, None, true).is_empty(), "paused");
+        assert!(
+            run_detector(detect, &slow, 700.0, None, true).is_empty(),
+            "paused"
+        );
     }
 }

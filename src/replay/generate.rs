@@ -155,10 +155,11 @@ pub fn write_set(dir: &Path, set: &[Generated]) -> Result<(), GenerateError> {
         let csv = dir.join(format!("{}.csv", g.name));
         std::fs::write(&csv, &g.csv).map_err(io(&csv))?;
         let lp = dir.join(format!("{}.labels.json", g.name));
-        let json = serde_json::to_string_pretty(&g.labels).map_err(|source| GenerateError::Json {
-            path: lp.clone(),
-            source,
-        })?;
+        let json =
+            serde_json::to_string_pretty(&g.labels).map_err(|source| GenerateError::Json {
+                path: lp.clone(),
+                source,
+            })?;
         std::fs::write(&lp, json + "\n").map_err(io(&lp))?;
     }
     Ok(())
@@ -247,7 +248,11 @@ fn round_sig(v: f64) -> f64 {
     (v * mag).round() / mag
 }
 
-fn simulate(shape: &Shape, fault: Option<Fault>, rng: &mut Rng) -> (Vec<(f64, Row)>, Option<LabelledAnomaly>) {
+fn simulate(
+    shape: &Shape,
+    fault: Option<Fault>,
+    rng: &mut Rng,
+) -> (Vec<(f64, Row)>, Option<LabelledAnomaly>) {
     use FindingKind as K;
     let end = shape.hours * 3600.0;
     let kind = fault.map(|f| f.kind);
@@ -322,7 +327,8 @@ fn simulate(shape: &Shape, fault: Option<Fault>, rng: &mut Rng) -> (Vec<(f64, Ro
         // Loss: warm-up fall, floor, heavy-tailed noise; progress is in steps, so a rollback
         // brings back a slightly higher loss.
         let progress_t = step * shape.step_time;
-        let mut level = shape.loss_floor + 2.5 * (-progress_t / 1500.0).exp()
+        let mut level = shape.loss_floor
+            + 2.5 * (-progress_t / 1500.0).exp()
             + 0.3 * (-progress_t / 9000.0).exp();
         if kind == Some(K::LossPlateau) && after(t) {
             let p0 = onset;
@@ -330,7 +336,9 @@ fn simulate(shape: &Shape, fault: Option<Fault>, rng: &mut Rng) -> (Vec<(f64, Ro
         }
         match kind {
             Some(K::LossSpike) if after(t) && t < onset + 120.0 => level *= 2.2,
-            Some(K::LossDivergence) if after(t) => level *= 1.0 + ((t - onset) / 1200.0).min(1.0) * 0.35,
+            Some(K::LossDivergence) if after(t) => {
+                level *= 1.0 + ((t - onset) / 1200.0).min(1.0) * 0.35
+            }
             Some(K::GradExplosion) if after(t) && t < onset + 600.0 => level *= 1.03,
             _ => {}
         }
@@ -441,6 +449,8 @@ fn simulate(shape: &Shape, fault: Option<Fault>, rng: &mut Rng) -> (Vec<(f64, Ro
         rows.push((t, row));
         t += CADENCE;
     }
+    // Labels lie inside the trace: its last row, not the nominal end.
+    let end = rows.last().map_or(0.0, |r: &(f64, Row)| r.0);
     match kind {
         Some(K::CheckpointStale) => label_start = stale_label.unwrap_or(end),
         Some(K::Stall) => label_start = onset,

@@ -402,7 +402,7 @@ mod tests {
         let p = scale_params(&DetectorParams::default(), 2.0);
         assert_eq!(p.stall_after_secs, 600.0);
         assert_eq!(p.loss_spike_sigmas, 8.0);
-        assert_eq!(p.loss_min_baseline_samples, 20);
+        assert_eq!(p.loss_min_baseline_samples, 15);
         let fixed = ReplayOptions {
             time_scale: TimeScale::Fixed(1.0),
             poll_interval: 0.001,
