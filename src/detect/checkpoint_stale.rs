@@ -22,7 +22,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let Some(last) = fresh_last(vis, ctx.now, p.stall_fresh_secs) else {
             continue;
         };
-        if !(last.v > p.checkpoint_max_age_secs) {
+        if last.v.partial_cmp(&p.checkpoint_max_age_secs) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let onset = (last.t - (last.v - p.checkpoint_max_age_secs)).min(last.t);

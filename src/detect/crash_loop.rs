@@ -22,7 +22,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         );
         // The sample just before the window is the reference of the first increment.
         let (grew, _, first) = increments(win);
-        if !(grew >= p.crash_loop_restarts) {
+        if grew.is_nan() || grew < p.crash_loop_restarts || p.crash_loop_restarts.is_nan() {
             continue;
         }
         out.push(Finding {

@@ -47,7 +47,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let per_step = if is_fraction { Some(1.0) } else { step_time };
         let Some(per_step) = per_step else { continue };
         let fraction = wait / per_step;
-        if !(fraction >= p.dataloader_wait_fraction) {
+        if fraction.is_nan()
+            || p.dataloader_wait_fraction.is_nan()
+            || fraction < p.dataloader_wait_fraction
+        {
             continue;
         }
         let limit = p.dataloader_wait_fraction * per_step;

@@ -77,7 +77,7 @@ fn compare(ctx: &DetectContext<'_>, role: Role) -> Option<Finding> {
     }
     let mut all: Vec<f64> = levels.iter().map(|l| l.1).collect();
     let peers = median_in_place(&mut all)?;
-    if !(peers > 0.0) {
+    if peers.is_nan() || peers <= 0.0 {
         return None;
     }
     let mut slow: Vec<&(&ChartKey, f64, f64)> = levels
