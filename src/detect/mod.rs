@@ -5,20 +5,34 @@
 //! those into episodes: a condition is reported once when it starts and once when it clears.
 //! The engine and `babysitter replay` both drive detectors the same way.
 //!
-//! One file per detector, each opening with what it watches, its parameters and why their
-//! defaults are what they are: `nonfinite`, `loss_spike`, `stall`, `gpu_hardware_error`,
-//! `throughput_drop`. `stats` holds what they share (windows, median/MAD, onsets). Detectors
+//! One file per detector (one per kind of FORMATS.md §2), each opening with what it watches,
+//! its parameters and why their defaults are what they are: `nonfinite`, `loss_spike`,
+//! `loss_divergence`, `grad_explosion`, `loss_scale_collapse`, `loss_plateau`,
+//! `eval_regression`, `lr_anomaly`, `stall`, `metrics_absent`, `throughput_drop`, `straggler`,
+//! `gpu_util_drop`, `dataloader_stall`, `gpu_hardware_error`, `crash_loop`, `checkpoint_stale`. `stats` holds what they share (windows, median/MAD, onsets). Detectors
 //! never panic, whatever the input (empty charts, NaN everywhere, duplicate or huge values), and
 //! cost O(window) per poll: binary searches into the charts and one scratch buffer per detector.
 
+mod checkpoint_stale;
+mod crash_loop;
+mod dataloader_stall;
+mod eval_regression;
 mod finding;
 mod gpu_hardware_error;
+mod gpu_util_drop;
+mod grad_explosion;
 mod hysteresis;
+mod loss_divergence;
+mod loss_plateau;
+mod loss_scale_collapse;
 mod loss_spike;
+mod lr_anomaly;
+mod metrics_absent;
 mod nonfinite;
 mod params;
 mod stall;
 mod stats;
+mod straggler;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod throughput_drop;
@@ -52,6 +66,18 @@ pub fn detect_all(ctx: &DetectContext<'_>) -> Vec<Finding> {
     stall::detect(ctx, &mut out);
     gpu_hardware_error::detect(ctx, &mut out);
     throughput_drop::detect(ctx, &mut out);
+    loss_divergence::detect(ctx, &mut out);
+    grad_explosion::detect(ctx, &mut out);
+    loss_scale_collapse::detect(ctx, &mut out);
+    loss_plateau::detect(ctx, &mut out);
+    eval_regression::detect(ctx, &mut out);
+    lr_anomaly::detect(ctx, &mut out);
+    metrics_absent::detect(ctx, &mut out);
+    straggler::detect(ctx, &mut out);
+    gpu_util_drop::detect(ctx, &mut out);
+    dataloader_stall::detect(ctx, &mut out);
+    crash_loop::detect(ctx, &mut out);
+    checkpoint_stale::detect(ctx, &mut out);
     out
 }
 
@@ -228,6 +254,82 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    mod props {
+        use super::super::*;
+        use crate::charts::{ChartKey, Role, Sample};
+        use proptest::prelude::*;
+
+        /// Any value a chart may hold, weighted towards the awkward ones.
+        fn value() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                3 => -10.0f64..10.0,
+                1 => Just(f64::NAN),
+                1 => Just(f64::INFINITY),
+                1 => Just(f64::NEG_INFINITY),
+                1 => Just(0.0),
+                1 => Just(f64::MAX),
+                1 => Just(-f64::MAX),
+                1 => prop::num::f64::ANY,
+            ]
+        }
+
+        /// Any time, including duplicates, going backwards and huge ones.
+        fn time() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                4 => 0.0f64..5000.0,
+                1 => Just(100.0),
+                1 => -1e6f64..0.0,
+                1 => prop::num::f64::ANY,
+            ]
+        }
+
+        fn charts() -> impl Strategy<Value = ChartSet> {
+            prop::collection::vec(
+                (
+                    0..Role::ALL.len(),
+                    0u8..3,
+                    prop::collection::vec((time(), value()), 0..60),
+                ),
+                0..12,
+            )
+            .prop_map(|cols| {
+                let mut c = ChartSet::new();
+                for (role, rank, samples) in cols {
+                    let mut key = ChartKey::new(Role::ALL[role]);
+                    if rank > 0 {
+                        key = key.with_label("rank", rank.to_string());
+                    }
+                    c.merge(key, samples.into_iter().map(|(t, v)| Sample::new(t, v)));
+                }
+                c
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_detector_panics_on_any_input(
+                c in charts(),
+                nows in prop::collection::vec(time(), 1..6),
+                since in prop::option::of(time()),
+                paused in any::<bool>(),
+            ) {
+                let params = DetectorParams::default();
+                let mut h = Hysteresis::new();
+                for now in nows {
+                    let ctx = DetectContext { now, charts: &c, since, paused, params: &params };
+                    let found = detect_all(&ctx);
+                    for f in &found {
+                        prop_assert!(!f.message.is_empty());
+                        prop_assert!(f.chart.len() < 200);
+                    }
+                    let _ = h.update(found);
                 }
             }
         }

@@ -217,6 +217,74 @@ pub(crate) fn find_shift(
     None
 }
 
+/// Lower quantile `q` (0–1) of the finite values of a window, using `buf` as scratch.
+pub(crate) fn quantile(samples: &[Sample], q: f64, buf: &mut Vec<f64>) -> Option<f64> {
+    buf.clear();
+    buf.extend(samples.iter().map(|s| s.v).filter(|v| v.is_finite()));
+    if buf.is_empty() {
+        return None;
+    }
+    let q = if q.is_nan() { 0.5 } else { q.clamp(0.0, 1.0) };
+    let i = ((buf.len() - 1) as f64 * q).floor() as usize;
+    let (_, x, _) = buf.select_nth_unstable_by(i, f64::total_cmp);
+    Some(*x)
+}
+
+/// Robust noise sigma of a window from its consecutive differences: 1.4826 × MAD(diffs) / √2.
+/// Differences cancel a slow trend, so a falling loss does not inflate its own noise.
+pub(crate) fn diff_sigma(samples: &[Sample], buf: &mut Vec<f64>) -> Option<f64> {
+    buf.clear();
+    let mut prev: Option<f64> = None;
+    for v in samples.iter().map(|s| s.v).filter(|v| v.is_finite()) {
+        if let Some(p) = prev {
+            buf.push((v - p).abs());
+        }
+        prev = Some(v);
+    }
+    let mad = median_in_place(buf)?;
+    let s = MAD_TO_SIGMA * mad / std::f64::consts::SQRT_2;
+    s.is_finite().then_some(s)
+}
+
+/// The newest finite sample no older than `max_age` before `now`.
+pub(crate) fn fresh_last(s: &[Sample], now: f64, max_age: f64) -> Option<Sample> {
+    s.iter()
+        .rev()
+        .take_while(|x| now - x.t <= max_age)
+        .find(|x| x.v.is_finite())
+        .copied()
+}
+
+/// Time of the step counter's last advance if the run is progressing: the `step` chart's last
+/// advance happened less than `stall_after_secs` ago. Slowdown detectors speak only then (no
+/// progress is a stall, not a slowdown). `None` when there is no `step` chart either.
+pub(crate) fn progressing(ctx: &DetectContext<'_>) -> Option<f64> {
+    let steps = visible(ctx.charts.get(crate::charts::Role::Step)?, ctx);
+    let t = steps[last_advance(steps)?].t;
+    let age = ctx.now - t;
+    (age.is_finite() && age < ctx.params.stall_after_secs).then_some(t)
+}
+
+/// Positive increments of a cumulative counter within a window (a reset or rollback to a lower
+/// value is not an increment), ignoring non-finite values.
+pub(crate) fn increments(s: &[Sample]) -> (f64, usize, Option<f64>) {
+    let mut total = 0.0;
+    let mut count = 0;
+    let mut first = None;
+    let mut prev: Option<f64> = None;
+    for x in s.iter().filter(|x| x.v.is_finite()) {
+        if let Some(p) = prev
+            && x.v > p
+        {
+            total += x.v - p;
+            count += 1;
+            first.get_or_insert(x.t);
+        }
+        prev = Some(x.v);
+    }
+    (total, count, first)
+}
+
 /// A number with about four significant digits, for messages.
 pub(crate) fn num(x: f64) -> String {
     if !x.is_finite() {

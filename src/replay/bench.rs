@@ -392,4 +392,35 @@ mod tests {
         assert!(table.contains("FP/day healthy"), "{table}");
         assert!(table.contains("skipped (no labels)"), "{table}");
     }
+
+    /// The committed generated set (testdata/generated) is a regression guard: every injected
+    /// fault is found at family level, nothing fires on the healthy runs, and babysitter stays
+    /// above the baseline.
+    #[test]
+    fn generated_set_is_fully_detected_without_false_alarms() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/generated");
+        let report = run_benchmark(&[dir], &ReplayOptions::default()).expect("benchmark runs");
+        assert_eq!(report.traces.len(), 4 + FindingKind::ALL.len());
+        let b = report.totals(DetectorSet::Babysitter);
+        assert_eq!(b.score.family.detected, FindingKind::ALL.len());
+        assert_eq!(b.score.family.false_positives(), 0);
+        assert_eq!(b.healthy_false_positives, 0);
+        let base = report.totals(DetectorSet::Baseline);
+        assert!(b.score.family.f1() > base.score.family.f1());
+    }
+
+    /// The real traces are read where they live (they are not copied into the repository);
+    /// when they are there, the healthy ones must stay silent and every straggler be found.
+    #[test]
+    fn real_traces_healthy_runs_stay_silent_when_present() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/real");
+        if !dir.is_dir() {
+            return;
+        }
+        let report = run_benchmark(&[dir], &ReplayOptions::default()).expect("benchmark runs");
+        let b = report.totals(DetectorSet::Babysitter);
+        assert_eq!(b.healthy_false_positives, 0);
+        let stragglers = b.score.strict_by_kind.get(&FindingKind::Straggler);
+        assert!(stragglers.is_some_and(|s| s.detected == s.anomalies && s.anomalies > 0));
+    }
 }

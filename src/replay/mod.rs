@@ -8,6 +8,7 @@
 
 pub mod baseline;
 pub mod bench;
+pub mod generate;
 pub mod run;
 pub mod score;
 pub mod trace;

@@ -1,0 +1,169 @@
+//! `loss_divergence`: the loss is getting worse and stays worse (the run is not recovering).
+//!
+//! Watches every `loss` chart. The smoothed loss is the median of the newest
+//! `divergence_recent_secs` (60 s, two polls), which a single noisy batch cannot move. The
+//! run's best level is the lower quartile of the `divergence_lookback_secs` (2 h) before it: a
+//! quartile rather than the median so that a loss still falling (warm-up, LR decay) is compared
+//! with where it got to. A rise that lasts pollutes the look-back; older look-backs (a quarter
+//! of it further back each, up to twice its length) are then tried, from which the elevated
+//! stretch must reach back past their end, so one episode is reported once and does not flap;
+//! a level that has stayed up for longer than the look-back is the run's new normal and clears. The per-sample noise sigma comes
+//! from consecutive differences of the `divergence_baseline_secs` (15 min) before the recent
+//! window (1.4826 × MAD / √2), which a trend does not inflate and heavy-tailed batches do not
+//! either; the smoothed level's own noise is its standard error, 1.2533 σ / √n for a median of
+//! n samples. A divergence is a smoothed loss at least `divergence_sigmas` (3) such sigmas and
+//! `divergence_min_rise` (7.5 %) above the best level, with at least `divergence_min_samples` (10)
+//! finite baseline samples (warm-up and the first minutes after a restart stay quiet).
+//! Severity error: unlike a spike, a divergence rarely heals by itself (rollback
+//! to a checkpoint, lower LR, skip data).
+
+use crate::charts::Role;
+
+use super::stats::{between, diff_sigma, median, num, quantile, stretch_onset, visible};
+use super::{Band, DetectContext, Finding, FindingKind, Severity};
+
+/// Older look-backs tried for a lasting rise (each a quarter of the look-back further back).
+const ANCHORS: usize = 4;
+
+pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
+    let p = ctx.params;
+    let mut buf = Vec::new();
+    for (key, series) in ctx.charts.by_role(Role::Loss) {
+        let vis = visible(series, ctx);
+        let first_end = ctx.now - p.divergence_recent_secs;
+        let recent = between(vis, first_end, f64::INFINITY);
+        let Some((level, n_recent)) = median(recent, &mut buf) else {
+            continue;
+        };
+        // Standard error of a median of n noisy samples: 1.2533 σ / √n.
+        let se = 1.2533 / (n_recent.max(1) as f64).sqrt();
+        // Against the newest look-back first; a rise that has lasted long enough to pollute it
+        // is measured against older look-backs, from which the elevated stretch must reach back
+        // past their end (the same episode, so it is reported once and does not flap).
+        let mut found = None;
+        for j in 0..=ANCHORS {
+            let end = first_end - j as f64 * p.divergence_lookback_secs / ANCHORS as f64;
+            let base_win = between(vis, end - p.divergence_baseline_secs, end);
+            let n = base_win.iter().filter(|s| s.v.is_finite()).count();
+            if n < p.divergence_min_samples.max(1) {
+                continue;
+            }
+            let lookback = between(vis, end - p.divergence_lookback_secs, end);
+            let (Some(best), Some(sigma)) = (
+                quantile(lookback, 0.25, &mut buf),
+                diff_sigma(base_win, &mut buf),
+            ) else {
+                continue;
+            };
+            if j == 0 && level <= best {
+                // Not even above the best level: nothing older can make it a rise.
+                break;
+            }
+            let sigma = (sigma * se).max(best.abs() * 1e-3).max(1e-12);
+            let limit =
+                best + (p.divergence_sigmas * sigma).max(p.divergence_min_rise * best.abs());
+            if !(level >= limit && level > best) {
+                continue;
+            }
+            // The elevated stretch, at half the margin: noise around the limit does not cut it.
+            let half = (best + limit) / 2.0;
+            let Some(i) = stretch_onset(vis, |v| v >= half) else {
+                continue;
+            };
+            if j > 0 && vis[i].t > end {
+                continue;
+            }
+            // The episode is the earliest stretch any look-back sees.
+            if found.is_none_or(|(_, _, t)| vis[i].t < t) {
+                found = Some((best, sigma, vis[i].t));
+            }
+        }
+        let Some((best, sigma, onset)) = found else {
+            continue;
+        };
+        if ctx.now - onset > p.divergence_lookback_secs {
+            // Elevated for longer than the look-back: the run's new normal, already reported.
+            continue;
+        }
+        out.push(Finding {
+            kind: FindingKind::LossDivergence,
+            chart: key.to_string(),
+            at: ctx.now,
+            onset,
+            severity: Severity::Error,
+            message: format!(
+                "{key} has risen to {} (median of the last {:.0} s), {:.1}% and {:.1}σ above the best level {} it had reached; rising since {}",
+                num(level),
+                p.divergence_recent_secs,
+                (level - best) / best.abs().max(1e-12) * 100.0,
+                (level - best) / sigma,
+                num(best),
+                crate::clock::fmt_t(onset),
+            ),
+            value: Some(level),
+            baseline: Some(Band {
+                center: best,
+                sigma,
+            }),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charts::{ChartKey, ChartSet, Sample};
+    use crate::detect::testkit::{Rng, run_detector};
+
+    fn loss(seed: u64, secs: f64, f: impl Fn(f64) -> f64) -> ChartSet {
+        let mut rng = Rng::new(seed);
+        let mut c = ChartSet::new();
+        c.merge(
+            ChartKey::new(Role::Loss),
+            (0..=(secs / 15.0) as usize).map(|i| {
+                let t = i as f64 * 15.0;
+                let level = 2.5 + 2.0 * (-t / 1800.0).exp() + f(t);
+                Sample::new(t, level * (1.0 + 0.01 * rng.student_t(4)))
+            }),
+        );
+        c
+    }
+
+    fn started(c: &ChartSet, end: f64) -> Vec<Finding> {
+        let mut h = crate::detect::Hysteresis::new();
+        let mut all = Vec::new();
+        let mut now = 0.0;
+        while now <= end {
+            all.extend(h.update(run_detector(detect, c, now, None, false)).started);
+            now += 30.0;
+        }
+        all
+    }
+
+    #[test]
+    fn a_sustained_rise_is_reported_once_with_its_onset() {
+        // From t = 3 h the loss climbs 0.5 over 20 min and stays there.
+        let c = loss(3, 6.0 * 3600.0, |t| {
+            ((t - 10800.0) / 2400.0).clamp(0.0, 0.5)
+        });
+        let s = started(&c, 6.0 * 3600.0);
+        let s: Vec<_> = s.into_iter().collect();
+        assert_eq!(s.len(), 1, "{s:#?}");
+        assert_eq!(s[0].kind, FindingKind::LossDivergence);
+        assert!((10800.0..12000.0).contains(&s[0].at), "{:?}", s[0].at);
+        assert!(s[0].onset >= 10800.0 && s[0].onset <= s[0].at);
+        assert!(
+            s[0].message.contains("above the best level"),
+            "{}",
+            s[0].message
+        );
+    }
+
+    #[test]
+    fn a_falling_noisy_loss_and_warm_up_stay_quiet() {
+        for seed in 1..5 {
+            let c = loss(seed, 8.0 * 3600.0, |_| 0.0);
+            assert!(started(&c, 8.0 * 3600.0).is_empty(), "seed {seed}");
+        }
+    }
+}
