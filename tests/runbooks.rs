@@ -219,7 +219,6 @@ async fn throughput_drop_pages_and_verifies_when_it_clears() {
 // ---------- kinds whose detector lands with the detection branch ----------
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn loss_divergence_rolls_back_with_a_gentler_lr_when_gradients_are_calm() {
     let d = drive(
         vec![Fault::LossDivergence { at: AT }],
@@ -243,7 +242,6 @@ async fn loss_divergence_rolls_back_with_a_gentler_lr_when_gradients_are_calm() 
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn grad_explosion_the_loss_does_not_follow_is_annotated_and_clears() {
     let d = drive(
         vec![Fault::GradExplosion { at: AT, steps: 200 }],
@@ -259,7 +257,6 @@ async fn grad_explosion_the_loss_does_not_follow_is_annotated_and_clears() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn loss_scale_collapse_rolls_back_with_half_lr() {
     let d = drive(
         vec![Fault::LossScaleCollapse { at: AT }],
@@ -279,7 +276,6 @@ async fn loss_scale_collapse_rolls_back_with_half_lr() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn loss_plateau_only_pages_and_escalates_while_it_holds() {
     let d = drive(
         vec![Fault::LossPlateau { at: AT }],
@@ -296,7 +292,6 @@ async fn loss_plateau_only_pages_and_escalates_while_it_holds() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn eval_regression_pages_before_rotation_and_escalates_while_it_holds() {
     let d = drive(
         vec![Fault::EvalRegression { at: AT }],
@@ -312,7 +307,6 @@ async fn eval_regression_pages_before_rotation_and_escalates_while_it_holds() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn lr_anomaly_without_a_restart_pages_for_a_review() {
     let d = drive(
         vec![Fault::LrAnomaly {
@@ -331,7 +325,6 @@ async fn lr_anomaly_without_a_restart_pages_for_a_review() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn metrics_absent_pages_and_resolves_when_charts_return() {
     let d = drive(
         vec![Fault::MetricsAbsent {
@@ -351,7 +344,6 @@ async fn metrics_absent_pages_and_resolves_when_charts_return() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn straggler_without_hardware_errors_pages_and_escalates_while_it_holds() {
     let d = drive(
         vec![Fault::Straggler {
@@ -371,7 +363,6 @@ async fn straggler_without_hardware_errors_pages_and_escalates_while_it_holds() 
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn gpu_util_drop_pages_and_resolves_when_it_ends() {
     let d = drive(
         vec![Fault::GpuUtilDrop {
@@ -391,7 +382,6 @@ async fn gpu_util_drop_pages_and_resolves_when_it_ends() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn dataloader_stall_doubles_workers_and_restarts_with_approval() {
     let d = drive(
         vec![Fault::DataloaderStall {
@@ -418,7 +408,6 @@ async fn dataloader_stall_doubles_workers_and_restarts_with_approval() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn crash_loop_is_paused_and_paged_instead_of_restarted() {
     let d = drive(
         vec![Fault::CrashLoop {
@@ -438,7 +427,6 @@ async fn crash_loop_is_paused_and_paged_instead_of_restarted() {
 }
 
 #[tokio::test]
-#[ignore = "detector lands with the detection branch"]
 async fn checkpoint_stale_pages_before_anything_risky() {
     let d = drive(
         vec![Fault::CheckpointStale { at: AT }],
