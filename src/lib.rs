@@ -19,30 +19,30 @@
 //! | --- | --- |
 //! | [`config`] | typed config (TOML/YAML + `BABYSITTER_*` env), watches, defaults |
 //! | [`charts`] | chart roles (FORMATS.md §1), `ChartKey`, `Series`, `ChartSet` |
-//! | [`sources`] | the `MetricsSource` trait: polled for many runs at once; [`sources::prometheus`]: batched, incremental PromQL with profiles |
+//! | [`sources`] | the `MetricsSource` trait: polled for many runs at once; [`sources::prometheus`]: batched, incremental PromQL with profiles, one-pass decoding, watches added at run time |
 //! | [`sim`] | the simulated training runs of the demo: a source *and* an actuator |
 //! | [`detect`] | pure, causal detectors → `Finding`s; hysteresis (once per episode) |
 //! | [`incident`] | incidents per run and family; the lifecycle state machine |
-//! | [`runbook`] | Markdown runbooks with front matter; deterministic diagnosis → `Plan` |
+//! | [`runbook`] | Markdown runbooks with front matter; checks (PromQL or charts) and branches; deterministic diagnosis → `Plan` |
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
 //! | [`act`] | the `Action` enum and the `Actuator` trait |
 //! | [`agent`] | the optional LLM investigator: read-only tools, one proposed runbook step, budgets, evals |
 //! | [`k8s`] | Kubernetes: discovery of annotated workloads, leader election on a Lease, the actuator for Job, JobSet, PyTorchJob and TrainJob |
 //! | [`verify`] | did the run recover after the action? |
 //! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
-//! | [`notify`] | the `Pager` trait; console, PagerDuty, Slack, signed webhook, Alertmanager, Opsgenie; routes and an outbox |
-//! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`) |
+//! | [`notify`] | the `Pager` trait; console, PagerDuty, Slack, signed webhook, Alertmanager, Opsgenie; routes, reminders and a durable outbox |
+//! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`): verify, signed heads, retention checkpoints, export |
 //! | [`engine`] | the loop that drives every stage and owns the state between polls |
-//! | [`api`] | the HTTP API (axum) |
+//! | [`api`] | the HTTP API (axum): watches, incidents, approvals, runbooks and their execution, audit, leader, alert enrichment; bearer tokens with roles |
 //! | [`dashboard`] | server-rendered pages for on-call: runs, SVG charts with findings, incidents with Approve / Reject, the audit log |
 //! | [`app`] | wiring: `App::build` then `App::run_until` |
 //! | [`demo`] | the embedded default: three simulated runs and the story on the terminal |
-//! | [`cli`] | `serve`, `demo`, `check`, `replay`, `audit verify`, `approve`, `reject` |
+//! | [`cli`] | `serve`, `demo`, `check`, `replay`, `audit verify/export`, `approve`, `reject`, `agent eval` |
 //! | [`clock`] | time as a parameter: system, scaled (demo) and manual (tests) clocks |
 //! | [`telemetry`] | babysitter's own Prometheus metrics |
 //!
 //! Traits sit only at I/O edges ([`sources::MetricsSource`], [`act::Actuator`],
-//! [`notify::Pager`], [`agent::LlmClient`]); detection, diagnosis, policy and verification are
+//! [`notify::Pager`], [`agent::LlmClient`], [`runbook::CheckRunner`]); detection, diagnosis, policy and verification are
 //! synchronous functions over values, so they are cheap to test exhaustively.
 pub mod act;
 pub mod agent;
