@@ -3,15 +3,19 @@
 //! `/` lists the watched runs with their health at a glance; `/runs/{run}` draws a run's charts
 //! as inline SVG with every finding marked where it was raised, and its incidents with their
 //! actions and outcomes; `/incidents/{id}` shows the evidence, the runbook (rendered Markdown),
-//! the plan, a pending approval with Approve / Reject, and the incident's audit trail; `/audit`
-//! pages through the audit log. Pages refresh themselves (`/dashboard.js`: on each engine event
+//! the plan, the LLM agent's report (a proposal, never executed by itself), a pending approval
+//! with Approve / Reject, and the incident's audit trail; `/runbooks` lists the runbooks and
+//! `/runbooks/{id}` reads one's front matter as a plan with a dry-run form; `/audit` says whether
+//! the hash chain verifies, shows the latest signed head and pages through the log. The header
+//! says who leads. Pages refresh themselves (`/dashboard.js`: on each engine event
 //! from the `/events` stream, and every few seconds), and need no front-end build.
 //!
 //! Everything shown is escaped by maud (run names, chart labels and messages come from outside);
 //! pages are served with a Content-Security-Policy that allows no inline script. Reads follow
 //! the API's rules (`api.read_open`, else a token with role `viewer`); a browser signs in with its
-//! API token at `/login` (see [`auth`]), and Approve / Reject forms are forwarded to
-//! `POST /api/v1/actions/{id}/approve|reject` with that token, so the API's role check and audit
+//! API token at `/login` (see [`auth`]), and Approve / Reject and dry-run forms are forwarded to
+//! `POST /api/v1/actions/{id}/approve|reject` and `POST /api/v1/runbooks/{id}/execute` with that
+//! token, so the API's role check and audit
 //! record apply unchanged.
 
 pub mod auth;

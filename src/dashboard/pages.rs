@@ -192,7 +192,11 @@ fn last_finding<'a>(w: &'a WatchView, incidents: &'a [&'a Incident]) -> Option<&
 }
 
 pub(super) fn index(c: &Chrome, view: &View) -> Markup {
-    let blind_runs: Vec<&WatchView> = view.watches.iter().filter(|w| w.status == "blind").collect();
+    let blind_runs: Vec<&WatchView> = view
+        .watches
+        .iter()
+        .filter(|w| w.status == "blind")
+        .collect();
     let blind = blind_runs.len();
     let open: Vec<&Incident> = view
         .incidents

@@ -522,21 +522,24 @@ async fn a_runbook_page_reads_its_front_matter_as_a_plan() {
     // Per outcome: `false` annotates, `true` patches and restarts.
     let outcome = |o: &str| {
         let at = body
-            .find(&format!("<code>loss_followed</code> is <strong>{o}</strong>"))
+            .find(&format!(
+                "<code>loss_followed</code> is <strong>{o}</strong>"
+            ))
             .unwrap();
         let rest = &body[at..];
         rest[..rest.find("</li>").unwrap()].to_string()
     };
-    assert!(outcome("false").contains("annotate"), "{}", outcome("false"));
+    assert!(
+        outcome("false").contains("annotate"),
+        "{}",
+        outcome("false")
+    );
     assert!(!outcome("false").contains("restart"));
     assert!(outcome("true").contains("restart"), "{}", outcome("true"));
     // Open reads, nobody signed in: no form, a way to sign in.
     assert!(!body.contains(r#"action="/runbooks/grad-explosion/dry-run""#));
     assert!(body.contains("to dry-run this runbook"));
-    assert_eq!(
-        f.get("/runbooks/nope", None).await.0,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(f.get("/runbooks/nope", None).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -546,7 +549,10 @@ async fn an_operator_dry_runs_a_runbook_and_sees_every_decision() {
     let op = cookie_for(OPERATOR);
     let (_, _, page) = f.get("/runbooks/gpu-hardware-error", Some(&op)).await;
     assert!(page.contains(r#"action="/runbooks/gpu-hardware-error/dry-run""#));
-    assert!(page.contains(r#"<option value="run-h">run-h</option>"#), "{page}");
+    assert!(
+        page.contains(r#"<option value="run-h">run-h</option>"#),
+        "{page}"
+    );
     let form = format!("csrf={}&run=run-h", form_token_for(OPERATOR));
     let (status, _, body) = f
         .post_form(
@@ -558,7 +564,10 @@ async fn an_operator_dry_runs_a_runbook_and_sees_every_decision() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains(r#"id="dry-run""#));
-    assert!(body.contains("data-frozen"), "the answer must not refresh itself");
+    assert!(
+        body.contains("data-frozen"),
+        "the answer must not refresh itself"
+    );
     // Step 1 (pause) passes on an `act` watch; step 2 is a restart the runbook wants approved.
     let verdicts: Vec<&str> = body
         .split(r#"<tr data-verdict=""#)
@@ -606,7 +615,12 @@ async fn an_operator_dry_runs_a_runbook_and_sees_every_decision() {
     assert!(body.contains("Dry run refused"));
     let bad = format!("csrf={}&run=run-x", form_token_for(OPERATOR));
     let (status, _, body) = f
-        .post_form("/runbooks/gpu-hardware-error/dry-run", Some(&op), None, &bad)
+        .post_form(
+            "/runbooks/gpu-hardware-error/dry-run",
+            Some(&op),
+            None,
+            &bad,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.contains("no watch for run `run-x`"), "{body}");
@@ -727,18 +741,22 @@ fn blind_runs_come_first_on_the_index() {
     };
     let html = pages::index(&chrome, &view).into_string();
     let card = html.find(r#"id="blind""#).expect("a blind card");
-    assert!(card < html.find("<table").unwrap(), "the card comes before the table");
+    assert!(
+        card < html.find("<table").unwrap(),
+        "the card comes before the table"
+    );
     assert!(html.contains("1 blind run: nothing is detected or done on it"));
-    assert!(html.contains("blind since 2023-11-14 22:03:20 UTC (10 min ago)"), "{html}");
+    assert!(
+        html.contains("blind since 2023-11-14 22:03:20 UTC (10 min ago)"),
+        "{html}"
+    );
     assert!(html.contains("connection refused &lt;b&gt;"));
     assert!(!html[card..].starts_with("run-ok"));
 }
 
 #[tokio::test]
 async fn the_incident_page_shows_the_agents_proposal_as_not_executed() {
-    use crate::agent::{
-        AgentReport, AgentStatus, AgentUsage, EvidenceCheck, Message, Proposal,
-    };
+    use crate::agent::{AgentReport, AgentStatus, AgentUsage, EvidenceCheck, Message, Proposal};
     let f = fixture(true).await;
     let mut inc = Incident::manual(
         "inc-77".into(),
@@ -785,7 +803,12 @@ async fn the_incident_page_shows_the_agents_proposal_as_not_executed() {
     f.engine
         .handles()
         .audit
-        .save_incident(&inc.id, &inc.run, inc.state.as_str(), &serde_json::json!(inc))
+        .save_incident(
+            &inc.id,
+            &inc.run,
+            inc.state.as_str(),
+            &serde_json::json!(inc),
+        )
         .await
         .unwrap();
     let (status, _, body) = f.get("/incidents/inc-77", None).await;
@@ -804,5 +827,8 @@ async fn the_incident_page_shows_the_agents_proposal_as_not_executed() {
     ] {
         assert!(body.contains(needle), "missing {needle}:\n{body}");
     }
-    assert!(body.contains("<details class=\"transcript\">"), "collapsed by default");
+    assert!(
+        body.contains("<details class=\"transcript\">"),
+        "collapsed by default"
+    );
 }
