@@ -697,13 +697,18 @@ async fn runbooks_page(State(engine): State<Arc<Engine>>, headers: HeaderMap) ->
     page(StatusCode::OK, pages::runbooks(&chrome, &list))
 }
 
-/// The watched runs a runbook may be executed on (a watch without a runbook list allows all).
-fn runs_for(engine: &Engine, runbook: &str) -> Vec<String> {
-    engine
-        .config()
-        .watches
+/// The watched runs a runbook may be executed on: every watched run (from the config or
+/// discovered) except those whose configured `runbooks` list leaves it out. The API checks again.
+fn runs_for(engine: &Engine, view: &View, runbook: &str) -> Vec<String> {
+    let cfg = engine.config();
+    view.watches
         .iter()
-        .filter(|w| w.runbooks.is_empty() || w.runbooks.iter().any(|r| r == runbook))
+        .filter(|w| {
+            cfg.watches
+                .iter()
+                .find(|c| c.run == w.run)
+                .is_none_or(|c| c.runbooks.is_empty() || c.runbooks.iter().any(|r| r == runbook))
+        })
         .map(|w| w.run.clone())
         .collect()
 }
@@ -723,7 +728,7 @@ async fn runbook_page(
     };
     let view = engine.view();
     let chrome = Chrome::new(&engine, &view, session, None, here);
-    let runs = runs_for(&engine, &rb.id);
+    let runs = runs_for(&engine, &view, &rb.id);
     page(
         StatusCode::OK,
         pages::runbook(&chrome, &rb, &runs, None, None),
@@ -797,7 +802,7 @@ async fn dry_run(
     let here = format!("/runbooks/{}", seg(&rb.id));
     let mut chrome = Chrome::new(&engine, &view, Some(session), None, here);
     chrome.frozen = true;
-    let runs = runs_for(&engine, &rb.id);
+    let runs = runs_for(&engine, &view, &rb.id);
     match outcome {
         Ok(plan) => page(
             StatusCode::OK,
