@@ -47,6 +47,11 @@ fn watch(run: &str) -> WatchConfig {
 
 /// `run-c` gets GPU Xid errors 10 min in (its plan needs an approval); `run-h` stays healthy.
 async fn fixture(read_open: bool) -> Fixture {
+    fixture_with(read_open, |_| {}).await
+}
+
+/// [`fixture`], with the config changed by `edit` before the engine starts.
+async fn fixture_with(read_open: bool, edit: impl FnOnce(&mut Config)) -> Fixture {
     let clock = ManualClock::new(ORIGIN);
     let shared: SharedClock = clock.clone();
     let sim = Arc::new(SimCluster::new(shared.clone(), 7));
@@ -75,6 +80,7 @@ async fn fixture(read_open: bool) -> Fixture {
         ApiToken::for_secret("alice", ApiRole::Operator, OPERATOR),
         ApiToken::for_secret("vera", ApiRole::Viewer, VIEWER),
     ];
+    edit(&mut cfg);
     let audit = Arc::new(
         crate::audit::AuditLog::open(&cfg.audit_url())
             .await
@@ -831,4 +837,36 @@ async fn the_incident_page_shows_the_agents_proposal_as_not_executed() {
         body.contains("<details class=\"transcript\">"),
         "collapsed by default"
     );
+}
+
+#[tokio::test]
+async fn the_dry_run_form_offers_only_runs_whose_watch_allows_the_runbook() {
+    let f = fixture_with(true, |cfg| {
+        cfg.watches[1].runbooks = vec!["loss-spike".into()];
+    })
+    .await;
+    let op = cookie_for(OPERATOR);
+    let (_, _, body) = f.get("/runbooks/gpu-hardware-error", Some(&op)).await;
+    assert!(
+        body.contains(r#"<option value="run-c">run-c</option>"#),
+        "{body}"
+    );
+    assert!(!body.contains(r#"<option value="run-h""#), "{body}");
+    let (_, _, body) = f.get("/runbooks/loss-spike", Some(&op)).await;
+    assert!(
+        body.contains(r#"<option value="run-h">run-h</option>"#),
+        "{body}"
+    );
+    // Posting it anyway: the API refuses, and the page says why.
+    let form = format!("csrf={}&run=run-h", form_token_for(OPERATOR));
+    let (status, _, body) = f
+        .post_form(
+            "/runbooks/gpu-hardware-error/dry-run",
+            Some(&op),
+            None,
+            &form,
+        )
+        .await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(body.contains("is not allowed on run `run-h`"), "{body}");
 }
