@@ -780,7 +780,8 @@ fn chain_status(chain: &ChainStatus, signed: Option<&Result<SignedHead, String>>
                             @if let Some(cp) = r.checkpoint { " · from the retention checkpoint after #" (cp) }
                             br;
                             span.small { "No entry was edited, removed from the middle or reordered (checked "
-                                (fmt_time(*at)) " UTC). The chain alone cannot show a truncated tail or a full rewrite: compare the head with a signed head." }
+                                (fmt_time(*at)) " UTC, up to the head shown; rechecked at most every "
+                                (super::VERIFY_REUSE.as_secs()) " s). The chain alone cannot show a truncated tail or a full rewrite: compare the head with a signed head." }
                         }
                     }
                     Some(bad) => {
