@@ -3,7 +3,9 @@
 //!
 //! It checks what an on-call engineer relies on: the pages render, a chart marks the anomaly,
 //! approving a pending action on the page carries it out and lands in the audit log, and a
-//! chart label holding `<script>` is shown as text. It saves screenshots of the main pages in
+//! chart label holding `<script>` is shown as text; the audit page says the hash chain verifies;
+//! the runbooks page lists the runbooks and a dry run from a runbook's page shows the plan and
+//! every policy decision. It saves screenshots of the main pages in
 //! `docs/screenshots/`. Needs the Debian packages `chromium` and `chromium-driver` (scripts/test
 //! installs them); without them it skips, unless `BABYSITTER_REQUIRE_CHROMIUM` is set.
 
@@ -491,7 +493,45 @@ async fn dashboard_in_a_real_browser() {
         .position(|r| r[0] == "action_outcome" && r[2].as_str().unwrap().contains(&action.key))
         .unwrap_or_else(|| panic!("no outcome for {}: {rows:?}", action.key));
     assert!(outcome < approved);
+    // The hash chain is verified on the page, above the entries.
+    let chain = b.text("#chain").await;
+    assert!(chain.contains("Hash chain verified:"), "{chain}");
+    assert!(b.text("#leadership").await.contains("leader"));
     b.screenshot(&shots.join("audit.png")).await;
+
+    // The runbooks, and a dry run of one with checks from its page: the plan and every
+    // policy decision, with nothing done.
+    b.goto(&format!("{base}/runbooks")).await;
+    let list = b.text("table.runbooks").await;
+    for id in ["gpu-hardware-error", "grad-explosion", "loss-spike"] {
+        assert!(list.contains(id), "{list}");
+    }
+    b.click(r#"table.runbooks a[href="/runbooks/grad-explosion"]"#)
+        .await;
+    b.find("form.dry-run").await;
+    assert!(b.text("main").await.contains("Plan per outcome"));
+    b.js("document.querySelector('form.dry-run select[name=run]').value = 'run-a'")
+        .await;
+    b.click("form.dry-run button[type=submit]").await;
+    let result = b.text("#dry-run").await;
+    assert!(result.contains("Nothing was done"), "{result}");
+    assert!(result.contains("loss_followed"), "{result}");
+    let decisions = b
+        .js(
+            r#"return Array.from(document.querySelectorAll('#dry-run table.decisions tbody tr')).map(r =>
+                 [r.dataset.verdict, r.children[3].textContent, r.children[4].textContent])"#,
+        )
+        .await;
+    let decisions = decisions.as_array().unwrap();
+    assert!(decisions.len() >= 2, "{decisions:?}");
+    for d in decisions {
+        assert!(
+            ["allow", "needs_approval", "deny"].contains(&d[0].as_str().unwrap()),
+            "{d}"
+        );
+        assert!(!d[1].as_str().unwrap().is_empty() && !d[2].as_str().unwrap().is_empty());
+    }
+    b.screenshot(&shots.join("runbooks.png")).await;
 
     // The incident page after the approval, with its timeline (a closing screenshot).
     b.goto(&incident_url).await;

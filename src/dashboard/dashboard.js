@@ -6,6 +6,9 @@
   var run = document.body.getAttribute("data-run");
   var timer = null;
   var live = document.getElementById("live");
+  // A page that shows the answer to a form post (a dry run) stays as it is: fetching its URL
+  // again would not show the same answer.
+  if (document.body.hasAttribute("data-frozen")) return;
 
   function busy() {
     var a = document.activeElement;

@@ -3,15 +3,19 @@
 //! `/` lists the watched runs with their health at a glance; `/runs/{run}` draws a run's charts
 //! as inline SVG with every finding marked where it was raised, and its incidents with their
 //! actions and outcomes; `/incidents/{id}` shows the evidence, the runbook (rendered Markdown),
-//! the plan, a pending approval with Approve / Reject, and the incident's audit trail; `/audit`
-//! pages through the audit log. Pages refresh themselves (`/dashboard.js`: on each engine event
+//! the plan, the LLM agent's report (a proposal, never executed by itself), a pending approval
+//! with Approve / Reject, and the incident's audit trail; `/runbooks` lists the runbooks and
+//! `/runbooks/{id}` reads one's front matter as a plan with a dry-run form; `/audit` says whether
+//! the hash chain verifies, shows the latest signed head and pages through the log. The header
+//! says who leads. Pages refresh themselves (`/dashboard.js`: on each engine event
 //! from the `/events` stream, and every few seconds), and need no front-end build.
 //!
 //! Everything shown is escaped by maud (run names, chart labels and messages come from outside);
 //! pages are served with a Content-Security-Policy that allows no inline script. Reads follow
 //! the API's rules (`api.read_open`, else a token with role `viewer`); a browser signs in with its
-//! API token at `/login` (see [`auth`]), and Approve / Reject forms are forwarded to
-//! `POST /api/v1/actions/{id}/approve|reject` with that token, so the API's role check and audit
+//! API token at `/login` (see [`auth`]), and Approve / Reject and dry-run forms are forwarded to
+//! `POST /api/v1/actions/{id}/approve|reject` and `POST /api/v1/runbooks/{id}/execute` with that
+//! token, so the API's role check and audit
 //! record apply unchanged.
 
 pub mod auth;
@@ -33,14 +37,19 @@ use maud::Markup;
 use serde::Deserialize;
 use tower::ServiceExt;
 
-use crate::audit::{AuditLog, Entry, EntryKind, Filter};
-use crate::engine::Engine;
+use crate::audit::{AuditLog, Entry, EntryKind, Filter, SignedHead, VerifyReport};
+use crate::engine::{Engine, Leadership, View};
 use crate::incident::Incident;
+use crate::runbook::Runbook;
 use auth::Session;
 
 /// How long one `/events` stream lasts before the browser reconnects (streams also end when the
 /// engine stops, so an open tab never holds up a graceful shutdown).
 const STREAM_LIFETIME: Duration = Duration::from_secs(20);
+/// The largest API answer a forwarded form reads.
+const FORWARD_LIMIT: usize = 4 << 20;
+/// How long the audit page reuses a chain verification.
+const VERIFY_REUSE: Duration = Duration::from_secs(30);
 /// Entries per page of the audit view.
 const AUDIT_PAGE: usize = 100;
 /// The audit view reads the log backwards in windows of this many entries ...
@@ -55,6 +64,9 @@ pub fn router() -> Router<Arc<Engine>> {
         .route("/runs/{run}", get(run_page))
         .route("/incidents/{id}", get(incident_page))
         .route("/audit", get(audit_page))
+        .route("/runbooks", get(runbooks_page))
+        .route("/runbooks/{id}", get(runbook_page))
+        .route("/runbooks/{id}/dry-run", post(dry_run))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/actions/{id}/approve", post(approve))
@@ -164,6 +176,31 @@ pub(crate) struct Chrome {
     /// The run whose events refresh this page (all runs when `None`).
     pub live_run: Option<String>,
     pub path: String,
+    /// Who leads (`None` on pages drawn without the engine: sign-in, errors).
+    pub leadership: Option<Leadership>,
+    /// The page shows the answer to a form post: it must not refresh itself (a refresh would
+    /// fetch the form's URL, and the answer is not to be repeated).
+    pub frozen: bool,
+}
+
+impl Chrome {
+    fn new(
+        engine: &Engine,
+        view: &View,
+        session: Option<Session>,
+        live_run: Option<String>,
+        path: String,
+    ) -> Self {
+        Chrome {
+            session,
+            now: view.now,
+            audit_healthy: view.audit_healthy,
+            live_run,
+            path,
+            leadership: Some(engine.leadership()),
+            frozen: false,
+        }
+    }
 }
 
 async fn index(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Response {
@@ -172,13 +209,7 @@ async fn index(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Respons
         Err(r) => return r.into_response(),
     };
     let view = engine.view();
-    let chrome = Chrome {
-        session,
-        now: view.now,
-        audit_healthy: view.audit_healthy,
-        live_run: None,
-        path: "/".into(),
-    };
+    let chrome = Chrome::new(&engine, &view, session, None, "/".into());
     page(StatusCode::OK, pages::index(&chrome, &view))
 }
 
@@ -235,13 +266,7 @@ async fn run_page(
         Ok((entries, _)) => entries,
         Err(e) => return DashboardError::from(e).into_response(),
     };
-    let chrome = Chrome {
-        session,
-        now: view.now,
-        audit_healthy: view.audit_healthy,
-        live_run: Some(run.clone()),
-        path: here,
-    };
+    let chrome = Chrome::new(&engine, &view, session, Some(run.clone()), here);
     page(
         StatusCode::OK,
         pages::run(&chrome, hours, &watch, &charts, &incidents, &recent),
@@ -302,13 +327,7 @@ async fn incident_page(
         .as_ref()
         .and_then(|d| engine.handles().runbooks.get(&d.runbook))
         .cloned();
-    let chrome = Chrome {
-        session,
-        now: view.now,
-        audit_healthy: view.audit_healthy,
-        live_run: Some(inc.run.clone()),
-        path: here,
-    };
+    let chrome = Chrome::new(&engine, &view, session, Some(inc.run.clone()), here);
     let done = q.done.filter(|d| d == "approved" || d == "rejected");
     page(
         StatusCode::OK,
@@ -371,18 +390,83 @@ async fn audit_page(
         Ok(r) => r,
         Err(e) => return DashboardError::from(e).into_response(),
     };
-    let view = engine.view();
-    let chrome = Chrome {
-        session,
-        now: view.now,
-        audit_healthy: view.audit_healthy,
-        live_run: None,
-        path: "/audit".into(),
+    let audit = &engine.handles().audit;
+    let chain = verified(audit).await;
+    let signed = match newest(
+        audit,
+        Filter {
+            kind: Some(EntryKind::SignedHead),
+            ..Filter::default()
+        },
+        None,
+        1,
+    )
+    .await
+    {
+        Ok((heads, _)) => heads.into_iter().next().map(|e| {
+            serde_json::from_value::<SignedHead>(e.payload.clone())
+                .map_err(|err| format!("entry {} is not a signed head: {err}", e.seq))
+        }),
+        Err(e) => Some(Err(e.to_string())),
     };
+    let view = engine.view();
+    let chrome = Chrome::new(&engine, &view, session, None, "/audit".into());
     page(
         StatusCode::OK,
-        pages::audit(&chrome, &filter, &entries, older),
+        pages::audit(&chrome, &filter, &entries, older, &chain, signed.as_ref()),
     )
+}
+
+/// A chain verification the audit page reuses for [`VERIFY_REUSE`]: the page refreshes every few
+/// seconds and on every engine event, and a full verification reads the whole log, so a busy log
+/// would otherwise be re-read by every open tab several times a minute. The banner says which
+/// head was verified and when.
+struct CachedVerify {
+    url: String,
+    at: std::time::Instant,
+    report: VerifyReport,
+    checked_at: f64,
+}
+
+static VERIFIED: std::sync::Mutex<Vec<CachedVerify>> = std::sync::Mutex::new(Vec::new());
+
+/// The outcome of verifying the audit chain, and the wall-clock time (Unix seconds) it ran.
+pub(crate) type ChainStatus = Result<(VerifyReport, f64), String>;
+
+/// Verifies the audit chain ([`AuditLog::verify`]), reusing the last answer for this log while
+/// it is younger than [`VERIFY_REUSE`].
+async fn verified(audit: &AuditLog) -> ChainStatus {
+    let url = audit.url().to_string();
+    if let Ok(cache) = VERIFIED.lock()
+        && let Some(c) = cache.iter().find(|c| c.url == url)
+        && c.at.elapsed() < VERIFY_REUSE
+    {
+        return Ok((c.report.clone(), c.checked_at));
+    }
+    let report = audit.verify().await.map_err(|e| e.to_string())?;
+    let checked_at = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    if let Ok(mut cache) = VERIFIED.lock() {
+        cache.retain(|c| c.url != url);
+        // Bounded: one entry per audit database this process opened (tests open many).
+        if cache.len() >= 16 {
+            cache.remove(0);
+        }
+        cache.push(CachedVerify {
+            url,
+            at: std::time::Instant::now(),
+            report: report.clone(),
+            checked_at,
+        });
+    }
+    Ok((report, checked_at))
+}
+
+/// Forgets the cached verification of this log (tests that tamper with it).
+#[cfg(test)]
+fn forget_verification(audit: &AuditLog) {
+    if let Ok(mut cache) = VERIFIED.lock() {
+        cache.retain(|c| c.url != audit.url());
+    }
 }
 
 /// The newest entries matching `filter` with `seq < before`, newest first, and the `before` of
@@ -558,20 +642,42 @@ async fn settle(
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty());
     let verb = if approve { "approve" } else { "reject" };
-    let body = serde_json::json!({ "reason": reason });
-    let req = Request::post(format!("/api/v1/actions/{}/{verb}", seg(&id)))
+    let json = forward(
+        &engine,
+        &session,
+        &format!("/api/v1/actions/{}/{verb}", seg(&id)),
+        serde_json::json!({ "reason": reason }),
+    )
+    .await?;
+    let incident = json["id"].as_str().unwrap_or_default();
+    let done = if approve { "approved" } else { "rejected" };
+    Ok(Redirect::to(&format!("/incidents/{}?done={done}", seg(incident))).into_response())
+}
+
+/// Posts `body` to the API at `path` in-process with the session's token, so the API's role
+/// check, validation and audit record apply unchanged; its answer as JSON, or its refusal.
+async fn forward(
+    engine: &Arc<Engine>,
+    session: &Session,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, DashboardError> {
+    let req = Request::post(path)
         .header(header::AUTHORIZATION, format!("Bearer {}", session.token))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
-        .map_err(|e| DashboardError::BadRequest(format!("action id `{id}`: {e}")))?;
+        .map_err(|e| DashboardError::BadRequest(format!("`{path}`: {e}")))?;
     let res = match crate::api::router(engine.clone()).oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
     let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+    let bytes = axum::body::to_bytes(res.into_body(), FORWARD_LIMIT)
         .await
-        .unwrap_or_default();
+        .map_err(|e| DashboardError::Api {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("the API's answer to `{path}` could not be read: {e}"),
+        })?;
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     if !status.is_success() {
         let message = json["error"]
@@ -580,9 +686,138 @@ async fn settle(
             .unwrap_or_else(|| format!("the API answered {status}"));
         return Err(DashboardError::Api { status, message });
     }
-    let incident = json["id"].as_str().unwrap_or_default();
-    let done = if approve { "approved" } else { "rejected" };
-    Ok(Redirect::to(&format!("/incidents/{}?done={done}", seg(incident))).into_response())
+    Ok(json)
+}
+
+async fn runbooks_page(State(engine): State<Arc<Engine>>, headers: HeaderMap) -> Response {
+    let session = match reader(&engine, &headers, "/runbooks") {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let view = engine.view();
+    let chrome = Chrome::new(&engine, &view, session, None, "/runbooks".into());
+    let mut list: Vec<&Runbook> = engine.handles().runbooks.iter().collect();
+    // The order diagnosis prefers them in: highest priority first.
+    list.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
+    page(StatusCode::OK, pages::runbooks(&chrome, &list))
+}
+
+/// The watched runs a runbook may be executed on: every watched run (from the config or
+/// discovered) except those whose configured `runbooks` list leaves it out. The API checks again.
+fn runs_for(engine: &Engine, view: &View, runbook: &str) -> Vec<String> {
+    let cfg = engine.config();
+    view.watches
+        .iter()
+        .filter(|w| {
+            cfg.watches
+                .iter()
+                .find(|c| c.run == w.run)
+                .is_none_or(|c| c.runbooks.is_empty() || c.runbooks.iter().any(|r| r == runbook))
+        })
+        .map(|w| w.run.clone())
+        .collect()
+}
+
+async fn runbook_page(
+    State(engine): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let here = format!("/runbooks/{}", seg(&id));
+    let session = match reader(&engine, &headers, &here) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let Some(rb) = engine.handles().runbooks.get(&id).cloned() else {
+        return DashboardError::NotFound(format!("no runbook `{id}`")).into_response();
+    };
+    let view = engine.view();
+    let chrome = Chrome::new(&engine, &view, session, None, here);
+    let runs = runs_for(&engine, &view, &rb.id);
+    page(
+        StatusCode::OK,
+        pages::runbook(&chrome, &rb, &runs, None, None),
+    )
+}
+
+/// The "Dry run" form.
+#[derive(Debug, Deserialize)]
+struct DryRunForm {
+    /// The session's form token ([`Session::form_token`]).
+    csrf: String,
+    run: String,
+}
+
+/// Forwards a dry run to `POST /api/v1/runbooks/{id}/execute` with `dry_run: true` and the
+/// browser's token (role `operator`; the API records it as `runbook_dry_run`), then shows the
+/// runbook page with the plan and every policy decision. A refusal is shown on the same page.
+async fn dry_run(
+    State(engine): State<Arc<Engine>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<DryRunForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if !auth::same_origin(&headers) {
+        return DashboardError::Forbidden("a dry run posted from another site is refused".into())
+            .into_response();
+    }
+    let Some(rb) = engine.handles().runbooks.get(&id).cloned() else {
+        return DashboardError::NotFound(format!("no runbook `{id}`")).into_response();
+    };
+    let Some(session) = auth::session(&engine.config().api, &headers) else {
+        return DashboardError::Api {
+            status: StatusCode::UNAUTHORIZED,
+            message: "sign in with an operator token to dry-run a runbook".into(),
+        }
+        .into_response();
+    };
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return DashboardError::BadRequest(e.body_text()).into_response(),
+    };
+    if !auth::form_token_ok(&session, &f.csrf) {
+        return DashboardError::Forbidden(
+            "this form was not issued to your session: reload the page and try again".into(),
+        )
+        .into_response();
+    }
+    let run = f.run.trim().to_string();
+    let outcome = match forward(
+        &engine,
+        &session,
+        &format!("/api/v1/runbooks/{}/execute", seg(&rb.id)),
+        serde_json::json!({ "run": run, "dry_run": true }),
+    )
+    .await
+    {
+        Ok(json) => match serde_json::from_value::<pages::DryRun>(json) {
+            Ok(plan) if plan.mode == "dry_run" => Ok(plan),
+            Ok(plan) => Err(DashboardError::Api {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("the API answered mode `{}` to a dry run", plan.mode),
+            }),
+            Err(e) => Err(DashboardError::Api {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("the API's dry run could not be read: {e}"),
+            }),
+        },
+        Err(e) => Err(e),
+    };
+    let view = engine.view();
+    let here = format!("/runbooks/{}", seg(&rb.id));
+    let mut chrome = Chrome::new(&engine, &view, Some(session), None, here);
+    chrome.frozen = true;
+    let runs = runs_for(&engine, &view, &rb.id);
+    match outcome {
+        Ok(plan) => page(
+            StatusCode::OK,
+            pages::runbook(&chrome, &rb, &runs, Some(&run), Some(Ok(&plan))),
+        ),
+        Err(e) => page(
+            e.status(),
+            pages::runbook(&chrome, &rb, &runs, Some(&run), Some(Err(&e.to_string()))),
+        ),
+    }
 }
 
 /// The engine's story as server-sent events (`event: engine`, data: the event as JSON); each

@@ -5,13 +5,16 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::svg::{self, ActionMark, FindingMark};
-use super::{AuditQuery, Chrome, seg};
-use crate::audit::{Entry, EntryKind, Filter};
+use super::{AuditQuery, ChainStatus, Chrome, seg};
+use crate::agent::{AgentReport, AgentStatus};
+use crate::audit::{Entry, EntryKind, Filter, SignedHead};
 use crate::charts::{ChartSet, Role};
 use crate::detect::Finding;
-use crate::engine::{View, WatchView};
+use crate::engine::{Leadership, View, WatchView};
 use crate::incident::{Incident, IncidentState};
-use crate::runbook::Runbook;
+use crate::policy::Decision;
+use crate::runbook::checks::CheckSource;
+use crate::runbook::{CheckResult, Outcome, Outcomes, Runbook};
 use crate::verify::VerifyStatus;
 
 /// The time windows the run page offers, in hours; the first is the default.
@@ -121,14 +124,16 @@ fn layout(c: &Chrome, title: &str, body: Markup) -> Markup {
                 link rel="stylesheet" href="/dashboard.css";
                 script src="/dashboard.js" defer {}
             }
-            body data-run=[c.live_run.as_deref()] {
+            body data-run=[c.live_run.as_deref()] data-frozen[c.frozen] {
                 header.top {
                     a.brand href="/" { "babysitter" }
                     nav {
                         a href="/" { "Runs" }
+                        a href="/runbooks" { "Runbooks" }
                         a href="/audit" { "Audit log" }
                     }
-                    span.muted id="live" { "live" }
+                    @if let Some(l) = &c.leadership { (leader_badge(l)) }
+                    span.muted id="live" { @if c.frozen { "not refreshing (form answer)" } @else { "live" } }
                     span.who {
                         @match &c.session {
                             Some(s) => {
@@ -157,6 +162,26 @@ fn layout(c: &Chrome, title: &str, body: Markup) -> Markup {
     }
 }
 
+/// Who leads, for the header: this replica's role, and who holds the Lease.
+fn leader_badge(l: &Leadership) -> Markup {
+    let title = match (&l.lease, &l.identity) {
+        (Some(lease), Some(me)) => format!("Lease {lease}; this replica is {me}"),
+        (Some(lease), None) => format!("Lease {lease}"),
+        _ => "no leader election: a single instance leads".to_string(),
+    };
+    html! {
+        span.leadership.leader[l.is_leader].follower[!l.is_leader] id="leadership" title=(title) {
+            @if l.is_leader { "leader" } @else { "follower" }
+            @match (&l.holder, &l.lease) {
+                (Some(h), _) => { " · holder " strong { (h) } }
+                (None, Some(_)) => { " · holder unknown" }
+                (None, None) => { " · single instance" }
+            }
+            @if !l.is_leader { " · read-only: this replica takes no action" }
+        }
+    }
+}
+
 /// The newest finding of a run: from its incidents and the findings active now.
 fn last_finding<'a>(w: &'a WatchView, incidents: &'a [&'a Incident]) -> Option<&'a Finding> {
     incidents
@@ -167,7 +192,12 @@ fn last_finding<'a>(w: &'a WatchView, incidents: &'a [&'a Incident]) -> Option<&
 }
 
 pub(super) fn index(c: &Chrome, view: &View) -> Markup {
-    let blind = view.watches.iter().filter(|w| w.status == "blind").count();
+    let blind_runs: Vec<&WatchView> = view
+        .watches
+        .iter()
+        .filter(|w| w.status == "blind")
+        .collect();
+    let blind = blind_runs.len();
     let open: Vec<&Incident> = view
         .incidents
         .values()
@@ -185,6 +215,23 @@ pub(super) fn index(c: &Chrome, view: &View) -> Markup {
             div.stat.warn[blind > 0] { span.n { (blind) } " blind" }
             div.stat.warn[!open.is_empty()] { span.n { (open.len()) } " open incidents" }
             div.stat.danger[!waiting.is_empty()] { span.n { (waiting.len()) } " waiting for approval" }
+        }
+        @if !blind_runs.is_empty() {
+            section.card.attention.blind id="blind" {
+                h2 { (blind) " blind run" @if blind != 1 { "s" } ": nothing is detected or done on "
+                     @if blind == 1 { "it" } @else { "them" } " until the charts return" }
+                ul {
+                    @for w in &blind_runs {
+                        li {
+                            a href={ "/runs/" (seg(&w.run)) } { strong { (w.run) } }
+                            @if let Some(b) = w.blind_since {
+                                " — blind since " (fmt_time(b)) " UTC (" (ago(view.now, b)) ")"
+                            }
+                            @if let Some(e) = &w.source_error { br; code.error-text { (e) } }
+                        }
+                    }
+                }
+            }
         }
         @if !waiting.is_empty() {
             section.card.attention {
@@ -569,6 +616,7 @@ pub(super) fn incident(
                 }
             }
         }
+        @if let Some(a) = &i.agent { (agent_report(a)) }
         @if let Some(rb) = runbook {
             section.card.runbook {
                 h2 { "Runbook: " (rb.title) " " span.muted { (rb.path) } }
@@ -581,6 +629,94 @@ pub(super) fn incident(
         }
     };
     layout(c, &format!("Incident {}", i.id), body)
+}
+
+fn agent_status(s: AgentStatus) -> (&'static str, &'static str) {
+    match s {
+        AgentStatus::Proposed => ("proposed a step", "ok"),
+        AgentStatus::DoesNotKnow => ("does not know", "muted"),
+        AgentStatus::Failed => ("failed", "error-text"),
+    }
+}
+
+fn fmt_confidence(c: Option<f64>) -> String {
+    match c {
+        Some(c) if c.is_finite() => format!("{c:.2}"),
+        _ => "—".into(),
+    }
+}
+
+/// The LLM agent's investigation: what it proposes (never carried out by itself), how far its
+/// evidence held up when re-run, the gate's verdict, and the whole transcript on demand.
+fn agent_report(a: &AgentReport) -> Markup {
+    let (status, class) = agent_status(a.status);
+    html! {
+        section.card.agent id="agent" {
+            h2 { "LLM agent's report " span.badge.proposal { "proposal — not executed" } }
+            p.muted { "The agent investigates with read-only tools and may only propose a runbook step; "
+                      "babysitter never carries it out by itself. Acting on it needs a human." }
+            p { "status " span class=(class) { (status) } " · model " code { (a.model) } }
+            @if !a.summary.is_empty() { p.summary { (a.summary) } }
+            @if let Some(e) = &a.error { p.error-text { "error: " (e) } }
+            @if let Some(p) = &a.proposal {
+                table.proposal {
+                    tbody {
+                        tr { th { "Proposed step" } td { strong { (p.action.to_string()) } } }
+                        tr { th { "Runbook" } td { a href={ "/runbooks/" (seg(&p.runbook)) } { (p.runbook) } } }
+                        tr { th { "Rationale" } td { (p.rationale) } }
+                        tr { th { "Confidence" } td {
+                            strong { (fmt_confidence(a.confidence)) }
+                            " after re-running the evidence (the model stated " (fmt_confidence(a.stated_confidence)) ")"
+                        } }
+                        tr { th { "Policy gate" } td {
+                            @match &a.decision {
+                                Some(d) => {
+                                    span class={ "verdict-" (d.verdict.as_str()) } { (d.verdict.as_str()) }
+                                    " (" (d.rule) "): " (d.reason)
+                                }
+                                None => span.muted { "not judged (the run is no longer watched)" },
+                            }
+                        } }
+                    }
+                }
+            }
+            @if !a.evidence.is_empty() {
+                h3 { "Evidence checks (each cited query re-run)" }
+                table.evidence {
+                    thead { tr { th { "Query" } th { "Status" } th { "Detail" } } }
+                    tbody {
+                        @for e in &a.evidence {
+                            tr {
+                                td { code { (e.query) } }
+                                td { span class={ "evidence-" (e.status) } { (e.status.replace('_', " ")) } }
+                                td { @if let Some(d) = &e.detail { (d) } }
+                            }
+                        }
+                    }
+                }
+            }
+            p.muted {
+                (a.usage.steps) " model calls · " (a.usage.total_tokens) " tokens · "
+                (format!("{:.1}", a.usage.wall_secs)) " s"
+                @if a.redacted_names > 0 { " · " (a.redacted_names) " names redacted before sending" }
+            }
+            details.transcript {
+                summary { "Transcript (" (a.transcript.len()) " messages, as sent and received)" }
+                ol {
+                    @for m in &a.transcript {
+                        li {
+                            strong { (m.role) }
+                            @if let Some(id) = &m.tool_call_id { " " span.muted { "answers " (id) } }
+                            @if let Some(t) = &m.content { pre { (clip(t.clone(), 20_000)) } }
+                            @for call in &m.tool_calls {
+                                div { "calls " code { (call.function.name) "(" (clip(call.function.arguments.clone(), 2_000)) ")" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// At most `n` characters of `s`, with an ellipsis when cut.
@@ -631,7 +767,66 @@ fn audit_table(entries: &[Entry]) -> Markup {
     }
 }
 
-pub(super) fn audit(c: &Chrome, f: &Filter, entries: &[Entry], older: Option<i64>) -> Markup {
+/// The hash chain's state, the first thing the audit page shows.
+fn chain_status(chain: &ChainStatus, signed: Option<&Result<SignedHead, String>>) -> Markup {
+    html! {
+        @match chain {
+            Ok((r, at)) => {
+                @match &r.first_bad {
+                    None => {
+                        div.banner.ok.chain id="chain" {
+                            strong { "Hash chain verified: " (r.entries) " entries" }
+                            @if let Some((seq, hash)) = &r.head { " · head #" (seq) " " code { (short_hash(hash)) } }
+                            @if let Some(cp) = r.checkpoint { " · from the retention checkpoint after #" (cp) }
+                            br;
+                            span.small { "No entry was edited, removed from the middle or reordered (checked "
+                                (fmt_time(*at)) " UTC, up to the head shown; rechecked at most every "
+                                (super::VERIFY_REUSE.as_secs()) " s). The chain alone cannot show a truncated tail or a full rewrite: compare the head with a signed head." }
+                        }
+                    }
+                    Some(bad) => {
+                        div.banner.danger.chain id="chain" {
+                            strong { "Hash chain BROKEN at entry " (bad.seq) }
+                            @if let Some(k) = &bad.kind { " (kind " code { (k) } ")" }
+                            ": " (bad.reason)
+                            br;
+                            span.small { "The " (r.entries) " entries before it verify (checked " (fmt_time(*at)) " UTC). "
+                                "Entries from #" (bad.seq) " on cannot be trusted; run " code { "babysitter audit verify" } " and investigate." }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                div.banner.danger.chain id="chain" { strong { "The hash chain could not be verified: " } (e) }
+            }
+        }
+        p.signed-head id="signed-head" {
+            @match signed {
+                None => span.muted { "No signed head yet (no " code { "audit.signing_key_file" } " configured, or none written so far)." },
+                Some(Ok(h)) => {
+                    "Latest signed head: entry #" (h.seq) " " code { (short_hash(&h.hash)) }
+                    " signed " (h.signed_at.replace('T', " ").trim_end_matches('Z')) " UTC · MAC " code { (short_hash(&h.mac)) }
+                    span.muted { " — check it against the copy kept outside the database with " code { "babysitter audit verify --heads FILE" } }
+                }
+                Some(Err(e)) => span.error-text { "The latest signed head is unreadable: " (e) },
+            }
+        }
+    }
+}
+
+/// The first 12 hex characters of a hash.
+fn short_hash(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+pub(super) fn audit(
+    c: &Chrome,
+    f: &Filter,
+    entries: &[Entry],
+    older: Option<i64>,
+    chain: &ChainStatus,
+    signed: Option<&Result<SignedHead, String>>,
+) -> Markup {
     let q = AuditQuery {
         run: f.run.clone(),
         incident: f.incident.clone(),
@@ -653,8 +848,9 @@ pub(super) fn audit(c: &Chrome, f: &Filter, entries: &[Entry], older: Option<i64
     });
     let body = html! {
         h1 { "Audit log" }
-        p.muted { "Every decision and action, newest first. Check the hash chain with "
-                  code { "babysitter audit verify" } " or " a href="/api/v1/audit/verify" { "/api/v1/audit/verify" } "." }
+        (chain_status(chain, signed))
+        p.muted { "Every decision and action, newest first. The same check from a shell: "
+                  code { "babysitter audit verify" } ", or " a href="/api/v1/audit/verify" { "/api/v1/audit/verify" } "." }
         form.filters method="get" action="/audit" {
             label { "run " input type="text" name="run" value=[f.run.as_deref()]; }
             label { "incident " input type="text" name="incident" value=[f.incident.as_deref()]; }
@@ -686,6 +882,8 @@ pub(super) fn login(
         audit_healthy: true,
         live_run: None,
         path: next.to_string(),
+        leadership: None,
+        frozen: false,
     };
     let body = html! {
         h1 { "Sign in" }
@@ -711,6 +909,8 @@ pub(super) fn error(status: axum::http::StatusCode, message: &str) -> Markup {
         audit_healthy: true,
         live_run: None,
         path: "/".into(),
+        leadership: None,
+        frozen: false,
     };
     let body = html! {
         h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
@@ -718,4 +918,271 @@ pub(super) fn error(status: axum::http::StatusCode, message: &str) -> Markup {
         p { a href="/" { "Back to the runs" } }
     };
     layout(&c, "Error", body)
+}
+
+/// What `POST /api/v1/runbooks/{id}/execute` answers to a dry run (the parts the page shows).
+#[derive(Debug, serde::Deserialize)]
+pub struct DryRun {
+    /// `dry_run`: anything else means the API did something other than a dry run.
+    pub mode: String,
+    pub runbook: String,
+    pub run: String,
+    pub steps: Vec<DryStep>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// One step of a dry run, with the gate's decision now.
+#[derive(Debug, serde::Deserialize)]
+pub struct DryStep {
+    pub step: usize,
+    pub description: String,
+    pub requires_approval: bool,
+    pub decision: Decision,
+}
+
+fn check_source(s: CheckSource) -> &'static str {
+    match s {
+        CheckSource::Prometheus => "Prometheus",
+        CheckSource::Chart => "the run's chart",
+        CheckSource::None => "nothing answered",
+    }
+}
+
+fn triggers(rb: &Runbook) -> Markup {
+    html! {
+        @for (n, k) in rb.triggers.kinds.iter().enumerate() {
+            @if n > 0 { " " }
+            code { (k.as_str()) }
+        }
+        @if let Some(s) = rb.triggers.min_severity { " " span.muted { "(≥ " (s.as_str()) ")" } }
+        @for c in &rb.triggers.charts { br; span.muted { "when " (c.to_string()) } }
+    }
+}
+
+pub(super) fn runbooks(c: &Chrome, list: &[&Runbook]) -> Markup {
+    let body = html! {
+        h1 { "Runbooks" }
+        p.muted { "What babysitter follows when it diagnoses an incident. When several match, the highest priority wins." }
+        @if list.is_empty() {
+            p.muted { "No runbooks are loaded." }
+        } @else {
+            table.runbooks {
+                thead { tr { th { "Id" } th { "Title" } th { "Triggers" } th { "Priority" } th { "Steps" } } }
+                tbody {
+                    @for rb in list {
+                        tr data-runbook=(rb.id) {
+                            td { a href={ "/runbooks/" (seg(&rb.id)) } { code { (rb.id) } } }
+                            td { (rb.title) }
+                            td { (triggers(rb)) }
+                            td.num { (rb.priority) }
+                            td {
+                                @for (n, s) in rb.steps.iter().enumerate() {
+                                    @if n > 0 { " → " }
+                                    (s.action.kind().to_string())
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(c, "Runbooks", body)
+}
+
+/// A step list as one line: `pause → capture diagnostics (needs approval) ■`.
+fn plan_line(plan: &crate::runbook::Plan) -> Markup {
+    html! {
+        @if plan.steps.is_empty() { span.muted { "no step" } }
+        @for (n, s) in plan.steps.iter().enumerate() {
+            @if n > 0 { " → " }
+            (s.action.to_string())
+            @if s.requires_approval { " " span.badge.state-awaiting_approval { "needs approval" } }
+        }
+    }
+}
+
+/// The front matter as a plan a human reads: checks, the steps each outcome selects,
+/// verification and escalation.
+fn front_matter(rb: &Runbook) -> Markup {
+    let defaults: Outcomes = rb
+        .checks
+        .iter()
+        .map(|c| {
+            let o = match c.unknown_as {
+                Some(true) => Outcome::True,
+                Some(false) => Outcome::False,
+                None => Outcome::Unknown,
+            };
+            (c.id.clone(), o)
+        })
+        .collect();
+    html! {
+        div.cols {
+            div.card {
+                h2 { "Triggers" }
+                p { (triggers(rb)) " · priority " strong { (rb.priority) } }
+                h2 { "Checks" }
+                @if rb.checks.is_empty() { p.muted { "None: the steps always run in order." } }
+                @for ch in &rb.checks {
+                    div.check {
+                        h3 { code { (ch.id) } }
+                        @if !ch.description.is_empty() { p { (ch.description) } }
+                        p.muted {
+                            "true when " code { (ch.promql) } " " (ch.op.to_string()) " " (ch.threshold)
+                            @if let Some(p) = &ch.chart { "; without Prometheus: " (p.to_string()) }
+                            @match ch.unknown_as {
+                                Some(b) => { "; unanswered counts as " strong { (b) } }
+                                None => { "; may stay " strong { "unknown" } }
+                            }
+                        }
+                    }
+                }
+            }
+            div.card {
+                h2 { "Steps" }
+                ol.steps {
+                    @for s in &rb.steps {
+                        li {
+                            strong { (s.action.to_string()) }
+                            @if s.requires_approval { " " span.badge.state-awaiting_approval { "needs approval" } }
+                            @match &s.when { Some(w) => { " " span.muted { "when " (w.to_string()) } }
+                                             None => { " " span.muted { "always" } } }
+                            @if s.stop { " " span.badge { "ends the plan" } }
+                        }
+                    }
+                }
+                h3 { "Plan per outcome" }
+                ul.outcomes {
+                    li { "no check answered: " (plan_line(&rb.plan_for(&defaults))) }
+                    @for ch in &rb.checks {
+                        @for o in ch.possible() {
+                            @let mut outcomes = defaults.clone();
+                            @let _ = outcomes.insert(ch.id.clone(), o);
+                            li { code { (ch.id) } " is " strong { (o.as_str()) } ": " (plan_line(&rb.plan_for(&outcomes))) }
+                        }
+                    }
+                }
+                h2 { "Verification" }
+                p {
+                    "within " strong { (humantime::format_duration(rb.verify.within)) }
+                    @if let Some(s) = rb.verify.settle { ", holding for " (humantime::format_duration(s)) }
+                    ": "
+                    @for (n, e) in rb.verify.expect.iter().enumerate() {
+                        @if n > 0 { ", " }
+                        code { (e.as_str()) }
+                    }
+                }
+                h2 { "Escalation" }
+                p {
+                    "after " strong { (rb.max_attempts) } " attempt(s) that do not verify, page ("
+                    (rb.escalation_severity.as_str()) ") "
+                    @match &rb.escalation_route { Some(r) => { "route " code { (r) } }
+                                                  None => { "the watch's on-call route" } }
+                }
+            }
+        }
+    }
+}
+
+fn dry_run_result(plan: &DryRun) -> Markup {
+    html! {
+        section.card.dry-run id="dry-run" {
+            h2 { "Dry run of " code { (plan.runbook) } " for run " a href={ "/runs/" (seg(&plan.run)) } { (plan.run) } }
+            p.banner { "Nothing was done. This is the plan the runbook's checks choose now, and what the policy gate would decide for each step "
+                       "(each judged as if the steps before it had just run). Recorded in the audit log as " code { "runbook_dry_run" } "." }
+            h3 { "Checks, answered now" }
+            @if plan.checks.is_empty() { p.muted { "The runbook has no checks." } }
+            @else {
+                table.checks {
+                    thead { tr { th { "Check" } th { "Outcome" } th { "Value" } th { "Answered by" } th { "Detail" } } }
+                    tbody {
+                        @for ch in &plan.checks {
+                            tr {
+                                td { code { (ch.id) } }
+                                td { strong { (ch.outcome.as_str()) } }
+                                td.num { @if let Some(v) = ch.value { (svg::fmt_num(v)) } }
+                                td { (check_source(ch.source)) }
+                                td { (ch.detail) }
+                            }
+                        }
+                    }
+                }
+            }
+            h3 { "Steps and policy decisions" }
+            @if plan.steps.is_empty() { p.muted { "The checks select no step." } }
+            @else {
+                table.decisions {
+                    thead { tr { th { "#" } th { "Action" } th { "Decision" } th { "Rule" } th { "Reason" } } }
+                    tbody {
+                        @for s in &plan.steps {
+                            tr data-verdict=(s.decision.verdict.as_str()) {
+                                td.num { (s.step + 1) }
+                                td { (s.description)
+                                     @if s.requires_approval { " " span.badge.state-awaiting_approval { "runbook asks approval" } } }
+                                td { span class={ "verdict-" (s.decision.verdict.as_str()) } { (s.decision.verdict.as_str().replace('_', " ")) } }
+                                td { code { (s.decision.rule) } }
+                                td { (s.decision.reason)
+                                     @if let Some(t) = s.decision.retry_at { br; span.muted { "would pass from " (fmt_time(t)) " UTC" } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn runbook(
+    c: &Chrome,
+    rb: &Runbook,
+    runs: &[String],
+    chosen: Option<&str>,
+    result: Option<Result<&DryRun, &str>>,
+) -> Markup {
+    let body = html! {
+        p.meta { a href="/runbooks" { "Runbooks" } " / " code { (rb.id) } }
+        h1 { (rb.title) }
+        p.meta { "file " code { (rb.path) } " · sha256 " code { (short_hash(&rb.sha256)) } }
+        @match result {
+            Some(Ok(plan)) => (dry_run_result(plan)),
+            Some(Err(e)) => div.banner.danger id="dry-run-error" { "Dry run refused: " (e) },
+            None => {},
+        }
+        section.card id="dry-run-form" {
+            h2 { "Dry run" }
+            @if runs.is_empty() {
+                p.muted { "No watched run allows this runbook." }
+            } @else {
+                @match &c.session {
+                    Some(s) if s.can_operate() => {
+                        form.dry-run method="post" action={ "/runbooks/" (seg(&rb.id)) "/dry-run" } {
+                            input type="hidden" name="csrf" value=(s.form_token());
+                            label { "Dry run for run "
+                                select name="run" {
+                                    @for r in runs {
+                                        option value=(r) selected[chosen == Some(r.as_str())] { (r) }
+                                    }
+                                }
+                            }
+                            button type="submit" { "Show plan and decisions" }
+                        }
+                        p.muted { "Evaluates the checks on the run's charts and asks the policy gate about every step; acts on nothing." }
+                    }
+                    Some(s) => {
+                        p.muted { (s.name) " has role " (s.role.as_str()) "; a dry run needs an operator token." }
+                    }
+                    None => {
+                        p { a href={ "/login?next=" (seg(&c.path)) } { "Sign in with an operator token" } " to dry-run this runbook." }
+                    }
+                }
+            }
+        }
+        (front_matter(rb))
+        section.card.runbook {
+            h2 { "Runbook text" }
+            div.markdown { (PreEscaped(markdown(&rb.body))) }
+        }
+    };
+    layout(c, &rb.title, body)
 }

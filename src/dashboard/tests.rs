@@ -47,6 +47,11 @@ fn watch(run: &str) -> WatchConfig {
 
 /// `run-c` gets GPU Xid errors 10 min in (its plan needs an approval); `run-h` stays healthy.
 async fn fixture(read_open: bool) -> Fixture {
+    fixture_with(read_open, |_| {}).await
+}
+
+/// [`fixture`], with the config changed by `edit` before the engine starts.
+async fn fixture_with(read_open: bool, edit: impl FnOnce(&mut Config)) -> Fixture {
     let clock = ManualClock::new(ORIGIN);
     let shared: SharedClock = clock.clone();
     let sim = Arc::new(SimCluster::new(shared.clone(), 7));
@@ -75,6 +80,7 @@ async fn fixture(read_open: bool) -> Fixture {
         ApiToken::for_secret("alice", ApiRole::Operator, OPERATOR),
         ApiToken::for_secret("vera", ApiRole::Viewer, VIEWER),
     ];
+    edit(&mut cfg);
     let audit = Arc::new(
         crate::audit::AuditLog::open(&cfg.audit_url())
             .await
@@ -479,4 +485,384 @@ async fn the_event_stream_carries_engine_events_and_ends_when_the_engine_stops()
         end.is_ok(),
         "the stream did not end when the engine stopped"
     );
+}
+
+#[tokio::test]
+async fn the_runbooks_page_lists_every_runbook_by_priority() {
+    let f = fixture(true).await;
+    let (status, _, body) = f.get("/runbooks", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: Vec<&str> = body
+        .split(r#"<tr data-runbook=""#)
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .collect();
+    assert_eq!(rows.len(), f.engine.handles().runbooks.iter().count());
+    // gpu-hardware-error (priority 90) comes before grad-explosion (65) and loss-spike (50).
+    let pos = |id: &str| rows.iter().position(|r| *r == id).unwrap();
+    assert!(pos("gpu-hardware-error") < pos("grad-explosion"));
+    assert!(pos("grad-explosion") < pos("loss-spike"));
+    assert!(body.contains("<code>grad_explosion</code>"), "{body}");
+    assert!(body.contains(r#"href="/runbooks/loss-spike""#));
+}
+
+#[tokio::test]
+async fn a_runbook_page_reads_its_front_matter_as_a_plan() {
+    let f = fixture(true).await;
+    let (status, _, body) = f.get("/runbooks/grad-explosion", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for needle in [
+        "<h1>Gradient explosion</h1>",
+        "<code>loss_followed</code>",
+        "unanswered counts as <strong>false</strong>",
+        "when loss_followed is true",
+        "Plan per outcome",
+        "within <strong>30m</strong>, holding for 15m",
+        "<code>findings_cleared</code>",
+        "after <strong>2</strong> attempt(s)",
+        // The Markdown, rendered.
+        "<h1>Gradient explosion</h1>",
+    ] {
+        assert!(body.contains(needle), "missing {needle}:\n{body}");
+    }
+    // Per outcome: `false` annotates, `true` patches and restarts.
+    let outcome = |o: &str| {
+        let at = body
+            .find(&format!(
+                "<code>loss_followed</code> is <strong>{o}</strong>"
+            ))
+            .unwrap();
+        let rest = &body[at..];
+        rest[..rest.find("</li>").unwrap()].to_string()
+    };
+    assert!(
+        outcome("false").contains("annotate"),
+        "{}",
+        outcome("false")
+    );
+    assert!(!outcome("false").contains("restart"));
+    assert!(outcome("true").contains("restart"), "{}", outcome("true"));
+    // Open reads, nobody signed in: no form, a way to sign in.
+    assert!(!body.contains(r#"action="/runbooks/grad-explosion/dry-run""#));
+    assert!(body.contains("to dry-run this runbook"));
+    assert_eq!(f.get("/runbooks/nope", None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_operator_dry_runs_a_runbook_and_sees_every_decision() {
+    let f = fixture(true).await;
+    f.tick().await;
+    let op = cookie_for(OPERATOR);
+    let (_, _, page) = f.get("/runbooks/gpu-hardware-error", Some(&op)).await;
+    assert!(page.contains(r#"action="/runbooks/gpu-hardware-error/dry-run""#));
+    assert!(
+        page.contains(r#"<option value="run-h">run-h</option>"#),
+        "{page}"
+    );
+    let form = format!("csrf={}&run=run-h", form_token_for(OPERATOR));
+    let (status, _, body) = f
+        .post_form(
+            "/runbooks/gpu-hardware-error/dry-run",
+            Some(&op),
+            Some("http://127.0.0.1:8080"),
+            &form,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#"id="dry-run""#));
+    assert!(
+        body.contains("data-frozen"),
+        "the answer must not refresh itself"
+    );
+    // Step 1 (pause) passes on an `act` watch; step 2 is a restart the runbook wants approved.
+    let verdicts: Vec<&str> = body
+        .split(r#"<tr data-verdict=""#)
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["allow", "needs_approval"], "{body}");
+    assert!(body.contains(r#"<option value="run-h" selected>run-h</option>"#));
+    // Nothing was done, and the dry run is in the audit log under the operator's name.
+    assert_eq!(f.engine.view().watches[1].status, "running");
+    let dry = f
+        .engine
+        .handles()
+        .audit
+        .query(&Filter {
+            kind: Some(EntryKind::RunbookDryRun),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dry.len(), 1);
+    assert_eq!(dry[0].actor, "api:alice");
+    assert_eq!(dry[0].run.as_deref(), Some("run-h"));
+
+    // Refusals: another site, a viewer, an unknown run.
+    let (status, _, _) = f
+        .post_form(
+            "/runbooks/gpu-hardware-error/dry-run",
+            Some(&op),
+            Some("https://evil.example"),
+            &form,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let viewer_form = format!("csrf={}&run=run-h", form_token_for(VIEWER));
+    let (status, _, body) = f
+        .post_form(
+            "/runbooks/gpu-hardware-error/dry-run",
+            Some(&cookie_for(VIEWER)),
+            None,
+            &viewer_form,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("Dry run refused"));
+    let bad = format!("csrf={}&run=run-x", form_token_for(OPERATOR));
+    let (status, _, body) = f
+        .post_form(
+            "/runbooks/gpu-hardware-error/dry-run",
+            Some(&op),
+            None,
+            &bad,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("no watch for run `run-x`"), "{body}");
+}
+
+#[tokio::test]
+async fn the_audit_page_says_whether_the_chain_verifies() {
+    let f = fixture(true).await;
+    f.until_pending().await;
+    let audit = &f.engine.handles().audit;
+    let n = audit.verify().await.unwrap().entries;
+    let (_, _, body) = f.get("/audit", None).await;
+    assert!(
+        body.contains(&format!("Hash chain verified: {n} entries")),
+        "{body}"
+    );
+    assert!(body.contains("No signed head yet"));
+
+    // An edited entry breaks it at that entry. The page reuses a verification for a while; a
+    // new one, past that, finds the edit.
+    sqlx::query(r#"UPDATE audit_log SET payload = '{"n":999}' WHERE seq = 3"#)
+        .execute(audit.pool())
+        .await
+        .unwrap();
+    let (_, _, body) = f.get("/audit", None).await;
+    assert!(
+        body.contains("Hash chain verified"),
+        "reused within VERIFY_REUSE"
+    );
+    forget_verification(audit);
+    let (_, _, body) = f.get("/audit", None).await;
+    assert!(body.contains("Hash chain BROKEN at entry 3"), "{body}");
+    assert!(!body.contains("Hash chain verified"));
+}
+
+#[tokio::test]
+async fn the_audit_page_shows_the_latest_signed_head() {
+    let f = fixture(true).await;
+    let head = crate::audit::SignedHead {
+        seq: 2,
+        hash: "ab".repeat(32),
+        mac: "cd".repeat(32),
+        signed_at: "2026-11-02T10:00:00.000Z".into(),
+    };
+    f.engine
+        .handles()
+        .audit
+        .append(crate::audit::NewEntry {
+            kind: EntryKind::SignedHead,
+            run: None,
+            incident: None,
+            actor: "babysitter".into(),
+            payload: serde_json::to_value(&head).unwrap(),
+        })
+        .await
+        .unwrap();
+    let (_, _, body) = f.get("/audit", None).await;
+    assert!(
+        body.contains("Latest signed head: entry #2 <code>abababababab</code> signed 2026-11-02 10:00:00.000 UTC"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_header_says_who_leads() {
+    let f = fixture(true).await;
+    let (_, _, body) = f.get("/", None).await;
+    assert!(body.contains("leader · single instance"), "{body}");
+    f.engine
+        .set_leadership(crate::engine::Leadership {
+            is_leader: false,
+            identity: Some("babysitter-1".into()),
+            holder: Some("babysitter-0".into()),
+            lease: Some("ml/babysitter".into()),
+        })
+        .await;
+    let (_, _, body) = f.get("/runbooks", None).await;
+    assert!(
+        body.contains("follower · holder <strong>babysitter-0</strong> · read-only"),
+        "{body}"
+    );
+}
+
+#[test]
+fn blind_runs_come_first_on_the_index() {
+    let now = ORIGIN;
+    let w = |run: &str, status: &str| crate::engine::WatchView {
+        run: run.into(),
+        target: Target::Simulated { run: run.into() },
+        autonomy: Autonomy::Act,
+        route: "ml-oncall".into(),
+        status: status.into(),
+        last_sample: Some(now - 30.0),
+        blind_since: (status == "blind").then_some(now - 600.0),
+        source_error: (status == "blind").then(|| "prometheus: connection refused <b>".to_string()),
+        active_findings: Vec::new(),
+        open_incidents: Vec::new(),
+        latest: Default::default(),
+    };
+    let view = crate::engine::View {
+        now,
+        audit_healthy: true,
+        watches: vec![w("run-ok", "running"), w("run-dark", "blind")],
+        ..Default::default()
+    };
+    let chrome = Chrome {
+        session: None,
+        now,
+        audit_healthy: true,
+        live_run: None,
+        path: "/".into(),
+        leadership: None,
+        frozen: false,
+    };
+    let html = pages::index(&chrome, &view).into_string();
+    let card = html.find(r#"id="blind""#).expect("a blind card");
+    assert!(
+        card < html.find("<table").unwrap(),
+        "the card comes before the table"
+    );
+    assert!(html.contains("1 blind run: nothing is detected or done on it"));
+    assert!(
+        html.contains("blind since 2023-11-14 22:03:20 UTC (10 min ago)"),
+        "{html}"
+    );
+    assert!(html.contains("connection refused &lt;b&gt;"));
+    assert!(!html[card..].starts_with("run-ok"));
+}
+
+#[tokio::test]
+async fn the_incident_page_shows_the_agents_proposal_as_not_executed() {
+    use crate::agent::{AgentReport, AgentStatus, AgentUsage, EvidenceCheck, Message, Proposal};
+    let f = fixture(true).await;
+    let mut inc = Incident::manual(
+        "inc-77".into(),
+        "run-h".into(),
+        crate::detect::Family::Numerics,
+        "alice".into(),
+        ORIGIN,
+    );
+    inc.agent = Some(AgentReport {
+        status: AgentStatus::Proposed,
+        model: "qwen2.5-7b".into(),
+        summary: "the loss spike follows a bad shard <script>x</script>".into(),
+        error: None,
+        proposal: Some(Proposal {
+            runbook: "loss-spike".into(),
+            action: crate::act::Action::Pause,
+            rationale: "grad norm rose 300x".into(),
+            evidence: vec!["grad_norm".into()],
+        }),
+        stated_confidence: Some(0.9),
+        confidence: Some(0.45),
+        evidence: vec![EvidenceCheck {
+            query: "max_over_time(grad_norm[10m])".into(),
+            status: "reproduced".into(),
+            detail: None,
+        }],
+        decision: Some(crate::policy::Decision {
+            verdict: crate::policy::Verdict::NeedsApproval,
+            rule: "agent_proposal".into(),
+            reason: "an agent's proposal always needs a human".into(),
+            retry_at: None,
+        }),
+        usage: AgentUsage {
+            steps: 3,
+            total_tokens: 1234,
+            ..AgentUsage::default()
+        },
+        redacted_names: 2,
+        transcript: vec![
+            Message::system("you investigate"),
+            Message::tool("call-1", "grad_norm: 312.5"),
+        ],
+    });
+    f.engine
+        .handles()
+        .audit
+        .save_incident(
+            &inc.id,
+            &inc.run,
+            inc.state.as_str(),
+            &serde_json::json!(inc),
+        )
+        .await
+        .unwrap();
+    let (status, _, body) = f.get("/incidents/inc-77", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for needle in [
+        r#"id="agent""#,
+        "proposal — not executed",
+        "<code>qwen2.5-7b</code>",
+        "<strong>0.45</strong> after re-running the evidence (the model stated 0.90)",
+        r#"<span class="verdict-needs_approval">needs_approval</span> (agent_proposal)"#,
+        r#"<span class="evidence-reproduced">reproduced</span>"#,
+        "Transcript (2 messages",
+        "answers call-1",
+        "2 names redacted",
+        "bad shard &lt;script&gt;x&lt;/script&gt;",
+    ] {
+        assert!(body.contains(needle), "missing {needle}:\n{body}");
+    }
+    assert!(
+        body.contains("<details class=\"transcript\">"),
+        "collapsed by default"
+    );
+}
+
+#[tokio::test]
+async fn the_dry_run_form_offers_only_runs_whose_watch_allows_the_runbook() {
+    let f = fixture_with(true, |cfg| {
+        cfg.watches[1].runbooks = vec!["loss-spike".into()];
+    })
+    .await;
+    let op = cookie_for(OPERATOR);
+    let (_, _, body) = f.get("/runbooks/gpu-hardware-error", Some(&op)).await;
+    assert!(
+        body.contains(r#"<option value="run-c">run-c</option>"#),
+        "{body}"
+    );
+    assert!(!body.contains(r#"<option value="run-h""#), "{body}");
+    let (_, _, body) = f.get("/runbooks/loss-spike", Some(&op)).await;
+    assert!(
+        body.contains(r#"<option value="run-h">run-h</option>"#),
+        "{body}"
+    );
+    // Posting it anyway: the API refuses, and the page says why.
+    let form = format!("csrf={}&run=run-h", form_token_for(OPERATOR));
+    let (status, _, body) = f
+        .post_form(
+            "/runbooks/gpu-hardware-error/dry-run",
+            Some(&op),
+            None,
+            &form,
+        )
+        .await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(body.contains("is not allowed on run `run-h`"), "{body}");
 }
