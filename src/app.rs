@@ -192,6 +192,14 @@ impl Actuator for TargetRouter {
     ) -> Result<Vec<crate::act::Checkpoint>, crate::act::ActError> {
         self.for_target(target).checkpoints(target).await
     }
+
+    async fn recall(
+        &self,
+        target: &crate::act::Target,
+        key: &str,
+    ) -> Result<Option<crate::act::ActionOutcome>, crate::act::ActError> {
+        self.for_target(target).recall(target, key).await
+    }
 }
 
 /// Discovery and leader election, running beside the engine (`serve` with `[kubernetes]`).

@@ -955,6 +955,45 @@ impl Actuator for KubeActuator {
         let obj = self.fetch(&w).await?;
         workload::checkpoints(w.kind, &obj).map_err(no_checkpoint)
     }
+
+    /// Every changing action writes its key into `babysitter.dev/last-action-key` in the same
+    /// request as the change, so the workload itself says whether the action under `key`
+    /// happened: the annotation equals the key. Anything else (another key, no annotation, a
+    /// read-only action, a workload that is gone) is `None`: recovery then runs the action
+    /// under the same key, which `execute` keeps idempotent.
+    async fn recall(&self, target: &Target, key: &str) -> Result<Option<ActionOutcome>, ActError> {
+        let w = self.workload(target)?;
+        let obj = self.fetch(&w).await?;
+        Ok(recalled(&w, &obj, key))
+    }
+}
+
+/// The outcome `recall` reports when `obj` carries `key` as its last action key.
+fn recalled(w: &Workload, obj: &Value, key: &str) -> Option<ActionOutcome> {
+    let annotations = get_path(obj, &["metadata", "annotations"]);
+    let last = annotations
+        .and_then(|a| a.get(LAST_KEY_ANNOTATION))
+        .and_then(Value::as_str);
+    if last != Some(key) {
+        return None;
+    }
+    let resume = annotations
+        .and_then(|a| a.get(RESUME_ANNOTATION))
+        .and_then(Value::as_str);
+    Some(ActionOutcome {
+        detail: format!(
+            "{} carries {LAST_KEY_ANNOTATION}={key}: the action was applied before babysitter stopped; not repeated",
+            w.label()
+        ),
+        facts: json!({
+            "recalled": true,
+            "key": key,
+            "uid": get_path(obj, &["metadata", "uid"]),
+            "resource_version": get_path(obj, &["metadata", "resourceVersion"]),
+            "suspended": workload::is_suspended(w.kind, obj),
+            "resume_checkpoint": resume,
+        }),
+    })
 }
 
 /// Page is refused before the workload is read; kept as a value so the match stays exhaustive.
