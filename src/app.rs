@@ -151,11 +151,18 @@ impl App {
     }
 }
 
-/// The actuator for Kubernetes targets: the one place `serve` builds it.
-pub fn kubernetes_actuator(client: kube::Client) -> Arc<dyn Actuator> {
+/// The actuator for Kubernetes targets: the one place `serve` builds it. Pass the same
+/// `recreations` to [`start_kubernetes`], so a restart by recreation keeps its watch.
+pub fn kubernetes_actuator(
+    client: kube::Client,
+    recreations: Arc<crate::k8s::workload::Recreations>,
+) -> Arc<dyn Actuator> {
     Arc::new(crate::k8s::actuator::KubeActuator::new(
         client,
-        Default::default(),
+        crate::k8s::actuator::KubeActuatorOptions {
+            recreations,
+            ..Default::default()
+        },
     ))
 }
 
@@ -214,12 +221,19 @@ pub struct KubernetesRuntime {
 pub async fn start_kubernetes(
     client: kube::Client,
     engine: Arc<Engine>,
+    recreations: Arc<crate::k8s::workload::Recreations>,
 ) -> anyhow::Result<KubernetesRuntime> {
     let k = &engine.config().kubernetes;
     let settings = crate::k8s::leader::ElectionSettings::from_config(k)?;
     let election = crate::k8s::leader::start(client.clone(), engine.clone(), settings).await?;
     let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let discovery = crate::k8s::discovery::Discovery::new(client, engine);
+    let discovery = crate::k8s::discovery::Discovery::sharing(
+        client,
+        engine.clone(),
+        crate::k8s::discovery::Settings::from_config(engine.config()),
+        crate::k8s::discovery::WorkloadKind::ALL.to_vec(),
+        recreations,
+    );
     let discovery = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -709,10 +709,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    // A restart by recreation deletes the workload; discovery must know it was babysitter.
+    let recreations = Arc::new(crate::k8s::workload::Recreations::default());
     let actuator: Arc<dyn Actuator> = match &kube {
         Some(client) => Arc::new(crate::app::TargetRouter {
             simulated: sim.clone(),
-            kubernetes: crate::app::kubernetes_actuator(client.clone()),
+            kubernetes: crate::app::kubernetes_actuator(client.clone(), recreations.clone()),
         }),
         None => sim.clone(),
     };
@@ -738,7 +740,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // outcomes (a crash in between) are settled before the loop acts: here for a single
     // instance, by `Engine::set_leadership` when a replica gains the Lease.
     let k8s = match kube {
-        Some(client) => Some(crate::app::start_kubernetes(client, app.engine.clone()).await?),
+        Some(client) => {
+            Some(crate::app::start_kubernetes(client, app.engine.clone(), recreations).await?)
+        }
         None => {
             let recovered = app.engine.settle_unfinished_intents().await;
             if recovered != Default::default() {

@@ -13,7 +13,7 @@ use babysitter::engine::Engine;
 use babysitter::k8s::discovery::{Discovery, WorkloadKind};
 use babysitter::k8s::leader::{self, ElectionSettings};
 use common::Harness;
-use fake_kube::{FakeKube, JOBS, LEASES};
+use fake_kube::{FakeKube, JOBS, LEASES, NEW_EVENTS, PODS};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -514,4 +514,471 @@ async fn a_follower_is_denied_every_action_by_the_policy() {
         assert_eq!(d.payload["rule"], json!("not_leader"), "{d:?}");
     }
     assert!(entries(&h, EntryKind::ActionIntent).await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole loop on Kubernetes: discovery, the real KubeActuator and leader election together.
+
+const NS: &str = "ml";
+const JOB: &str = "llama";
+const JOB_PATH: &str = "/apis/batch/v1/namespaces/ml/jobs/llama";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/ml/events";
+const POD_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// One babysitter replica: the real engine with the Kubernetes actuator and discovery, reading
+/// its charts from the simulator (a run of the same name as the Job).
+struct Replica {
+    engine: std::sync::Arc<Engine>,
+    audit: std::sync::Arc<babysitter::audit::AuditLog>,
+    client: kube::Client,
+    stop_discovery: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The simulator and the clock both replicas share: the metrics of run `llama`, with GPU Xid
+/// errors 10 minutes in.
+fn metrics() -> (
+    std::sync::Arc<babysitter::clock::ManualClock>,
+    std::sync::Arc<babysitter::sim::SimCluster>,
+) {
+    let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
+    let sim = std::sync::Arc::new(babysitter::sim::SimCluster::new(clock.clone(), 7));
+    let mut spec = babysitter::sim::SimRunSpec::new(JOB, common::ORIGIN - common::HISTORY);
+    spec.faults = common::xid_fault();
+    sim.add_run(spec).unwrap();
+    (clock, sim)
+}
+
+/// The charts of a Kubernetes workload's run, read from the simulator's run of the same name
+/// (what Prometheus would serve for it).
+struct SimCharts(std::sync::Arc<babysitter::sim::SimCluster>);
+
+#[async_trait::async_trait]
+impl babysitter::sources::MetricsSource for SimCharts {
+    async fn poll(
+        &self,
+        requests: &[babysitter::sources::PollRequest],
+        now: f64,
+    ) -> Vec<Result<babysitter::sources::ChartBatch, babysitter::sources::SourceError>> {
+        let as_sim: Vec<babysitter::sources::PollRequest> = requests
+            .iter()
+            .map(|r| babysitter::sources::PollRequest {
+                target: Target::Simulated { run: r.run.clone() },
+                ..r.clone()
+            })
+            .collect();
+        self.0.poll(&as_sim, now).await
+    }
+}
+
+impl Replica {
+    /// `dir` holds the audit database; replicas given the same `dir` share it (as replicas
+    /// share PostgreSQL in production).
+    async fn start(
+        kube: &FakeKube,
+        who: &str,
+        dir: &std::path::Path,
+        clock: std::sync::Arc<babysitter::clock::ManualClock>,
+        sim: std::sync::Arc<babysitter::sim::SimCluster>,
+    ) -> Replica {
+        use babysitter::k8s::actuator::{KubeActuator, KubeActuatorOptions};
+        use babysitter::k8s::workload::Recreations;
+        use std::sync::Arc;
+        let mut cfg = babysitter::config::Config::default();
+        cfg.data_dir = dir.to_path_buf();
+        let audit = Arc::new(
+            babysitter::audit::AuditLog::open(&cfg.audit_url())
+                .await
+                .unwrap(),
+        );
+        let client = kube.client_as(who).await;
+        let recreations = Arc::new(Recreations::default());
+        let shared: babysitter::clock::SharedClock = clock.clone();
+        let actuator = Arc::new(KubeActuator::new(
+            client.clone(),
+            KubeActuatorOptions {
+                instance: who.to_string(),
+                clock: shared.clone(),
+                recreate_timeout: Duration::from_secs(5),
+                recreations: recreations.clone(),
+                ..KubeActuatorOptions::default()
+            },
+        ));
+        let handles = babysitter::engine::Handles {
+            clock: shared,
+            source: Arc::new(SimCharts(sim)),
+            actuator,
+            pager: babysitter::notify::ConsolePager::new(),
+            audit: audit.clone(),
+            runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
+        };
+        let settings = babysitter::k8s::discovery::Settings::from_config(&cfg);
+        let engine = Engine::new(
+            Arc::new(cfg),
+            handles,
+            Arc::new(babysitter::telemetry::Metrics::new()),
+        );
+        engine.start(who).await;
+        let discovery = Discovery::sharing(
+            client.clone(),
+            engine.clone(),
+            settings,
+            vec![WorkloadKind::Job],
+            recreations,
+        );
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(discovery.run(async move {
+            let _ = rx.await;
+        }));
+        Replica {
+            engine,
+            audit,
+            client,
+            stop_discovery: Some(stop),
+        }
+    }
+
+    /// What `Engine::run` does once per poll: a leader ticks, a follower does not.
+    async fn step(&self) {
+        if self.engine.is_leader() {
+            self.engine.tick().await;
+        }
+    }
+
+    fn incident(&self) -> Option<babysitter::incident::Incident> {
+        self.engine.view().incidents.values().next().cloned()
+    }
+
+    async fn intents(&self) -> Vec<babysitter::audit::Entry> {
+        self.audit
+            .query(&Filter {
+                kind: Some(EntryKind::ActionIntent),
+                limit: Some(1000),
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop_discovery.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The annotated training Job (with one checkpoint its script reported) and its pod.
+fn training_job(kube: &FakeKube) {
+    let ckpt = format!(r#"[{{"step": 1000, "t": {}}}]"#, common::ORIGIN - 1800.0);
+    kube.put(
+        &JOBS,
+        json!({
+            "metadata": {"name": JOB, "namespace": NS, "annotations": {
+                "babysitter.dev/watch": "true", "babysitter.dev/autonomy": "act",
+                "babysitter.dev/route": "ml-oncall", "babysitter.dev/checkpoints": ckpt,
+            }},
+            "spec": {"suspend": false, "template": {
+                "metadata": {"labels": {POD_LABEL: JOB}},
+                "spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "train", "image": "trainer:1"}]}}},
+            "status": {"active": 1},
+        }),
+    );
+    kube.put(
+        &PODS,
+        json!({
+            "metadata": {"name": "llama-0", "namespace": NS, "labels": {POD_LABEL: JOB}},
+            "spec": {"containers": [{"name": "train", "image": "trainer:1"}]},
+            "status": {"phase": "Running"},
+        }),
+    );
+    kube.set_log(
+        NS,
+        "llama-0",
+        "step 2990 loss 1.9\nNCCL WARN Xid 79\nstep 3000 loss 1.9",
+    );
+}
+
+fn is_pause_patch(r: &fake_kube::Request) -> bool {
+    r.method == "PATCH"
+        && r.path == JOB_PATH
+        && r.body
+            .as_ref()
+            .is_some_and(|b| b["spec"]["suspend"] == json!(true))
+}
+
+/// The key of the first action intent of `kind`.
+fn intent_key(intents: &[babysitter::audit::Entry], kind: &str) -> String {
+    intents
+        .iter()
+        .find(|e| e.payload["action"]["kind"] == json!(kind) || e.payload["action"] == json!(kind))
+        .and_then(|e| e.payload["key"].as_str())
+        .unwrap_or_else(|| panic!("no {kind} intent in {intents:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annotated_job_is_discovered_paused_on_a_gpu_fault_and_restarted_after_approval() {
+    let kube = FakeKube::start().await;
+    training_job(&kube);
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, sim) = metrics();
+    let a = Replica::start(&kube, "a", dir.path(), clock.clone(), sim).await;
+    assert!(eventually(10.0, || watched(&a.engine) == vec![JOB]).await);
+
+    // The simulated charts show Xid errors: the runbook pauses the Job, then asks a human
+    // before restarting it.
+    let mut pending = None;
+    for _ in 0..120 {
+        clock.advance(30.0);
+        a.step().await;
+        if let Some(p) = a.incident().and_then(|i| i.pending) {
+            pending = Some(p);
+            break;
+        }
+    }
+    let pending = pending.expect("the restart waits for approval");
+    let inc = a.incident().unwrap();
+    assert_eq!(
+        inc.diagnosis.as_ref().unwrap().runbook,
+        "gpu-hardware-error"
+    );
+    assert!(inc.actions[0].ok, "{inc:#?}");
+    let key = inc.actions[0].key.clone();
+    let reqs = kube.requests();
+    let patch = reqs
+        .iter()
+        .find(|r| is_pause_patch(r))
+        .expect("the pause PATCH");
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        patch.body,
+        Some(
+            json!({"metadata": {"annotations": {"babysitter.dev/last-action-key": key}},
+                    "spec": {"suspend": true}})
+        )
+    );
+    assert_eq!(patch.client, "a");
+    let job = kube.get(&JOBS, NS, JOB).unwrap();
+    assert_eq!(job["spec"]["suspend"], json!(true));
+    // The pause is on the Job's record, as a Kubernetes Event.
+    let events = kube.list(&NEW_EVENTS);
+    let pause_ev = events
+        .iter()
+        .find(|e| e["reason"] == json!("BabysitterPause"))
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(pause_ev["regarding"]["name"], json!(JOB));
+    assert_eq!(pause_ev["regarding"]["kind"], json!("Job"));
+    assert_eq!(pause_ev["reportingInstance"], json!("a"));
+    assert_eq!(pause_ev["type"], json!("Normal"));
+    // Nothing was deleted or recreated before the approval.
+    assert!(!reqs.iter().any(|r| r.method == "DELETE"));
+
+    a.engine
+        .approve(&pending.id, "alice", Some("node drained".into()))
+        .await
+        .unwrap();
+    clock.advance(30.0);
+    a.step().await;
+    // Restart by recreation: deleted (with its uid as precondition) and created again with the
+    // checkpoint to resume from; the watch survives it.
+    let reqs = kube.requests();
+    let del = reqs
+        .iter()
+        .find(|r| r.method == "DELETE" && r.path == JOB_PATH)
+        .expect("the DELETE of the recreation");
+    assert_eq!(
+        del.body.as_ref().unwrap()["preconditions"]["uid"],
+        job["metadata"]["uid"]
+    );
+    let post = reqs
+        .iter()
+        .find(|r| r.method == "POST" && r.path == "/apis/batch/v1/namespaces/ml/jobs")
+        .expect("the POST of the recreation");
+    let body = post.body.as_ref().unwrap();
+    assert_eq!(
+        body["spec"]["template"]["spec"]["containers"][0]["env"],
+        json!([{"name": "BABYSITTER_RESUME_CHECKPOINT", "value": "1000"}])
+    );
+    assert!(body["metadata"]["uid"].is_null() && body["status"].is_null());
+    let job2 = kube.get(&JOBS, NS, JOB).expect("the Job exists again");
+    assert_ne!(job2["metadata"]["uid"], job["metadata"]["uid"]);
+    assert_eq!(
+        job2["metadata"]["annotations"]["babysitter.dev/resume-checkpoint"],
+        json!("1000")
+    );
+    assert!(
+        kube.list(&NEW_EVENTS)
+            .iter()
+            .any(|e| e["reason"] == json!("BabysitterRestartFromCheckpoint"))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        watched(&a.engine),
+        vec![JOB],
+        "a recreation does not end the watch"
+    );
+    assert!(entries_of(&a, EntryKind::WatchEnded).await.is_empty());
+    let inc = a.incident().unwrap();
+    assert!(inc.actions.iter().all(|x| x.ok), "{inc:#?}");
+    assert_rbac_grants(&kube.requests());
+}
+
+async fn entries_of(r: &Replica, kind: EntryKind) -> Vec<babysitter::audit::Entry> {
+    r.audit
+        .query(&Filter {
+            kind: Some(kind),
+            limit: Some(1000),
+            ..Filter::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// One rule of deploy/rbac/*-rules.yaml.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyRule {
+    api_groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+}
+
+/// The rules the Helm chart grants: actuator ∪ discovery ∪ leader election.
+fn granted_rules() -> Vec<PolicyRule> {
+    let mut rules = vec![];
+    for (file, text) in [
+        (
+            "actuator-rules.yaml",
+            include_str!("../deploy/rbac/actuator-rules.yaml"),
+        ),
+        (
+            "discovery-rules.yaml",
+            include_str!("../deploy/rbac/discovery-rules.yaml"),
+        ),
+        (
+            "leader-rules.yaml",
+            include_str!("../deploy/rbac/leader-rules.yaml"),
+        ),
+    ] {
+        let more: Vec<PolicyRule> = serde_saphyr::from_str(text)
+            .unwrap_or_else(|e| panic!("deploy/rbac/{file} does not parse: {e}"));
+        rules.extend(more);
+    }
+    rules
+}
+
+/// (apiGroup, resource, verb) of one API request, as RBAC sees it.
+fn rbac_of(method: &str, path: &str, query: &str) -> (String, String, String) {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs.as_slice() {
+        ["api", _v, rest @ ..] => ("", rest),
+        ["apis", g, _v, rest @ ..] => (*g, rest),
+        _ => panic!("not an API path: {path}"),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
+        other => other,
+    };
+    let (resource, named) = match rest {
+        [res] => (res.to_string(), false),
+        [res, _name] => (res.to_string(), true),
+        [res, _name, sub] => (format!("{res}/{sub}"), true),
+        _ => panic!("unexpected API path {path}"),
+    };
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) if watch => "watch",
+        ("GET", false) => "list",
+        ("PATCH", true) => "patch",
+        ("PUT", true) => "update",
+        ("POST", false) => "create",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => panic!("unexpected request {method} {path}"),
+    };
+    (group.to_string(), resource, verb.to_string())
+}
+
+/// Every request babysitter sent to the fake API server is granted by the chart's rules.
+fn assert_rbac_grants(reqs: &[fake_kube::Request]) {
+    let rules = granted_rules();
+    let mut needed = std::collections::BTreeSet::new();
+    for r in reqs {
+        needed.insert(rbac_of(&r.method, &r.path, &r.query));
+    }
+    for (group, resource, verb) in &needed {
+        let granted = rules.iter().any(|r| {
+            r.api_groups.iter().any(|g| g == group)
+                && r.resources.contains(resource)
+                && r.verbs.contains(verb)
+        });
+        assert!(
+            granted,
+            "babysitter needs `{verb}` on {group:?} {resource}, which deploy/rbac/*-rules.yaml do not grant (all needed: {needed:?})"
+        );
+    }
+}
+
+#[test]
+fn requests_map_to_rbac_verbs() {
+    let m = |method, path, query| rbac_of(method, path, query);
+    let t = |g: &str, r: &str, v: &str| (g.to_string(), r.to_string(), v.to_string());
+    assert_eq!(
+        m("GET", "/apis/batch/v1/jobs", "watch=true&resourceVersion=3"),
+        t("batch", "jobs", "watch")
+    );
+    assert_eq!(
+        m("GET", "/apis/batch/v1/namespaces/ml/jobs", "limit=1"),
+        t("batch", "jobs", "list")
+    );
+    assert_eq!(m("GET", JOB_PATH, ""), t("batch", "jobs", "get"));
+    assert_eq!(m("PATCH", JOB_PATH, ""), t("batch", "jobs", "patch"));
+    assert_eq!(m("DELETE", JOB_PATH, ""), t("batch", "jobs", "delete"));
+    assert_eq!(
+        m("POST", "/apis/batch/v1/namespaces/ml/jobs", ""),
+        t("batch", "jobs", "create")
+    );
+    assert_eq!(
+        m(
+            "DELETE",
+            "/api/v1/namespaces/ml/pods",
+            "labelSelector=a%3Db"
+        ),
+        t("", "pods", "deletecollection")
+    );
+    assert_eq!(
+        m("GET", "/api/v1/namespaces/ml/pods/p-0/log", "tailLines=5"),
+        t("", "pods/log", "get")
+    );
+    assert_eq!(
+        m(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/ops/leases/l",
+            ""
+        ),
+        t("coordination.k8s.io", "leases", "update")
+    );
+    // What the rules grant, and one thing they do not.
+    let rules = granted_rules();
+    let grants = |g: &str, r: &str, v: &str| {
+        rules.iter().any(|x| {
+            x.api_groups.iter().any(|y| y == g)
+                && x.resources.iter().any(|y| y == r)
+                && x.verbs.iter().any(|y| y == v)
+        })
+    };
+    assert!(grants("batch", "jobs", "watch") && grants("events.k8s.io", "events", "create"));
+    assert!(
+        !grants("", "pods", "delete"),
+        "single pods are never deleted"
+    );
+    assert!(!grants("", "secrets", "get"));
 }

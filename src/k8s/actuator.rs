@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::workload::{
     self, CONFIG_ANNOTATION, ConfigBinding, LAST_KEY_ANNOTATION, NOTE_ANNOTATION,
-    RESUME_ANNOTATION, RESUME_ENV, RestartMechanism, WorkloadKind, get_path, patch_at,
+    RESUME_ANNOTATION, RESUME_ENV, Recreations, RestartMechanism, WorkloadKind, get_path, patch_at,
 };
 use crate::act::{
     ActError, Action, ActionKind, ActionOutcome, Actuator, Checkpoint, CheckpointSelector,
@@ -53,6 +53,8 @@ pub struct KubeActuatorOptions {
     pub max_events: usize,
     /// How long a restart by recreation waits for the old object to disappear.
     pub recreate_timeout: Duration,
+    /// Shared with discovery, so a recreation does not end the workload's watch.
+    pub recreations: Arc<Recreations>,
 }
 
 impl Default for KubeActuatorOptions {
@@ -65,6 +67,7 @@ impl Default for KubeActuatorOptions {
             max_pods: 8,
             max_events: 20,
             recreate_timeout: Duration::from_secs(60),
+            recreations: Arc::new(Recreations::default()),
         }
     }
 }
@@ -306,10 +309,18 @@ impl KubeActuator {
         // Between the delete and the create the object exists only here: log the manifest so
         // that a crash in that window leaves it where a human can find it.
         tracing::info!(workload = %w.label(), manifest = %fresh, "recreating the workload to restart it from a checkpoint");
-        w.api
-            .delete(&w.name, &dp)
-            .await
-            .map_err(|e| kube_err(&format!("deleting {} to recreate it", w.label()), e))?;
+        if let Some(u) = &uid {
+            self.opts.recreations.mark(u);
+        }
+        if let Err(e) = w.api.delete(&w.name, &dp).await {
+            if let Some(u) = &uid {
+                self.opts.recreations.unmark(u);
+            }
+            return Err(kube_err(
+                &format!("deleting {} to recreate it", w.label()),
+                e,
+            ));
+        }
         let manifest: DynamicObject = serde_json::from_value(fresh.clone()).map_err(|e| {
             ActError::Failed(format!("{}: cannot rebuild the object: {e}", w.label()))
         })?;

@@ -373,6 +373,8 @@ pub struct Discovery {
     settings: Settings,
     kinds: Vec<WorkloadKind>,
     tracked: Mutex<HashMap<WorkloadKey, Tracked>>,
+    /// Deletions that are the actuator's recreations (shared with this replica's actuator).
+    recreations: Arc<crate::k8s::workload::Recreations>,
 }
 
 /// Why discovery could not start.
@@ -395,12 +397,25 @@ impl Discovery {
         settings: Settings,
         kinds: Vec<WorkloadKind>,
     ) -> Arc<Discovery> {
+        Self::sharing(client, engine, settings, kinds, Arc::default())
+    }
+
+    /// Discovery that keeps the watch of a workload its actuator recreates (pass the same
+    /// `recreations` as the actuator's [`KubeActuatorOptions`](crate::k8s::actuator::KubeActuatorOptions)).
+    pub fn sharing(
+        client: kube::Client,
+        engine: Arc<Engine>,
+        settings: Settings,
+        kinds: Vec<WorkloadKind>,
+        recreations: Arc<crate::k8s::workload::Recreations>,
+    ) -> Arc<Discovery> {
         Arc::new(Discovery {
             client,
             engine,
             settings,
             kinds,
             tracked: Mutex::new(HashMap::new()),
+            recreations,
         })
     }
 
@@ -532,6 +547,16 @@ impl Discovery {
                     }
                 }
                 Ok(Event::Delete(obj)) => {
+                    let recreated = obj
+                        .metadata
+                        .uid
+                        .as_deref()
+                        .is_some_and(|u| self.recreations.take(u));
+                    if recreated {
+                        // babysitter deleted it to create it again: the watch goes on.
+                        tracing::info!(kind = %kind, name = ?obj.metadata.name, "workload recreated by babysitter: still watched");
+                        continue;
+                    }
                     if let Some(key) = key_of(kind, &obj) {
                         self.forget(&key, "workload deleted").await;
                     }

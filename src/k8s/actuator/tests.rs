@@ -142,6 +142,7 @@ async fn scenario(
         max_pods: 4,
         max_events: 2,
         recreate_timeout: Duration::from_secs(5),
+        recreations: Default::default(),
     };
     let act = KubeActuator::new(Client::new(svc, "default"), opts);
     let out = tokio::time::timeout(Duration::from_secs(10), act.execute(target, action, KEY))
