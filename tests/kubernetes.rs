@@ -522,7 +522,6 @@ async fn a_follower_is_denied_every_action_by_the_policy() {
 const NS: &str = "ml";
 const JOB: &str = "llama";
 const JOB_PATH: &str = "/apis/batch/v1/namespaces/ml/jobs/llama";
-const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/ml/events";
 const POD_LABEL: &str = "batch.kubernetes.io/job-name";
 
 /// One babysitter replica: the real engine with the Kubernetes actuator and discovery, reading
@@ -712,10 +711,15 @@ fn is_pause_patch(r: &fake_kube::Request) -> bool {
 fn intent_key(intents: &[babysitter::audit::Entry], kind: &str) -> String {
     intents
         .iter()
-        .find(|e| e.payload["action"]["kind"] == json!(kind) || e.payload["action"] == json!(kind))
+        .find(|e| e.payload["action"]["type"] == json!(kind))
         .and_then(|e| e.payload["key"].as_str())
         .unwrap_or_else(|| panic!("no {kind} intent in {intents:?}"))
         .to_string()
+}
+
+/// Requests that change a workload or post an Event (not reads, not the Lease).
+fn is_action(r: &fake_kube::Request) -> bool {
+    r.method != "GET" && !r.path.contains("/leases")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -981,4 +985,160 @@ fn requests_map_to_rbac_verbs() {
         "single pods are never deleted"
     );
     assert!(!grants("", "secrets", "get"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_acts_and_a_crash_mid_action_is_not_repeated() {
+    const LEASE: u64 = 3;
+    let kube = FakeKube::start().await;
+    training_job(&kube);
+    // One audit database for both replicas (PostgreSQL in production).
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, sim) = metrics();
+    let a = Replica::start(&kube, "a", dir.path(), clock.clone(), sim.clone()).await;
+    let ea = leader::start(a.client.clone(), a.engine.clone(), election("a", LEASE))
+        .await
+        .unwrap();
+    assert!(eventually(10.0, || a.engine.is_leader()).await);
+    let b = Replica::start(&kube, "b", dir.path(), clock.clone(), sim).await;
+    let eb = leader::start(b.client.clone(), b.engine.clone(), election("b", LEASE))
+        .await
+        .unwrap();
+    assert!(eventually(5.0, || b.engine.leadership().holder.as_deref() == Some("a")).await);
+    assert!(!b.engine.is_leader());
+    assert!(
+        eventually(10.0, || watched(&a.engine) == vec![JOB]
+            && watched(&b.engine) == vec![JOB])
+        .await
+    );
+
+    // The leader's pause reaches the API server, but the leader dies before it hears back.
+    kube.hold("PATCH", JOB_PATH);
+    let mut in_flight = None;
+    for _ in 0..120 {
+        clock.advance(30.0);
+        b.step().await;
+        let e = a.engine.clone();
+        let mut tick = tokio::spawn(async move { e.tick().await });
+        let held = tokio::select! {
+            _ = &mut tick => false,
+            _ = async {
+                while kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"] != json!(true) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } => true,
+        };
+        if held {
+            in_flight = Some(tick);
+            break;
+        }
+    }
+    let tick = in_flight.expect("the leader paused the Job");
+    let intents = a.intents().await;
+    let key = intent_key(&intents, "pause");
+    let job = kube.get(&JOBS, NS, JOB).unwrap();
+    assert_eq!(
+        job["metadata"]["annotations"]["babysitter.dev/last-action-key"],
+        json!(key)
+    );
+    assert!(
+        entries_of(&a, EntryKind::ActionOutcome).await.is_empty(),
+        "the pause has an intent and no outcome"
+    );
+    let before_crash = kube.requests().len();
+    // The follower sent nothing that acts while it followed.
+    for r in kube.requests().iter().filter(|r| is_action(r)) {
+        assert_eq!(r.client, "a", "only the leader acts: {r:?}");
+    }
+
+    // Crash: no release of the Lease, no outcome.
+    let t = Instant::now();
+    tick.abort();
+    ea.abort();
+    drop(a);
+    kube.release_holds();
+    assert!(
+        eventually(LEASE as f64 + 4.0, || b.engine.is_leader()).await,
+        "the follower never took over"
+    );
+    let took = t.elapsed();
+    assert!(
+        took <= Duration::from_secs(LEASE) + Duration::from_millis(2000),
+        "handover took {took:?}"
+    );
+
+    // The new leader asked the Job what happened under the key, found it done, recorded the
+    // outcome, and did not pause again.
+    let recovery = entries_of(&b, EntryKind::Recovery).await;
+    assert!(
+        recovery
+            .iter()
+            .any(|e| e.payload["key"] == json!(key) && e.payload["found"] == json!("done")),
+        "{recovery:?}"
+    );
+    let outcomes = entries_of(&b, EntryKind::ActionOutcome).await;
+    let settled = outcomes
+        .iter()
+        .find(|e| e.payload["key"] == json!(key))
+        .expect("the pause's outcome");
+    assert_eq!(settled.payload["recovered"], json!(true), "{settled:?}");
+    assert!(
+        settled.payload["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("carries babysitter.dev/last-action-key")),
+        "{settled:?}"
+    );
+    assert!(b.audit.verify().await.unwrap().ok());
+
+    // It carries the incident on: the restart waits for approval, then happens once, from b.
+    let mut pending = None;
+    for _ in 0..120 {
+        clock.advance(30.0);
+        b.step().await;
+        if let Some(p) = b.incident().and_then(|i| i.pending) {
+            pending = Some(p);
+            break;
+        }
+    }
+    let pending = pending.expect("the new leader asks before restarting");
+    let inc = b.incident().unwrap();
+    assert_eq!(inc.id, "inc-1", "the new leader continues the crashed leader's incident");
+    assert_eq!(inc.actions.len(), 1, "{inc:#?}");
+    assert_eq!(inc.actions[0].key, key);
+    assert!(inc.actions[0].ok);
+    b.engine.approve(&pending.id, "alice", None).await.unwrap();
+    clock.advance(30.0);
+    b.step().await;
+    let reqs = kube.requests();
+    let pauses: Vec<_> = reqs.iter().filter(|r| is_pause_patch(r)).collect();
+    assert_eq!(pauses.len(), 1, "the pause was not repeated: {pauses:?}");
+    assert_eq!(pauses[0].client, "a");
+    for r in reqs[before_crash..].iter().filter(|r| is_action(r)) {
+        assert_eq!(
+            r.client, "b",
+            "after the crash only the new leader acts: {r:?}"
+        );
+    }
+    assert_eq!(
+        reqs.iter()
+            .filter(|r| r.method == "DELETE" && r.path == JOB_PATH)
+            .count(),
+        1
+    );
+    assert!(
+        reqs[before_crash..]
+            .iter()
+            .any(|r| r.method == "POST" && r.path == "/apis/batch/v1/namespaces/ml/jobs")
+    );
+    let b_intents = b.intents().await;
+    assert_eq!(
+        b_intents
+            .iter()
+            .filter(|e| e.payload["action"]["type"] == json!("pause"))
+            .count(),
+        1,
+        "one pause intent in the shared log: {b_intents:?}"
+    );
+    assert_rbac_grants(&reqs);
+    eb.shutdown().await;
 }
