@@ -209,6 +209,52 @@ impl Actuator for TargetRouter {
     }
 }
 
+/// Sends each read of the investigating agent to the inspector of its target's kind.
+pub struct InspectorRouter {
+    pub simulated: Arc<dyn crate::agent::WorkloadInspector>,
+    pub kubernetes: Arc<dyn crate::agent::WorkloadInspector>,
+}
+
+impl InspectorRouter {
+    fn for_target(&self, t: &crate::act::Target) -> &Arc<dyn crate::agent::WorkloadInspector> {
+        match t {
+            crate::act::Target::Simulated { .. } => &self.simulated,
+            crate::act::Target::Kubernetes { .. } => &self.kubernetes,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::agent::WorkloadInspector for InspectorRouter {
+    async fn status(
+        &self,
+        target: &crate::act::Target,
+    ) -> Result<serde_json::Value, crate::agent::InspectFailed> {
+        self.for_target(target).status(target).await
+    }
+    async fn pods(
+        &self,
+        target: &crate::act::Target,
+    ) -> Result<Vec<crate::agent::PodInfo>, crate::agent::InspectFailed> {
+        self.for_target(target).pods(target).await
+    }
+    async fn events(
+        &self,
+        target: &crate::act::Target,
+        limit: usize,
+    ) -> Result<Vec<crate::agent::EventInfo>, crate::agent::InspectFailed> {
+        self.for_target(target).events(target, limit).await
+    }
+    async fn logs(
+        &self,
+        target: &crate::act::Target,
+        pod: Option<&str>,
+        tail: usize,
+    ) -> Result<Vec<String>, crate::agent::InspectFailed> {
+        self.for_target(target).logs(target, pod, tail).await
+    }
+}
+
 /// Discovery and leader election, running beside the engine (`serve` with `[kubernetes]`).
 pub struct KubernetesRuntime {
     election: crate::k8s::leader::Election,

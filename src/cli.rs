@@ -729,7 +729,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let app = App::build(cfg, parts, false).await?;
     if let Some(inv) = app.engine.agent() {
-        let inspector = Arc::new(crate::agent::SimInspector::new(sim));
+        let simulated: Arc<dyn crate::agent::WorkloadInspector> =
+            Arc::new(crate::agent::SimInspector::new(sim));
+        // With a cluster, the agent reads Kubernetes workloads too (read-only).
+        let inspector: Arc<dyn crate::agent::WorkloadInspector> = match &kube {
+            Some(client) => Arc::new(crate::app::InspectorRouter {
+                simulated,
+                kubernetes: Arc::new(crate::k8s::inspector::KubeInspector::new(
+                    client.clone(),
+                    Default::default(),
+                )),
+            }),
+            None => simulated,
+        };
         app.engine
             .set_agent(Arc::new(inv.with_inspector(inspector)));
     }

@@ -1102,7 +1102,10 @@ async fn two_replicas_only_the_leader_acts_and_a_crash_mid_action_is_not_repeate
     }
     let pending = pending.expect("the new leader asks before restarting");
     let inc = b.incident().unwrap();
-    assert_eq!(inc.id, "inc-1", "the new leader continues the crashed leader's incident");
+    assert_eq!(
+        inc.id, "inc-1",
+        "the new leader continues the crashed leader's incident"
+    );
     assert_eq!(inc.actions.len(), 1, "{inc:#?}");
     assert_eq!(inc.actions[0].key, key);
     assert!(inc.actions[0].ok);
@@ -1141,4 +1144,84 @@ async fn two_replicas_only_the_leader_acts_and_a_crash_mid_action_is_not_repeate
     );
     assert_rbac_grants(&reqs);
     eb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reads_a_job_its_pods_events_and_logs_read_only() {
+    use babysitter::agent::WorkloadInspector;
+    use babysitter::k8s::inspector::{InspectorLimits, KubeInspector};
+    let kube = FakeKube::start().await;
+    training_job(&kube);
+    let ev = |name: &str, kind: &str, obj: &str, reason: &str, at: &str| {
+        json!({
+            "metadata": {"name": name, "namespace": NS},
+            "involvedObject": {"kind": kind, "name": obj, "namespace": NS},
+            "reason": reason, "message": format!("{reason} on {obj}"), "lastTimestamp": at,
+        })
+    };
+    kube.put(
+        &fake_kube::EVENTS,
+        ev("e1", "Job", JOB, "SuccessfulCreate", "2026-11-25T10:00:00Z"),
+    );
+    kube.put(
+        &fake_kube::EVENTS,
+        ev("e2", "Pod", "llama-0", "BackOff", "2026-11-25T10:05:00Z"),
+    );
+    kube.put(
+        &fake_kube::EVENTS,
+        ev("e3", "Job", "other", "Noise", "2026-11-25T10:06:00Z"),
+    );
+    let i = KubeInspector::new(kube.client_as("agent").await, InspectorLimits::default());
+    let target = Target::Kubernetes {
+        api_version: "batch/v1".into(),
+        workload_kind: "Job".into(),
+        namespace: NS.into(),
+        name: JOB.into(),
+    };
+    let status = i.status(&target).await.unwrap();
+    assert_eq!(status["suspended"], json!(false));
+    assert_eq!(status["status"], json!({"active": 1}));
+    assert_eq!(
+        status["annotations"]["babysitter.dev/autonomy"],
+        json!("act")
+    );
+    assert!(status.get("spec").is_none());
+    let pods = i.pods(&target).await.unwrap();
+    assert_eq!(pods.len(), 1);
+    assert_eq!(
+        (pods[0].name.as_str(), pods[0].phase.as_str()),
+        ("llama-0", "Running")
+    );
+    let events = i.events(&target, 10).await.unwrap();
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec!["SuccessfulCreate", "BackOff"],
+        "newest last, only this Job's"
+    );
+    assert_eq!(i.events(&target, 1).await.unwrap()[0].reason, "BackOff");
+    assert_eq!(
+        i.logs(&target, None, 2).await.unwrap(),
+        vec!["NCCL WARN Xid 79", "step 3000 loss 1.9"]
+    );
+    let err = i.logs(&target, Some("nope"), 5).await.unwrap_err();
+    assert!(
+        err.0.contains("not one of Job/ml/llama's pods (llama-0)"),
+        "{err}"
+    );
+    kube.delete(&JOBS, NS, JOB);
+    let err = i.status(&target).await.unwrap_err();
+    assert!(err.0.contains("Job/ml/llama not found"), "{err}");
+    // Reads only.
+    let reqs = kube.requests();
+    assert!(
+        reqs.iter()
+            .filter(|r| r.client == "agent")
+            .all(|r| r.method == "GET")
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.path == "/api/v1/namespaces/ml/pods/llama-0/log")
+    );
+    assert_rbac_grants(&reqs);
 }
