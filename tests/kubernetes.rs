@@ -582,8 +582,10 @@ impl Replica {
         use babysitter::k8s::actuator::{KubeActuator, KubeActuatorOptions};
         use babysitter::k8s::workload::Recreations;
         use std::sync::Arc;
-        let mut cfg = babysitter::config::Config::default();
-        cfg.data_dir = dir.to_path_buf();
+        let cfg = babysitter::config::Config {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
         let audit = Arc::new(
             babysitter::audit::AuditLog::open(&cfg.audit_url())
                 .await

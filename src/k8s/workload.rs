@@ -58,8 +58,9 @@ pub enum WorkloadError {
     },
 }
 
-/// The four workload kinds babysitter can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The four workload kinds babysitter discovers and acts on (the one table of their API
+/// groups, versions, kinds and plurals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkloadKind {
     Job,
     JobSet,
@@ -149,6 +150,16 @@ impl WorkloadKind {
             &GroupVersionKind::gvk(self.group(), self.version(), self.kind()),
             self.plural(),
         )
+    }
+
+    /// Condition types (with status `"True"`) that mean the workload has finished.
+    pub fn terminal_conditions(self) -> &'static [&'static str] {
+        match self {
+            WorkloadKind::Job => &["Complete", "Failed"],
+            WorkloadKind::JobSet => &["Completed", "Failed"],
+            WorkloadKind::PyTorchJob => &["Succeeded", "Failed"],
+            WorkloadKind::TrainJob => &["Complete", "Failed"],
+        }
     }
 
     /// Path of the boolean suspend field.
