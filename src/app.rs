@@ -151,11 +151,18 @@ impl App {
     }
 }
 
-/// The actuator for Kubernetes targets: the one place `serve` builds it.
-pub fn kubernetes_actuator(client: kube::Client) -> Arc<dyn Actuator> {
+/// The actuator for Kubernetes targets: the one place `serve` builds it. Pass the same
+/// `recreations` to [`start_kubernetes`], so a restart by recreation keeps its watch.
+pub fn kubernetes_actuator(
+    client: kube::Client,
+    recreations: Arc<crate::k8s::workload::Recreations>,
+) -> Arc<dyn Actuator> {
     Arc::new(crate::k8s::actuator::KubeActuator::new(
         client,
-        Default::default(),
+        crate::k8s::actuator::KubeActuatorOptions {
+            recreations,
+            ..Default::default()
+        },
     ))
 }
 
@@ -192,6 +199,60 @@ impl Actuator for TargetRouter {
     ) -> Result<Vec<crate::act::Checkpoint>, crate::act::ActError> {
         self.for_target(target).checkpoints(target).await
     }
+
+    async fn recall(
+        &self,
+        target: &crate::act::Target,
+        key: &str,
+    ) -> Result<Option<crate::act::ActionOutcome>, crate::act::ActError> {
+        self.for_target(target).recall(target, key).await
+    }
+}
+
+/// Sends each read of the investigating agent to the inspector of its target's kind.
+pub struct InspectorRouter {
+    pub simulated: Arc<dyn crate::agent::WorkloadInspector>,
+    pub kubernetes: Arc<dyn crate::agent::WorkloadInspector>,
+}
+
+impl InspectorRouter {
+    fn for_target(&self, t: &crate::act::Target) -> &Arc<dyn crate::agent::WorkloadInspector> {
+        match t {
+            crate::act::Target::Simulated { .. } => &self.simulated,
+            crate::act::Target::Kubernetes { .. } => &self.kubernetes,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::agent::WorkloadInspector for InspectorRouter {
+    async fn status(
+        &self,
+        target: &crate::act::Target,
+    ) -> Result<serde_json::Value, crate::agent::InspectFailed> {
+        self.for_target(target).status(target).await
+    }
+    async fn pods(
+        &self,
+        target: &crate::act::Target,
+    ) -> Result<Vec<crate::agent::PodInfo>, crate::agent::InspectFailed> {
+        self.for_target(target).pods(target).await
+    }
+    async fn events(
+        &self,
+        target: &crate::act::Target,
+        limit: usize,
+    ) -> Result<Vec<crate::agent::EventInfo>, crate::agent::InspectFailed> {
+        self.for_target(target).events(target, limit).await
+    }
+    async fn logs(
+        &self,
+        target: &crate::act::Target,
+        pod: Option<&str>,
+        tail: usize,
+    ) -> Result<Vec<String>, crate::agent::InspectFailed> {
+        self.for_target(target).logs(target, pod, tail).await
+    }
 }
 
 /// Discovery and leader election, running beside the engine (`serve` with `[kubernetes]`).
@@ -206,12 +267,19 @@ pub struct KubernetesRuntime {
 pub async fn start_kubernetes(
     client: kube::Client,
     engine: Arc<Engine>,
+    recreations: Arc<crate::k8s::workload::Recreations>,
 ) -> anyhow::Result<KubernetesRuntime> {
     let k = &engine.config().kubernetes;
     let settings = crate::k8s::leader::ElectionSettings::from_config(k)?;
     let election = crate::k8s::leader::start(client.clone(), engine.clone(), settings).await?;
     let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let discovery = crate::k8s::discovery::Discovery::new(client, engine);
+    let discovery = crate::k8s::discovery::Discovery::sharing(
+        client,
+        engine.clone(),
+        crate::k8s::discovery::Settings::from_config(engine.config()),
+        crate::k8s::discovery::WorkloadKind::ALL.to_vec(),
+        recreations,
+    );
     let discovery = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -709,10 +709,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    // A restart by recreation deletes the workload; discovery must know it was babysitter.
+    let recreations = Arc::new(crate::k8s::workload::Recreations::default());
     let actuator: Arc<dyn Actuator> = match &kube {
         Some(client) => Arc::new(crate::app::TargetRouter {
             simulated: sim.clone(),
-            kubernetes: crate::app::kubernetes_actuator(client.clone()),
+            kubernetes: crate::app::kubernetes_actuator(client.clone(), recreations.clone()),
         }),
         None => sim.clone(),
     };
@@ -727,7 +729,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let app = App::build(cfg, parts, false).await?;
     if let Some(inv) = app.engine.agent() {
-        let inspector = Arc::new(crate::agent::SimInspector::new(sim));
+        let simulated: Arc<dyn crate::agent::WorkloadInspector> =
+            Arc::new(crate::agent::SimInspector::new(sim));
+        // With a cluster, the agent reads Kubernetes workloads too (read-only).
+        let inspector: Arc<dyn crate::agent::WorkloadInspector> = match &kube {
+            Some(client) => Arc::new(crate::app::InspectorRouter {
+                simulated,
+                kubernetes: Arc::new(crate::k8s::inspector::KubeInspector::new(
+                    client.clone(),
+                    Default::default(),
+                )),
+            }),
+            None => simulated,
+        };
         app.engine
             .set_agent(Arc::new(inv.with_inspector(inspector)));
     }
@@ -738,7 +752,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // outcomes (a crash in between) are settled before the loop acts: here for a single
     // instance, by `Engine::set_leadership` when a replica gains the Lease.
     let k8s = match kube {
-        Some(client) => Some(crate::app::start_kubernetes(client, app.engine.clone()).await?),
+        Some(client) => {
+            Some(crate::app::start_kubernetes(client, app.engine.clone(), recreations).await?)
+        }
         None => {
             let recovered = app.engine.settle_unfinished_intents().await;
             if recovered != Default::default() {

@@ -365,6 +365,17 @@ impl Engine {
         now: f64,
     ) -> Step {
         let key = format!("{}/a{}/s{}", inc.id, inc.attempt, inc.next_step);
+        // The incident as it stands (this step decided) is durable before its intent: a replica
+        // that takes over after a crash right after the intent restores it at this step, and
+        // recovery moves it past the step instead of a new incident planning it again.
+        if let Err(e) = self
+            .h
+            .audit
+            .save_incident(&inc.id, &inc.run, inc.state.as_str(), &json!(inc))
+            .await
+        {
+            tracing::error!(incident = %inc.id, error = %e, "cannot persist incident");
+        }
         let intent = self
             .record(
                 EntryKind::ActionIntent,

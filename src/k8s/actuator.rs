@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::workload::{
     self, CONFIG_ANNOTATION, ConfigBinding, LAST_KEY_ANNOTATION, NOTE_ANNOTATION,
-    RESUME_ANNOTATION, RESUME_ENV, RestartMechanism, WorkloadKind, get_path, patch_at,
+    RESUME_ANNOTATION, RESUME_ENV, Recreations, RestartMechanism, WorkloadKind, get_path, patch_at,
 };
 use crate::act::{
     ActError, Action, ActionKind, ActionOutcome, Actuator, Checkpoint, CheckpointSelector,
@@ -53,6 +53,8 @@ pub struct KubeActuatorOptions {
     pub max_events: usize,
     /// How long a restart by recreation waits for the old object to disappear.
     pub recreate_timeout: Duration,
+    /// Shared with discovery, so a recreation does not end the workload's watch.
+    pub recreations: Arc<Recreations>,
 }
 
 impl Default for KubeActuatorOptions {
@@ -65,6 +67,7 @@ impl Default for KubeActuatorOptions {
             max_pods: 8,
             max_events: 20,
             recreate_timeout: Duration::from_secs(60),
+            recreations: Arc::new(Recreations::default()),
         }
     }
 }
@@ -306,10 +309,18 @@ impl KubeActuator {
         // Between the delete and the create the object exists only here: log the manifest so
         // that a crash in that window leaves it where a human can find it.
         tracing::info!(workload = %w.label(), manifest = %fresh, "recreating the workload to restart it from a checkpoint");
-        w.api
-            .delete(&w.name, &dp)
-            .await
-            .map_err(|e| kube_err(&format!("deleting {} to recreate it", w.label()), e))?;
+        if let Some(u) = &uid {
+            self.opts.recreations.mark(u);
+        }
+        if let Err(e) = w.api.delete(&w.name, &dp).await {
+            if let Some(u) = &uid {
+                self.opts.recreations.unmark(u);
+            }
+            return Err(kube_err(
+                &format!("deleting {} to recreate it", w.label()),
+                e,
+            ));
+        }
         let manifest: DynamicObject = serde_json::from_value(fresh.clone()).map_err(|e| {
             ActError::Failed(format!("{}: cannot rebuild the object: {e}", w.label()))
         })?;
@@ -955,6 +966,45 @@ impl Actuator for KubeActuator {
         let obj = self.fetch(&w).await?;
         workload::checkpoints(w.kind, &obj).map_err(no_checkpoint)
     }
+
+    /// Every changing action writes its key into `babysitter.dev/last-action-key` in the same
+    /// request as the change, so the workload itself says whether the action under `key`
+    /// happened: the annotation equals the key. Anything else (another key, no annotation, a
+    /// read-only action, a workload that is gone) is `None`: recovery then runs the action
+    /// under the same key, which `execute` keeps idempotent.
+    async fn recall(&self, target: &Target, key: &str) -> Result<Option<ActionOutcome>, ActError> {
+        let w = self.workload(target)?;
+        let obj = self.fetch(&w).await?;
+        Ok(recalled(&w, &obj, key))
+    }
+}
+
+/// The outcome `recall` reports when `obj` carries `key` as its last action key.
+fn recalled(w: &Workload, obj: &Value, key: &str) -> Option<ActionOutcome> {
+    let annotations = get_path(obj, &["metadata", "annotations"]);
+    let last = annotations
+        .and_then(|a| a.get(LAST_KEY_ANNOTATION))
+        .and_then(Value::as_str);
+    if last != Some(key) {
+        return None;
+    }
+    let resume = annotations
+        .and_then(|a| a.get(RESUME_ANNOTATION))
+        .and_then(Value::as_str);
+    Some(ActionOutcome {
+        detail: format!(
+            "{} carries {LAST_KEY_ANNOTATION}={key}: the action was applied before babysitter stopped; not repeated",
+            w.label()
+        ),
+        facts: json!({
+            "recalled": true,
+            "key": key,
+            "uid": get_path(obj, &["metadata", "uid"]),
+            "resource_version": get_path(obj, &["metadata", "resourceVersion"]),
+            "suspended": workload::is_suspended(w.kind, obj),
+            "resume_checkpoint": resume,
+        }),
+    })
 }
 
 /// Page is refused before the workload is read; kept as a value so the match stays exhaustive.

@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
@@ -47,69 +47,8 @@ pub const RUNBOOKS: &str = "babysitter.dev/runbooks";
 /// Chart overrides as a JSON object: `{"loss": "avg by ($RUN_LABEL) (my_loss{$RUNS})"}`.
 pub const CHARTS: &str = "babysitter.dev/charts";
 
-/// The workload kinds babysitter knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum WorkloadKind {
-    /// `batch/v1` Job.
-    Job,
-    /// `jobset.x-k8s.io/v1alpha2` JobSet.
-    JobSet,
-    /// `kubeflow.org/v1` PyTorchJob (training-operator v1).
-    PyTorchJob,
-    /// `trainer.kubeflow.org/v1alpha1` TrainJob (Kubeflow Trainer v2).
-    TrainJob,
-}
-
-impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 4] = [
-        WorkloadKind::Job,
-        WorkloadKind::JobSet,
-        WorkloadKind::PyTorchJob,
-        WorkloadKind::TrainJob,
-    ];
-
-    /// (group, version, kind, plural).
-    fn gvkp(self) -> (&'static str, &'static str, &'static str, &'static str) {
-        match self {
-            WorkloadKind::Job => ("batch", "v1", "Job", "jobs"),
-            WorkloadKind::JobSet => ("jobset.x-k8s.io", "v1alpha2", "JobSet", "jobsets"),
-            WorkloadKind::PyTorchJob => ("kubeflow.org", "v1", "PyTorchJob", "pytorchjobs"),
-            WorkloadKind::TrainJob => ("trainer.kubeflow.org", "v1alpha1", "TrainJob", "trainjobs"),
-        }
-    }
-
-    /// The API resource, for `Api::<DynamicObject>`.
-    pub fn api_resource(self) -> ApiResource {
-        let (g, v, k, p) = self.gvkp();
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p)
-    }
-
-    /// `apiVersion`, as in [`Target::Kubernetes`].
-    pub fn api_version(self) -> String {
-        self.api_resource().api_version
-    }
-
-    /// `kind`, as in [`Target::Kubernetes`].
-    pub fn kind(self) -> &'static str {
-        self.gvkp().2
-    }
-
-    /// Condition types (with status `"True"`) that mean the workload has finished.
-    fn terminal_conditions(self) -> &'static [&'static str] {
-        match self {
-            WorkloadKind::Job => &["Complete", "Failed"],
-            WorkloadKind::JobSet => &["Completed", "Failed"],
-            WorkloadKind::PyTorchJob => &["Succeeded", "Failed"],
-            WorkloadKind::TrainJob => &["Complete", "Failed"],
-        }
-    }
-}
-
-impl fmt::Display for WorkloadKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind())
-    }
-}
+/// The workload kinds babysitter knows: one table, in [`crate::k8s::workload`].
+pub use crate::k8s::workload::WorkloadKind;
 
 /// One workload: kind, namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -318,7 +257,7 @@ fn parse(
     Ok(WatchConfig {
         run,
         target: Target::Kubernetes {
-            api_version: kind.api_version(),
+            api_version: kind.api_version().to_string(),
             workload_kind: kind.kind().to_string(),
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -373,6 +312,8 @@ pub struct Discovery {
     settings: Settings,
     kinds: Vec<WorkloadKind>,
     tracked: Mutex<HashMap<WorkloadKey, Tracked>>,
+    /// Deletions that are the actuator's recreations (shared with this replica's actuator).
+    recreations: Arc<crate::k8s::workload::Recreations>,
 }
 
 /// Why discovery could not start.
@@ -395,12 +336,25 @@ impl Discovery {
         settings: Settings,
         kinds: Vec<WorkloadKind>,
     ) -> Arc<Discovery> {
+        Self::sharing(client, engine, settings, kinds, Arc::default())
+    }
+
+    /// Discovery that keeps the watch of a workload its actuator recreates (pass the same
+    /// `recreations` as the actuator's [`KubeActuatorOptions`](crate::k8s::actuator::KubeActuatorOptions)).
+    pub fn sharing(
+        client: kube::Client,
+        engine: Arc<Engine>,
+        settings: Settings,
+        kinds: Vec<WorkloadKind>,
+        recreations: Arc<crate::k8s::workload::Recreations>,
+    ) -> Arc<Discovery> {
         Arc::new(Discovery {
             client,
             engine,
             settings,
             kinds,
             tracked: Mutex::new(HashMap::new()),
+            recreations,
         })
     }
 
@@ -532,6 +486,16 @@ impl Discovery {
                     }
                 }
                 Ok(Event::Delete(obj)) => {
+                    let recreated = obj
+                        .metadata
+                        .uid
+                        .as_deref()
+                        .is_some_and(|u| self.recreations.take(u));
+                    if recreated {
+                        // babysitter deleted it to create it again: the watch goes on.
+                        tracing::info!(kind = %kind, name = ?obj.metadata.name, "workload recreated by babysitter: still watched");
+                        continue;
+                    }
                     if let Some(key) = key_of(kind, &obj) {
                         self.forget(&key, "workload deleted").await;
                     }
@@ -797,5 +761,9 @@ mod tests {
             "trainer.kubeflow.org/v1alpha1"
         );
         assert_eq!(WorkloadKind::Job.api_resource().group, "batch");
+        for k in WorkloadKind::ALL {
+            assert_eq!(k.api_resource().api_version, k.api_version(), "{k}");
+            assert_eq!(k.api_resource().kind, k.kind(), "{k}");
+        }
     }
 }

@@ -58,8 +58,9 @@ pub enum WorkloadError {
     },
 }
 
-/// The four workload kinds babysitter can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The four workload kinds babysitter discovers and acts on (the one table of their API
+/// groups, versions, kinds and plurals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkloadKind {
     Job,
     JobSet,
@@ -149,6 +150,16 @@ impl WorkloadKind {
             &GroupVersionKind::gvk(self.group(), self.version(), self.kind()),
             self.plural(),
         )
+    }
+
+    /// Condition types (with status `"True"`) that mean the workload has finished.
+    pub fn terminal_conditions(self) -> &'static [&'static str] {
+        match self {
+            WorkloadKind::Job => &["Complete", "Failed"],
+            WorkloadKind::JobSet => &["Completed", "Failed"],
+            WorkloadKind::PyTorchJob => &["Succeeded", "Failed"],
+            WorkloadKind::TrainJob => &["Complete", "Failed"],
+        }
     }
 
     /// Path of the boolean suspend field.
@@ -651,6 +662,50 @@ pub fn set_annotation(obj: &mut Value, key: &str, value: &str) {
     }
 }
 
+/// Workloads the actuator deleted in order to create them again (a restart from a checkpoint
+/// by recreation), by the deleted object's uid. Discovery does not end the watch of a workload
+/// whose deletion is one of these: the object comes back under the same name at once, and its
+/// incident (which is verifying that restart) goes on. Shared by the actuator and discovery of
+/// one replica; bounded, oldest forgotten first (a deletion discovery never saw).
+#[derive(Debug, Default)]
+pub struct Recreations {
+    uids: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+impl Recreations {
+    /// At most this many uids are remembered.
+    pub const CAPACITY: usize = 1024;
+
+    /// The actuator is about to delete the object with `uid` to recreate it.
+    pub fn mark(&self, uid: &str) {
+        if let Ok(mut u) = self.uids.lock() {
+            if u.len() >= Self::CAPACITY {
+                u.pop_front();
+            }
+            u.push_back(uid.to_string());
+        }
+    }
+
+    /// Was the deletion of `uid` a recreation? Answers `true` once per mark.
+    pub fn take(&self, uid: &str) -> bool {
+        let Ok(mut u) = self.uids.lock() else {
+            return false;
+        };
+        match u.iter().position(|x| x == uid) {
+            Some(i) => {
+                u.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The deletion of `uid` is no recreation after all (the delete request failed).
+    pub fn unmark(&self, uid: &str) {
+        self.take(uid);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -954,5 +1009,22 @@ mod tests {
         assert_eq!(truncate("abc", 5), "abc");
         assert_eq!(truncate("héllo", 2), "h…");
         assert_eq!(truncate("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn recreations_are_taken_once_and_bounded() {
+        let r = Recreations::default();
+        r.mark("u1");
+        assert!(!r.take("u2"));
+        assert!(r.take("u1"));
+        assert!(!r.take("u1"), "once");
+        for i in 0..=Recreations::CAPACITY {
+            r.mark(&format!("x{i}"));
+        }
+        assert!(!r.take("x0"), "the oldest is forgotten");
+        assert!(r.take(&format!("x{}", Recreations::CAPACITY)));
+        r.mark("u3");
+        r.unmark("u3");
+        assert!(!r.take("u3"));
     }
 }

@@ -9,7 +9,13 @@
 //!   merge patch: enough for flat objects like Leases), JSON patch, and server-side apply
 //!   with field ownership: applying a field another field manager set to a different value is a
 //!   409 Conflict, which is what makes a Lease exclusive; `?dryRun=All` stores nothing;
-//! - a resource that is not served (a CRD not installed) answers 404.
+//! - a resource that is not served (a CRD not installed) answers 404;
+//! - `labelSelector` / `fieldSelector` equality terms (`a=b,c=d`) filter lists and
+//!   DELETE of a collection (`deletecollection`), which answers with the deleted objects
+//!   (watches are not filtered);
+//! - `GET …/pods/{name}/log` answers the text set with [`FakeKube::set_log`];
+//! - [`FakeKube::hold`] makes matching requests take effect but never answer (a replica that
+//!   dies while its request is in flight).
 //!
 //! Every request is logged (method, path, query, content type, body) for assertions.
 #![allow(dead_code)]
@@ -70,12 +76,16 @@ pub const TRAINJOBS: Resource =
     Resource::new("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob");
 pub const LEASES: Resource = Resource::new("coordination.k8s.io", "v1", "leases", "Lease");
 pub const EVENTS: Resource = Resource::new("", "v1", "events", "Event");
+/// The Events babysitter posts (`events.k8s.io/v1`).
+pub const NEW_EVENTS: Resource = Resource::new("events.k8s.io", "v1", "events", "Event");
 pub const PODS: Resource = Resource::new("", "v1", "pods", "Pod");
 pub const CONFIGMAPS: Resource = Resource::new("", "v1", "configmaps", "ConfigMap");
 
 /// One logged request.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// Who sent it: the name given to [`FakeKube::client_as`] (empty for [`FakeKube::client`]).
+    pub client: String,
     pub method: String,
     pub path: String,
     pub query: String,
@@ -102,6 +112,10 @@ struct Store {
     owners: HashMap<Key, HashMap<String, String>>,
     history: Vec<WatchEv>,
     requests: Vec<Request>,
+    /// Pod logs by (namespace, pod).
+    logs: HashMap<(String, String), String>,
+    /// Requests (method, path) that take effect but are never answered.
+    holds: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -112,9 +126,10 @@ pub struct FakeKube {
 }
 
 impl FakeKube {
-    /// Serves Jobs, Leases, Events, Pods and ConfigMaps (no CRDs installed).
+    /// Serves Jobs, Leases, Events (core and events.k8s.io), Pods and ConfigMaps (no CRDs
+    /// installed).
     pub async fn start() -> FakeKube {
-        Self::serving(vec![JOBS, LEASES, EVENTS, PODS, CONFIGMAPS]).await
+        Self::serving(vec![JOBS, LEASES, EVENTS, NEW_EVENTS, PODS, CONFIGMAPS]).await
     }
 
     pub async fn serving(served: Vec<Resource>) -> FakeKube {
@@ -126,26 +141,56 @@ impl FakeKube {
             owners: HashMap::new(),
             history: Vec::new(),
             requests: Vec::new(),
+            logs: HashMap::new(),
+            holds: Vec::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let fake = FakeKube { url, store, tx };
-        let f = fake.clone();
+        fake.serve(listener, "");
+        fake
+    }
+
+    /// Serves the same store on `listener`, logging requests as sent by `who`.
+    fn serve(&self, listener: tokio::net::TcpListener, who: &str) {
+        let f = self.clone();
+        let who = who.to_string();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let f = f.clone();
-                async move { f.handle(method, uri, headers, body) }
+                let who = who.clone();
+                async move {
+                    let held = f.is_held(&method, uri.path());
+                    let res = f.handle(&who, method, uri, headers, body);
+                    if held {
+                        // It took effect; the caller never hears back.
+                        std::future::pending::<()>().await;
+                    }
+                    res
+                }
             },
         );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        fake
     }
 
     /// A client that talks plain HTTP to the fake, namespace `default`.
     pub fn client(&self) -> kube::Client {
-        let cfg = kube::Config::new(self.url.parse().expect("fake URL"));
+        Self::client_for(&self.url)
+    }
+
+    /// A client of the same fake (same objects) through its own port, so every request it
+    /// sends is logged with `client == who`: which replica did what.
+    pub async fn client_as(&self, who: &str) -> kube::Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        self.serve(listener, who);
+        Self::client_for(&url)
+    }
+
+    fn client_for(url: &str) -> kube::Client {
+        let cfg = kube::Config::new(url.parse().expect("fake URL"));
         kube::Client::try_from(cfg).expect("kube client")
     }
 
@@ -206,6 +251,38 @@ impl FakeKube {
         self.store.lock().unwrap().requests.clone()
     }
 
+    /// The text `GET …/pods/{pod}/log` answers.
+    pub fn set_log(&self, ns: &str, pod: &str, text: &str) {
+        self.store
+            .lock()
+            .unwrap()
+            .logs
+            .insert((ns.to_string(), pod.to_string()), text.to_string());
+    }
+
+    /// From now on, a `method` request to `path` takes effect but is never answered.
+    pub fn hold(&self, method: &str, path: &str) {
+        self.store
+            .lock()
+            .unwrap()
+            .holds
+            .push((method.to_string(), path.to_string()));
+    }
+
+    /// Answers every request again.
+    pub fn release_holds(&self) {
+        self.store.lock().unwrap().holds.clear();
+    }
+
+    fn is_held(&self, method: &Method, path: &str) -> bool {
+        self.store
+            .lock()
+            .unwrap()
+            .holds
+            .iter()
+            .any(|(m, p)| m == method.as_str() && p == path)
+    }
+
     fn store_obj(&self, st: &mut Store, key: Key, mut obj: Value, kind: &'static str) -> Value {
         st.rv += 1;
         let rv = st.rv;
@@ -247,7 +324,14 @@ impl FakeKube {
         Some(obj)
     }
 
-    fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    fn handle(
+        &self,
+        who: &str,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let query: HashMap<String, String> = uri
             .query()
             .map(|q| {
@@ -270,6 +354,7 @@ impl FakeKube {
             serde_json::from_slice(&body).ok()
         };
         self.store.lock().unwrap().requests.push(Request {
+            client: who.to_string(),
             method: method.to_string(),
             path: uri.path().to_string(),
             query: uri.query().unwrap_or_default().to_string(),
@@ -286,6 +371,25 @@ impl FakeKube {
             [plural] => (None, *plural, None),
             ["namespaces", ns, plural] => (Some(*ns), *plural, None),
             ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+            ["namespaces", ns, "pods", name, "log"] if group.is_empty() => {
+                let st = self.store.lock().unwrap();
+                let key = ("/v1/pods".to_string(), ns.to_string(), name.to_string());
+                if !st.objects.contains_key(&key) {
+                    return status(404, "NotFound", &format!("pods \"{name}\" not found"));
+                }
+                let text = st
+                    .logs
+                    .get(&(ns.to_string(), name.to_string()))
+                    .cloned()
+                    .unwrap_or_default();
+                let tail = query
+                    .get("tailLines")
+                    .and_then(|t| t.parse::<usize>().ok())
+                    .unwrap_or(usize::MAX);
+                let lines: Vec<&str> = text.lines().collect();
+                let kept = lines[lines.len().saturating_sub(tail)..].join("\n");
+                return (StatusCode::OK, [("content-type", "text/plain")], kept).into_response();
+            }
             _ => return status(404, "NotFound", &format!("no route {}", uri.path())),
         };
         let res = {
@@ -324,7 +428,9 @@ impl FakeKube {
                 let items: Vec<Value> = st
                     .objects
                     .iter()
-                    .filter(|(k, _)| k.0 == id && ns.is_none_or(|n| k.1 == n))
+                    .filter(|(k, v)| {
+                        k.0 == id && ns.is_none_or(|n| k.1 == n) && selected(v, &query)
+                    })
                     .map(|(_, v)| v.clone())
                     .collect();
                 let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok());
@@ -338,6 +444,34 @@ impl FakeKube {
                         "apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
                         "metadata": {"resourceVersion": st.rv.to_string()},
                         "items": items,
+                    }),
+                )
+            }
+            (Method::DELETE, None) => {
+                let id = res.id();
+                let mut st = self.store.lock().unwrap();
+                let keys: Vec<Key> = st
+                    .objects
+                    .iter()
+                    .filter(|(k, v)| {
+                        k.0 == id && ns.is_none_or(|n| k.1 == n) && selected(v, &query)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let mut gone = vec![];
+                for k in keys {
+                    if dry_run {
+                        gone.extend(st.objects.get(&k).cloned());
+                    } else {
+                        gone.extend(self.delete_obj(&mut st, &k));
+                    }
+                }
+                json_response(
+                    200,
+                    json!({
+                        "apiVersion": res.api_version(), "kind": format!("{}List", res.kind),
+                        "metadata": {"resourceVersion": st.rv.to_string()},
+                        "items": gone,
                     }),
                 )
             }
@@ -585,6 +719,33 @@ impl FakeKube {
             .body(Body::from_stream(stream))
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
     }
+}
+
+/// Does `obj` match the equality terms of the request's `labelSelector` and `fieldSelector`?
+fn selected(obj: &Value, query: &HashMap<String, String>) -> bool {
+    let terms = |key: &str| -> Vec<(String, String)> {
+        query
+            .get(key)
+            .map(|s| {
+                s.split(',')
+                    .filter(|t| !t.is_empty())
+                    .filter_map(|t| t.split_once('='))
+                    .map(|(k, v)| (k.trim_end_matches('=').to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let labels_ok = terms("labelSelector")
+        .iter()
+        .all(|(k, v)| obj["metadata"]["labels"].get(k).and_then(Value::as_str) == Some(v.as_str()));
+    let fields_ok = terms("fieldSelector").iter().all(|(k, v)| {
+        let mut cur = obj;
+        for seg in k.split('.') {
+            cur = &cur[seg];
+        }
+        cur.as_str() == Some(v.as_str())
+    });
+    labels_ok && fields_ok
 }
 
 /// Leaf paths (JSON pointers) of a patch: objects are walked, everything else is a leaf.

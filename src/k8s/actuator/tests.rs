@@ -142,6 +142,7 @@ async fn scenario(
         max_pods: 4,
         max_events: 2,
         recreate_timeout: Duration::from_secs(5),
+        recreations: Default::default(),
     };
     let act = KubeActuator::new(Client::new(svc, "default"), opts);
     let out = tokio::time::timeout(Duration::from_secs(10), act.execute(target, action, KEY))
@@ -1197,4 +1198,60 @@ fn action_names_are_camel_case() {
         pointer_segments("/spec/a~1b/c~0d"),
         vec!["spec", "a/b", "c~d"]
     );
+}
+
+/// `recall` against a mock server that answers one GET of the workload with `obj`.
+async fn recall_with(kind: WorkloadKind, obj: Value) -> Option<ActionOutcome> {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let want = path(kind);
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("a GET");
+        assert_eq!(req.method().as_str(), "GET");
+        assert_eq!(req.uri().path(), want);
+        assert_rbac_allows("GET", req.uri().path());
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&obj).expect("json")))
+                .expect("response"),
+        );
+    });
+    let act = KubeActuator::new(Client::new(svc, "default"), KubeActuatorOptions::default());
+    let out = act.recall(&target(kind), KEY).await.expect("recall reads");
+    server.await.expect("served");
+    out
+}
+
+#[tokio::test]
+async fn recall_reads_the_last_action_key_of_every_kind() {
+    for kind in WorkloadKind::ALL {
+        let mut done = with(
+            kind,
+            json!({"metadata": {"annotations": {
+                "babysitter.dev/last-action-key": KEY,
+                "babysitter.dev/resume-checkpoint": "2000"}}}),
+        );
+        workload::merge(&mut done, patch_at(kind.suspend_path(), json!(true)));
+        let out = recall_with(kind, done)
+            .await
+            .unwrap_or_else(|| panic!("{kind}: the key is on the workload"));
+        assert_eq!(out.facts["recalled"], json!(true));
+        assert_eq!(out.facts["key"], json!(KEY));
+        assert_eq!(out.facts["suspended"], json!(true), "{kind}");
+        assert_eq!(out.facts["resume_checkpoint"], json!("2000"));
+        assert!(
+            out.detail.contains(&format!(
+                "{}/ml/llm carries babysitter.dev/last-action-key=inc-7/step-2",
+                kind.kind()
+            )),
+            "{}",
+            out.detail
+        );
+        // Another key, or none: not done here.
+        let other = with(
+            kind,
+            json!({"metadata": {"annotations": {"babysitter.dev/last-action-key": "inc-7/step-1"}}}),
+        );
+        assert!(recall_with(kind, other).await.is_none(), "{kind}");
+        assert!(recall_with(kind, fixture(kind)).await.is_none(), "{kind}");
+    }
 }
