@@ -87,6 +87,15 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         // Without leader election the one instance leads.
         metrics.leader.set(1);
+        // Runbook checks ask the Prometheus the charts come from, with the very same client
+        // settings (URL, auth, headers such as X-Scope-OrgID, TLS, timeouts).
+        let checks: Option<Arc<dyn crate::runbook::CheckRunner>> = match &cfg.sources.prometheus {
+            Some(p) => Some(Arc::new(
+                crate::runbook::PrometheusChecks::from_config(p)
+                    .context("runbook checks on [sources.prometheus]")?,
+            )),
+            None => None,
+        };
         let handles = Handles {
             clock: parts.clock,
             source: parts.source,
@@ -94,6 +103,7 @@ impl App {
             pager: parts.pager,
             audit: Arc::new(audit),
             runbooks: Arc::new(runbooks),
+            checks,
         };
         let public = cfg.server.public_url.clone();
         // The optional investigator; workloads are read through nothing until the caller gives

@@ -87,6 +87,7 @@ async fn fixture(read_open: bool) -> Fixture {
         pager: ConsolePager::new(),
         audit,
         runbooks: Arc::new(crate::runbook::RunbookSet::embedded()),
+        checks: None,
     };
     let engine = Engine::new(Arc::new(cfg), handles, Arc::new(Metrics::new()));
     engine.start("test").await;
