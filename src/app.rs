@@ -46,19 +46,29 @@ pub fn load_runbooks(cfg: &Config) -> anyhow::Result<RunbookSet> {
     Ok(set)
 }
 
-/// A watch may only name runbooks that exist.
+/// A watch may only name runbooks that exist: every watch that names an unknown one is
+/// reported, one line each.
 pub fn check_watch_runbooks(cfg: &Config, runbooks: &RunbookSet) -> anyhow::Result<()> {
-    for (i, w) in cfg.watches.iter().enumerate() {
-        let unknown = runbooks.unknown_ids(&w.runbooks);
-        if !unknown.is_empty() {
-            anyhow::bail!(
-                "watches[{i}].runbooks (run `{}`): unknown runbook id(s) {}",
-                w.run,
-                unknown.join(", ")
-            );
-        }
+    let errors: Vec<String> = cfg
+        .watches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let unknown = runbooks.unknown_ids(&w.runbooks);
+            (!unknown.is_empty()).then(|| {
+                format!(
+                    "watches[{i}].runbooks (run `{}`): unknown runbook id(s) {}",
+                    w.run,
+                    unknown.join(", ")
+                )
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", errors.join("\n"))
     }
-    Ok(())
 }
 
 impl App {
