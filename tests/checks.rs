@@ -503,3 +503,48 @@ async fn a_silent_prometheus_costs_one_timeout_and_never_stalls_the_loop() {
     );
     drop(silent);
 }
+
+/// `babysitter check --config` prints every error of the file, each with `file:line` and the
+/// field, in file order, and fails.
+#[test]
+fn check_prints_every_config_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "poll_intervall = \"15s\"\nretention = \"soon\"\n\n[pagers.pd]\nkind = \"pagerduty\"\nrouting_key = \"k\"\n\n\
+         [sources.prometheus]\nurl = \"http://prom:9090\"\n\n\
+         [[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\nroute = \"pd\"\nautonomy = \"wild\"\nrunbooks = [\"nope\"]\n\n\
+         [[watches]]\nrun = \"b\"\ntarget = { kind = \"simulated\", run = \"b\" }\nroute = \"nowhere\"\nprofile = \"nvidia\"\n\
+         charts = { loss = \"rate(training_loss{$RUNS}[5m]\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_babysitter"))
+        .arg("check")
+        .arg("--config")
+        .arg(&file)
+        .current_dir(dir.path())
+        .env_remove("BABYSITTER_CONFIG")
+        .output()
+        .expect("run babysitter check");
+    assert!(!out.status.success());
+    let f = file.display().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<String> = stderr
+        .lines()
+        .map(|l| l.replacen(&f, "F", 1))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "F:1: poll_intervall: unknown field `poll_intervall`, expected one of `server`, `api`, `data_dir`, `audit`, `poll_interval`, `blind_page_after`, `retention`, `runbooks_dir`, `policy`, `detectors`, `pager`, `sources`, `pagers`, `routes`, `default_route`, `paging`, `watches`, `kubernetes`, `agent`",
+            "F:2: retention: invalid duration `soon` (expected number at 0); write e.g. \"90s\", \"10m\", \"1h\"",
+            "F:15: watches[0].autonomy: unknown variant `wild`, expected one of `observe`, `suggest`, `act`",
+            "F:21: watches[1].route: `nowhere` is neither a route nor a pager, and no default_route is set",
+            "F:22: watches[1].profile: unknown profile `nvidia` (known: generic, dcgm, kube_state_metrics)",
+            "F:23: watches[1].charts.loss: the PromQL does not parse: unclosed left parenthesis",
+            "F:16: watches[0].runbooks (run `a`): unknown runbook id(s) nope",
+        ],
+        "{stderr}"
+    );
+}
