@@ -1211,7 +1211,6 @@ impl Config {
         if let Some(c) = &cfg {
             issues.extend(c.semantic_issues(Some(&file), Some(&locate)));
         }
-        let mut cfg = cfg;
         if let Some(c) = cfg.as_mut() {
             c.source = Some(ConfigSource {
                 path: file.clone(),
@@ -1288,7 +1287,9 @@ impl Config {
             let text = e.to_string();
             let message = text.strip_prefix("configuration: ").unwrap_or(&text);
             // Already reported above, with its line.
-            let dup = out.iter().any(|i| message == format!("{}: {}", i.field, i.message));
+            let dup = out
+                .iter()
+                .any(|i| message == format!("{}: {}", i.field, i.message));
             let profile_dup = out.iter().any(|i| i.field.ends_with(".profile"))
                 && message.contains("unknown profile");
             if !dup && !profile_dup {
@@ -1439,10 +1440,12 @@ fn remove_at(v: &mut serde_json::Value, path: &[String]) -> bool {
                 Some(x) => x,
                 None => return false,
             },
-            serde_json::Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(x) => x,
-                None => return false,
-            },
+            serde_json::Value::Array(a) => {
+                match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                    Some(x) => x,
+                    None => return false,
+                }
+            }
             _ => return false,
         };
     }
@@ -1514,7 +1517,9 @@ fn toml_line(text: &str, path: &[String]) -> Option<usize> {
             found = Some(h + 1);
             start = h + 1;
             end = (start..lines.len())
-                .find(|&k| header(lines[k]).is_some_and(|(_, n)| !n.starts_with(&format!("{dotted}."))))
+                .find(|&k| {
+                    header(lines[k]).is_some_and(|(_, n)| !n.starts_with(&format!("{dotted}.")))
+                })
                 .unwrap_or(lines.len());
             prefix = name;
             i += if next_is_index.is_some() { 2 } else { 1 };
@@ -1569,7 +1574,9 @@ fn yaml_line(text: &str, path: &[String]) -> Option<usize> {
                 if indent(l) < min_indent && k > from {
                     break;
                 }
-                let key = t.split_once(':').map(|(k, _)| k.trim().trim_matches(['"', '\'']));
+                let key = t
+                    .split_once(':')
+                    .map(|(k, _)| k.trim().trim_matches(['"', '\'']));
                 if key == Some(seg.as_str()) {
                     hit = Some((k, indent(l) + 1));
                     break;
@@ -2054,10 +2061,11 @@ ml-oncall = ["oncall-pd", "slack-ml"]
     #[test]
     fn a_good_file_has_no_issues() {
         assert_eq!(
-            check_text("c.toml", "poll_interval = \"15s\"\n[[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\n"),
+            check_text(
+                "c.toml",
+                "poll_interval = \"15s\"\n[[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\n"
+            ),
             Vec::<String>::new()
         );
     }
-
 }
-

@@ -364,8 +364,7 @@ async fn promql_answers_first_then_charts_then_unknown() {
     let origin = origin();
     let mut prom = Prometheus::start(&bin, &promtool, &history(origin)).await;
     let mut pcfg = PrometheusConfig::new(prom.url());
-    pcfg.headers
-        .insert("X-Scope-OrgID".into(), "team-a".into());
+    pcfg.headers.insert("X-Scope-OrgID".into(), "team-a".into());
     let runner = PrometheusChecks::from_config(&pcfg).expect("runner");
     let s = setup(origin, Some(Arc::new(runner))).await;
 
@@ -383,7 +382,12 @@ async fn promql_answers_first_then_charts_then_unknown() {
     assert_eq!(hot["query"], "test_gpu_temp_celsius{run=\"run-a\"}");
     let quota = &d["checks"][1];
     assert_eq!(
-        (&quota["id"], &quota["source"], &quota["outcome"], &quota["value"]),
+        (
+            &quota["id"],
+            &quota["source"],
+            &quota["outcome"],
+            &quota["value"]
+        ),
         (
             &Value::from("quota"),
             &Value::from("promql"),
@@ -428,7 +432,10 @@ async fn promql_answers_first_then_charts_then_unknown() {
     prom.kill();
     let started = Instant::now();
     let (checks, steps) = s.dry_run().await;
-    assert!(started.elapsed() < CHECK_LIMITS.timeout, "a refused connection is not waited on");
+    assert!(
+        started.elapsed() < CHECK_LIMITS.timeout,
+        "a refused connection is not waited on"
+    );
     assert_eq!(
         (&checks[0]["source"], &checks[0]["outcome"]),
         (&Value::from("chart"), &Value::from("false")),
@@ -530,10 +537,7 @@ fn check_prints_every_config_error_with_its_line() {
     assert!(!out.status.success());
     let f = file.display().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<String> = stderr
-        .lines()
-        .map(|l| l.replacen(&f, "F", 1))
-        .collect();
+    let lines: Vec<String> = stderr.lines().map(|l| l.replacen(&f, "F", 1)).collect();
     assert_eq!(
         lines,
         [

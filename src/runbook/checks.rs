@@ -749,9 +749,12 @@ mod tests {
         let r = evaluate_all(&checks, "run-a", Some(&Hung), Some(&c), 120.0, limits).await;
         // Two rounds (2 + 1 queries) of one 2 s deadline each; every check answered by the chart.
         assert_eq!(started.elapsed(), Duration::from_secs(4));
-        assert!(r.iter().all(|r| r.outcome == Outcome::True
-            && r.source == CheckSource::Chart
-            && r.detail.starts_with("Prometheus did not answer (no answer within 2s); ")));
+        assert!(r.iter().all(|r| {
+            r.outcome == Outcome::True
+                && r.source == CheckSource::Chart
+                && r.detail
+                    .starts_with("Prometheus did not answer (no answer within 2s); ")
+        }));
         assert_eq!(
             r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["c0", "c1", "c2"]
