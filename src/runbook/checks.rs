@@ -840,6 +840,40 @@ mod tests {
         assert_eq!(r[0].value, Some(1.0));
     }
 
+    #[tokio::test]
+    async fn prometheus_runner_from_config_sends_the_sources_auth_and_tenant() {
+        use axum::http::HeaderMap;
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let ok = h("x-scope-orgid") == "team-a" && h("authorization") == "Bearer s3cret";
+                axum::Json(serde_json::json!({"status": "success", "data": {
+                    "resultType": "scalar", "result": [1.0, if ok { "7" } else { "-1" }]}}))
+            }),
+        );
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut cfg =
+            crate::sources::prometheus::settings::PrometheusConfig::new(format!("http://{addr}/"));
+        cfg.headers.insert("X-Scope-OrgID".into(), "team-a".into());
+        cfg.bearer_token = Some(crate::sources::prometheus::settings::Secret(
+            "s3cret".into(),
+        ));
+        let runner = match PrometheusChecks::from_config(&cfg) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(runner.instant("vector(7)", 1.0).await, Ok(Some(7.0)));
+    }
+
     #[test]
     fn promql_parses_or_says_why() {
         assert_eq!(parse_promql("increase(x{run=\"$run\"}[30m]) > 0"), Ok(()));
