@@ -1208,6 +1208,26 @@ impl Config {
                 break;
             }
         }
+        if let Some(c) = cfg.as_mut()
+            && let Some(tf) = c.api.tokens_file.clone()
+        {
+            // Read like at start-up: its tokens count for the checks below.
+            match std::fs::read_to_string(&tf)
+                .map_err(|e| ConfigError::File {
+                    path: tf.display().to_string(),
+                    message: e.to_string(),
+                })
+                .and_then(|t| parse_tokens_file(&tf, &t))
+            {
+                Ok(tokens) => c.api.tokens.extend(tokens),
+                Err(e) => issues.push(issue(
+                    Some(&file),
+                    locate(&["api".to_string(), "tokens_file".to_string()]),
+                    "api.tokens_file",
+                    e.to_string(),
+                )),
+            }
+        }
         if let Some(c) = &cfg {
             issues.extend(c.semantic_issues(Some(&file), Some(&locate)));
         }
@@ -2055,6 +2075,19 @@ ml-oncall = ["oncall-pd", "slack-ml"]
                 "11: watches[1].target.kind: unknown variant `teleport`, expected one of `simulated`, `kubernetes`",
                 "12: watches[1].bogus: unknown field `bogus`, expected one of `run`, `target`, `autonomy`, `route`, `runbooks`, `detectors`, `profile`, `charts`",
             ]
+        );
+    }
+
+    #[test]
+    fn check_reads_the_tokens_file_like_start_up() {
+        let issues = check_text(
+            "c.toml",
+            "[api]\nread_open = false\ntokens_file = \"/nonexistent/tokens\"\n",
+        );
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].starts_with("3: api.tokens_file: /nonexistent/tokens: "),
+            "{issues:?}"
         );
     }
 
