@@ -46,19 +46,29 @@ pub fn load_runbooks(cfg: &Config) -> anyhow::Result<RunbookSet> {
     Ok(set)
 }
 
-/// A watch may only name runbooks that exist.
+/// A watch may only name runbooks that exist: every watch that names an unknown one is
+/// reported, one line each.
 pub fn check_watch_runbooks(cfg: &Config, runbooks: &RunbookSet) -> anyhow::Result<()> {
-    for (i, w) in cfg.watches.iter().enumerate() {
-        let unknown = runbooks.unknown_ids(&w.runbooks);
-        if !unknown.is_empty() {
-            anyhow::bail!(
-                "watches[{i}].runbooks (run `{}`): unknown runbook id(s) {}",
-                w.run,
-                unknown.join(", ")
-            );
-        }
+    let errors: Vec<String> = cfg
+        .watches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let unknown = runbooks.unknown_ids(&w.runbooks);
+            (!unknown.is_empty()).then(|| {
+                format!(
+                    "watches[{i}].runbooks (run `{}`): unknown runbook id(s) {}",
+                    w.run,
+                    unknown.join(", ")
+                )
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", errors.join("\n"))
     }
-    Ok(())
 }
 
 impl App {
@@ -87,6 +97,15 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         // Without leader election the one instance leads.
         metrics.leader.set(1);
+        // Runbook checks ask the Prometheus the charts come from, with the very same client
+        // settings (URL, auth, headers such as X-Scope-OrgID, TLS, timeouts).
+        let checks: Option<Arc<dyn crate::runbook::CheckRunner>> = match &cfg.sources.prometheus {
+            Some(p) => Some(Arc::new(
+                crate::runbook::PrometheusChecks::from_config(p)
+                    .context("runbook checks on [sources.prometheus]")?,
+            )),
+            None => None,
+        };
         let handles = Handles {
             clock: parts.clock,
             source: parts.source,
@@ -94,6 +113,7 @@ impl App {
             pager: parts.pager,
             audit: Arc::new(audit),
             runbooks: Arc::new(runbooks),
+            checks,
         };
         let public = cfg.server.public_url.clone();
         // The optional investigator; workloads are read through nothing until the caller gives

@@ -407,13 +407,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
     use crate::runbook::RunbookErrors;
     let mut ok = true;
-    let cfg = match Config::load(config.as_deref()) {
-        Ok(c) => {
+    // Every problem of the file, each with its field (and line when the file shows it).
+    let (cfg, issues) = Config::check_file(config.as_deref());
+    for i in &issues {
+        eprintln!("{i}");
+    }
+    let cfg = match cfg {
+        Some(c) if issues.is_empty() => {
             println!("config: OK ({} watches)", c.watches.len());
             Some(c)
         }
-        Err(e) => {
-            eprintln!("{e}");
+        // Read, but wrong: the runbooks are still checked against it.
+        Some(c) => {
+            ok = false;
+            Some(c)
+        }
+        None => {
             ok = false;
             None
         }
@@ -478,9 +487,28 @@ fn check(config: Option<PathBuf>, runbooks: Option<PathBuf>) -> ExitCode {
                 eprintln!("{routes}");
                 ok = false;
             }
-            if let Err(e) = crate::app::check_watch_runbooks(&cfg, &set) {
-                eprintln!("{e:#}");
+            // Each watch naming an unknown runbook, at its line in the file.
+            for (i, w) in cfg.watches.iter().enumerate() {
+                let unknown = set.unknown_ids(&w.runbooks);
+                if unknown.is_empty() {
+                    continue;
+                }
                 ok = false;
+                let at = match config.as_deref() {
+                    Some(file) => {
+                        let idx = i.to_string();
+                        match crate::config::field_line(file, &["watches", &idx, "runbooks"]) {
+                            Some(line) => format!("{}:{line}: ", file.display()),
+                            None => format!("{}: ", file.display()),
+                        }
+                    }
+                    None => String::new(),
+                };
+                eprintln!(
+                    "{at}watches[{i}].runbooks (run `{}`): unknown runbook id(s) {}",
+                    w.run,
+                    unknown.join(", ")
+                );
             }
         }
         Err(e) => {

@@ -1072,6 +1072,550 @@ pub mod duration_map {
     }
 }
 
+/// One problem of a config file, as `babysitter check` prints it:
+/// `file:line: field: message` (the line when the file shows where the field is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    /// The field as written in the file: `watches[0].autonomy`; empty for the whole file.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            (None, _) => f.write_str("configuration: ")?,
+        }
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl Config {
+    /// Every problem of a config file that can be found, not only the first (`babysitter
+    /// check`): each field that does not deserialize (unknown field, bad duration, invalid
+    /// enum value, …) is reported and taken out, and deserialization tried again, until the
+    /// rest of the file reads; then the settings are checked as a whole (watches' routes and
+    /// profiles, PromQL of chart overrides, and [`Config::validate`]). The config is returned
+    /// when the file reads (it may still have issues); issues are in file order.
+    pub fn check_file(path: Option<&Path>) -> (Option<Config>, Vec<ConfigIssue>) {
+        let Some(path) = path else {
+            return match Config::load(None) {
+                Ok(c) => {
+                    let issues = c.semantic_issues(None, None);
+                    (Some(c), issues)
+                }
+                Err(e) => (None, vec![issue(None, None, "", e.to_string())]),
+            };
+        };
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return (None, vec![issue(Some(&file), None, "", e.to_string())]),
+        };
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("yml")
+        );
+        let parsed: Result<serde_json::Value, (Option<usize>, String)> = if yaml {
+            serde_saphyr::from_str(&text).map_err(|e| (None, e.to_string()))
+        } else {
+            toml::from_str(&text).map_err(|e| {
+                let line = e.span().map(|s| line_at(&text, s.start));
+                (line, e.message().trim().to_string())
+            })
+        };
+        let mut value = match parsed {
+            Ok(v) => v,
+            Err((line, message)) => return (None, vec![issue(Some(&file), line, "", message)]),
+        };
+        let locate = |path: &[String]| {
+            if yaml {
+                yaml_line(&text, path)
+            } else {
+                toml_line(&text, path)
+            }
+        };
+        let mut issues = Vec::new();
+        let mut removed = Removed::default();
+        let fields = config_fields();
+        let mut cfg = None;
+        // Each round takes one bad field out; a file has far fewer than this many.
+        for _ in 0..256 {
+            let fig = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Serialized::defaults(value.clone()))
+                .merge(
+                    Env::prefixed("BABYSITTER_")
+                        .filter({
+                            let fields = fields.clone();
+                            move |key| {
+                                let top = key.as_str().split("__").next().unwrap_or_default();
+                                fields.iter().any(|f| f.eq_ignore_ascii_case(top))
+                            }
+                        })
+                        .split("__"),
+                );
+            let err = match fig.extract::<Config>() {
+                Ok(c) => {
+                    cfg = Some(c);
+                    break;
+                }
+                Err(e) => e,
+            };
+            let mut progressed = false;
+            for e in err {
+                let cur: Vec<String> = e.path.clone();
+                let (owner, caused_by_us) = match &e.kind {
+                    // The field is missing from its mapping: the mapping is what goes.
+                    figment::error::Kind::MissingField(name) => {
+                        let owner: Vec<String> = if cur.last().map(String::as_str) == Some(name) {
+                            cur[..cur.len() - 1].to_vec()
+                        } else {
+                            cur.clone()
+                        };
+                        let ours = removed.emptied(&removed.original(&owner));
+                        (owner, ours)
+                    }
+                    _ => (cur.clone(), false),
+                };
+                let orig = removed.original(&cur);
+                if !caused_by_us {
+                    let from_env = e
+                        .metadata
+                        .as_ref()
+                        .is_some_and(|m| m.name.contains("environment"));
+                    let (f, line) = if from_env {
+                        (None, None)
+                    } else {
+                        (Some(file.as_str()), locate(&orig))
+                    };
+                    issues.push(issue(f, line, &field_name(&orig), figment_message(&e.kind)));
+                }
+                let owner_orig = removed.original(&owner);
+                if remove_at(&mut value, &owner) {
+                    removed.note(&owner_orig);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if let Some(c) = cfg.as_mut()
+            && let Some(tf) = c.api.tokens_file.clone()
+        {
+            // Read like at start-up: its tokens count for the checks below.
+            match std::fs::read_to_string(&tf)
+                .map_err(|e| ConfigError::File {
+                    path: tf.display().to_string(),
+                    message: e.to_string(),
+                })
+                .and_then(|t| parse_tokens_file(&tf, &t))
+            {
+                Ok(tokens) => c.api.tokens.extend(tokens),
+                Err(e) => issues.push(issue(
+                    Some(&file),
+                    locate(&["api".to_string(), "tokens_file".to_string()]),
+                    "api.tokens_file",
+                    e.to_string(),
+                )),
+            }
+        }
+        if let Some(c) = &cfg {
+            issues.extend(c.semantic_issues(Some(&file), Some(&locate)));
+        }
+        if let Some(c) = cfg.as_mut() {
+            c.source = Some(ConfigSource {
+                path: file.clone(),
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+            });
+        }
+        issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+        (cfg, issues)
+    }
+
+    /// Problems of settings that read: each watch's route and profile, the PromQL of its chart
+    /// overrides, then whatever [`Config::validate`] finds beyond those.
+    #[allow(clippy::type_complexity)]
+    fn semantic_issues(
+        &self,
+        file: Option<&str>,
+        locate: Option<&dyn Fn(&[String]) -> Option<usize>>,
+    ) -> Vec<ConfigIssue> {
+        let at = |path: &[&str]| -> Option<usize> {
+            let p: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+            locate.and_then(|l| l(&p))
+        };
+        let mut out = Vec::new();
+        let resolves = |r: &str| self.routes.contains_key(r) || self.pagers.contains_key(r);
+        for (i, w) in self.watches.iter().enumerate() {
+            let idx = i.to_string();
+            if !self.pagers.is_empty() && self.default_route.is_none() && !resolves(&w.route) {
+                out.push(issue(
+                    file,
+                    at(&["watches", &idx, "route"]),
+                    &format!("watches[{i}].route"),
+                    format!(
+                        "`{}` is neither a route nor a pager, and no default_route is set",
+                        w.route
+                    ),
+                ));
+            }
+            if let Some(p) = &self.sources.prometheus {
+                let sel = w.profile.as_ref().unwrap_or(&p.default_profile);
+                for name in sel.names() {
+                    if let Err(e) = crate::sources::prometheus::profile::builtin(name.trim()) {
+                        out.push(issue(
+                            file,
+                            at(&["watches", &idx, "profile"]),
+                            &format!("watches[{i}].profile"),
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+            for (key, t) in &w.charts {
+                if t.is_off() {
+                    continue;
+                }
+                // The placeholders filled in for a batch of runs, so the parser sees PromQL.
+                let expr = t
+                    .expr
+                    .replace("$POD_RUN_LABEL", "label_run")
+                    .replace("$POD_RUNS", "label_run=~\"a|b\"")
+                    .replace("$RUN_LABEL", "run")
+                    .replace("$RUNS", "run=~\"a|b\"");
+                if let Err(e) = crate::runbook::checks::parse_promql(&expr) {
+                    let k = key.to_string();
+                    out.push(issue(
+                        file,
+                        at(&["watches", &idx, "charts", &k]),
+                        &format!("watches[{i}].charts.{k}"),
+                        format!("the PromQL does not parse: {e}"),
+                    ));
+                }
+            }
+        }
+        if let Err(e) = self.validate() {
+            let text = e.to_string();
+            let message = text.strip_prefix("configuration: ").unwrap_or(&text);
+            // Already reported above, with its line.
+            let dup = out
+                .iter()
+                .any(|i| message == format!("{}: {}", i.field, i.message));
+            let profile_dup = out.iter().any(|i| i.field.ends_with(".profile"))
+                && message.contains("unknown profile");
+            if !dup && !profile_dup {
+                let (field, rest) = match message.split_once(": ") {
+                    Some((f, r)) if !f.contains(' ') || f.starts_with("watches[") => (f, r),
+                    _ => ("", message),
+                };
+                let path = field_path(field);
+                let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+                out.push(issue(file, at(&refs), field, rest.to_string()));
+            }
+        }
+        out
+    }
+}
+
+/// The line of a field (`["watches", "0", "runbooks"]`) in a config file, when it shows; for
+/// checks made outside this module (`babysitter check` on watches' runbook ids).
+pub fn field_line(file: &Path, path: &[&str]) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("yaml") | Some("yml") => yaml_line(&text, &path),
+        _ => toml_line(&text, &path),
+    }
+}
+
+fn issue(file: Option<&str>, line: Option<usize>, field: &str, message: String) -> ConfigIssue {
+    ConfigIssue {
+        file: file.map(str::to_string),
+        line,
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// `watches[0].autonomy` from `["watches", "0", "autonomy"]`.
+fn field_name(path: &[String]) -> String {
+    let mut s = String::new();
+    for p in path {
+        if p.parse::<usize>().is_ok() {
+            s.push_str(&format!("[{p}]"));
+        } else {
+            if !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(p);
+        }
+    }
+    s
+}
+
+/// `["watches", "0", "route"]` from `watches[0].route` (what [`Config::validate`] names).
+fn field_path(field: &str) -> Vec<String> {
+    field
+        .split(['.', '[', ']'])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split(' ').next().unwrap_or(s).to_string())
+        .collect()
+}
+
+/// figment's message without its own "for key … in …" suffix (the issue names the field).
+fn figment_message(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownField(found, expected) => format!(
+            "unknown field `{found}`, expected one of {}",
+            expected
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Kind::UnknownVariant(found, expected) => format!(
+            "unknown variant `{found}`, expected one of {}",
+            expected
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Kind::MissingField(name) => format!("missing field `{name}`"),
+        other => other.to_string(),
+    }
+}
+
+/// What [`Config::check_file`] took out of the file so far, in the file's own coordinates.
+#[derive(Default)]
+struct Removed {
+    /// Array path → the original indices removed from it.
+    elements: BTreeMap<Vec<String>, Vec<usize>>,
+    /// Paths removed (tables' keys and array elements).
+    paths: Vec<Vec<String>>,
+}
+
+impl Removed {
+    /// The file's path of a path in the current (reduced) value.
+    fn original(&self, cur: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(cur.len());
+        for seg in cur {
+            match (seg.parse::<usize>(), self.elements.get(&out)) {
+                (Ok(mut i), Some(gone)) => {
+                    // The i-th remaining element: skip the removed ones before it.
+                    let mut orig = 0;
+                    loop {
+                        if !gone.contains(&orig) {
+                            if i == 0 {
+                                break;
+                            }
+                            i -= 1;
+                        }
+                        orig += 1;
+                    }
+                    out.push(orig.to_string());
+                }
+                _ => out.push(seg.clone()),
+            }
+        }
+        out
+    }
+
+    fn note(&mut self, orig: &[String]) {
+        if let Some((last, parent)) = orig.split_last()
+            && let Ok(i) = last.parse::<usize>()
+        {
+            self.elements.entry(parent.to_vec()).or_default().push(i);
+        }
+        self.paths.push(orig.to_vec());
+    }
+
+    /// Did we take a field out of this mapping (so a missing field there is our doing)?
+    fn emptied(&self, owner: &[String]) -> bool {
+        self.paths
+            .iter()
+            .any(|p| p.len() > owner.len() && p.starts_with(owner))
+    }
+}
+
+/// Removes the value at `path` (object keys, array indices); false if there is none.
+fn remove_at(v: &mut serde_json::Value, path: &[String]) -> bool {
+    let Some((last, parent)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = v;
+    for seg in parent {
+        cur = match cur {
+            serde_json::Value::Object(m) => match m.get_mut(seg) {
+                Some(x) => x,
+                None => return false,
+            },
+            serde_json::Value::Array(a) => {
+                match seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                    Some(x) => x,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+    }
+    match cur {
+        serde_json::Value::Object(m) => m.remove(last).is_some(),
+        serde_json::Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The 1-based line of byte offset `at`.
+fn line_at(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key of a TOML line (`key = …`, `"key" = …`), if it is one.
+fn toml_key(line: &str) -> Option<&str> {
+    let (k, _) = line.split_once('=')?;
+    Some(k.trim().trim_matches('"'))
+}
+
+/// The line of a field in a TOML file: the `[table]` / n-th `[[array]]` header of its longest
+/// prefix, then the key's line within that section (or a dotted key / inline table on it).
+fn toml_line(text: &str, path: &[String]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let header = |l: &str| -> Option<(bool, String)> {
+        let t = l.trim();
+        if let Some(h) = t.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            return Some((true, h.0.trim().to_string()));
+        }
+        t.strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .map(|h| (false, h.0.trim().to_string()))
+    };
+    // Walk the path: `table.sub` headers and `[[array]]` occurrences narrow the section.
+    let (mut start, mut end) = (0usize, lines.len());
+    let mut prefix: Vec<&str> = Vec::new();
+    let mut i = 0;
+    let mut found = None;
+    while i < path.len() {
+        let seg = path[i].as_str();
+        let next_is_index = path.get(i + 1).and_then(|s| s.parse::<usize>().ok());
+        let mut name = prefix.clone();
+        name.push(seg);
+        let dotted = name.join(".");
+        let section = match next_is_index {
+            Some(n) => lines[start..end]
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| header(l) == Some((true, dotted.clone())))
+                .nth(n)
+                .map(|(k, _)| start + k),
+            None => lines[start..end]
+                .iter()
+                .position(|l| header(l) == Some((false, dotted.clone())))
+                .map(|k| start + k),
+        };
+        if let Some(h) = section {
+            found = Some(h + 1);
+            start = h + 1;
+            end = (start..lines.len())
+                .find(|&k| {
+                    header(lines[k]).is_some_and(|(_, n)| !n.starts_with(&format!("{dotted}.")))
+                })
+                .unwrap_or(lines.len());
+            prefix = name;
+            i += if next_is_index.is_some() { 2 } else { 1 };
+            continue;
+        }
+        // A key of this section (before any sub-table header).
+        let own_end = (start..end)
+            .find(|&k| header(lines[k]).is_some())
+            .unwrap_or(end);
+        if let Some(k) = (start..own_end).find(|&k| {
+            toml_key(lines[k]).is_some_and(|key| key == seg || key.starts_with(&format!("{seg}.")))
+        }) {
+            return Some(k + 1);
+        }
+        return found;
+    }
+    found
+}
+
+/// The line of a field in a YAML file: each key at a deeper indent than its parent, the n-th
+/// `- ` item for an index.
+fn yaml_line(text: &str, path: &[String]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (mut from, mut min_indent, mut found) = (0usize, 0usize, None);
+    for seg in path {
+        let mut hit = None;
+        if let Ok(n) = seg.parse::<usize>() {
+            let mut count = 0;
+            for (k, l) in lines.iter().enumerate().skip(from) {
+                let t = l.trim_start();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                if indent(l) < min_indent && k > from {
+                    break;
+                }
+                if t.starts_with("- ") || t == "-" {
+                    if count == n {
+                        hit = Some((k, indent(l) + 2));
+                        break;
+                    }
+                    count += 1;
+                }
+            }
+        } else {
+            for (k, l) in lines.iter().enumerate().skip(from) {
+                let t = l.trim_start().trim_start_matches("- ");
+                if l.trim().is_empty() || l.trim_start().starts_with('#') {
+                    continue;
+                }
+                if indent(l) < min_indent && k > from {
+                    break;
+                }
+                let key = t
+                    .split_once(':')
+                    .map(|(k, _)| k.trim().trim_matches(['"', '\'']));
+                if key == Some(seg.as_str()) {
+                    hit = Some((k, indent(l) + 1));
+                    break;
+                }
+            }
+        }
+        match hit {
+            Some((k, ind)) => {
+                found = Some(k + 1);
+                // A list item's own key (`- run: a`) may be the next segment on the same line.
+                from = k;
+                min_indent = ind;
+            }
+            None => return found,
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1481,6 +2025,80 @@ ml-oncall = ["oncall-pd", "slack-ml"]
         bad(
             format!("{base}default_autonomy = \"act\"\nmax_autonomy = \"observe\"\n"),
             "kubernetes.default_autonomy",
+        );
+    }
+
+    fn check_text(name: &str, text: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let (_, issues) = Config::check_file(Some(&p));
+        let prefix = format!("{}:", p.display());
+        issues
+            .iter()
+            .map(|i| i.to_string().replacen(&prefix, "", 1))
+            .collect()
+    }
+
+    #[test]
+    fn check_reports_every_error_of_a_toml_file_with_its_line() {
+        let text = "poll_intervall = \"15s\"\nretention = \"soon\"\n\n[policy]\nread_only = true\ncolour = \"red\"\n\n\
+                    [sources.prometheus]\nurl = \"http://prom:9090\"\n\n\
+                    [[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\nautonomy = \"wild\"\n\n\
+                    [[watches]]\nrun = \"b\"\ntarget = { kind = \"simulated\", run = \"b\" }\nprofile = \"nvidia\"\n\
+                    charts = { loss = \"max by ($RUN_LABEL) (training_loss{$RUNS}\" }\n";
+        let issues = check_text("c.toml", text);
+        assert_eq!(
+            issues,
+            [
+                "1: poll_intervall: unknown field `poll_intervall`, expected one of `server`, `api`, `data_dir`, `audit`, `poll_interval`, `blind_page_after`, `retention`, `runbooks_dir`, `policy`, `detectors`, `pager`, `sources`, `pagers`, `routes`, `default_route`, `paging`, `watches`, `kubernetes`, `agent`",
+                "2: retention: invalid duration `soon` (expected number at 0); write e.g. \"90s\", \"10m\", \"1h\"",
+                "6: policy.colour: unknown field `colour`, expected one of `read_only`, `modes`, `limits`, `cooldowns`, `maintenance`",
+                "14: watches[0].autonomy: unknown variant `wild`, expected one of `observe`, `suggest`, `act`",
+                "19: watches[1].profile: unknown profile `nvidia` (known: generic, dcgm, kube_state_metrics)",
+                "20: watches[1].charts.loss: the PromQL does not parse: unclosed left parenthesis",
+            ]
+        );
+    }
+
+    #[test]
+    fn check_reports_every_error_of_a_yaml_file_with_its_line() {
+        let text = "poll_interval: 3x\npagers:\n  pd:\n    kind: pagerduty\n    routing_key: k\n\
+                    watches:\n  - run: a\n    target: {kind: simulated, run: a}\n    route: nowhere\n\
+                    \x20 - run: b\n    target: {kind: teleport, run: b}\n    bogus: 1\n";
+        let issues = check_text("c.yaml", text);
+        assert_eq!(
+            issues,
+            [
+                "1: poll_interval: invalid duration `3x` (unknown time unit \"x\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write e.g. \"90s\", \"10m\", \"1h\"",
+                "9: watches[0].route: `nowhere` is neither a route nor a pager, and no default_route is set",
+                "11: watches[1].target.kind: unknown variant `teleport`, expected one of `simulated`, `kubernetes`",
+                "12: watches[1].bogus: unknown field `bogus`, expected one of `run`, `target`, `autonomy`, `route`, `runbooks`, `detectors`, `profile`, `charts`",
+            ]
+        );
+    }
+
+    #[test]
+    fn check_reads_the_tokens_file_like_start_up() {
+        let issues = check_text(
+            "c.toml",
+            "[api]\nread_open = false\ntokens_file = \"/nonexistent/tokens\"\n",
+        );
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].starts_with("3: api.tokens_file: /nonexistent/tokens: "),
+            "{issues:?}"
+        );
+    }
+
+    #[test]
+    fn a_good_file_has_no_issues() {
+        assert_eq!(
+            check_text(
+                "c.toml",
+                "poll_interval = \"15s\"\n[[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\n"
+            ),
+            Vec::<String>::new()
         );
     }
 }

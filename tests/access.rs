@@ -97,6 +97,7 @@ async fn setup(config_extra: &str) -> Setup {
         pager: ConsolePager::new(),
         audit: audit.clone(),
         runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).expect("runbooks")),
+        checks: None,
     };
     let engine = Engine::new(Arc::new(cfg), handles, Arc::new(Metrics::new()));
     engine.start("test").await;

@@ -678,6 +678,7 @@ impl Replica {
             pager: babysitter::notify::ConsolePager::new(),
             audit: audit.clone(),
             runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
+            checks: None,
         };
         let settings = babysitter::k8s::discovery::Settings::from_config(&cfg);
         let engine = Engine::new(

@@ -500,6 +500,7 @@ async fn a_restarted_babysitter_continues_its_incidents() {
         pager: h.pager.clone(),
         audit: audit.clone(),
         runbooks: std::sync::Arc::new(babysitter::runbook::RunbookSet::embedded()),
+        checks: None,
     };
     let engine2 = babysitter::engine::Engine::new(
         std::sync::Arc::new(cfg),

@@ -1429,6 +1429,7 @@ impl Live {
             pager,
             audit: audit.clone(),
             runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
+            checks: None,
         };
         let engine = babysitter::engine::Engine::new(
             Arc::new(cfg),

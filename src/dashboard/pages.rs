@@ -942,9 +942,9 @@ pub struct DryStep {
 
 fn check_source(s: CheckSource) -> &'static str {
     match s {
-        CheckSource::Prometheus => "Prometheus",
+        CheckSource::Promql => "Prometheus",
         CheckSource::Chart => "the run's chart",
-        CheckSource::None => "nothing answered",
+        CheckSource::Unknown => "nothing answered",
     }
 }
 

@@ -93,6 +93,7 @@ async fn fixture_with(read_open: bool, edit: impl FnOnce(&mut Config)) -> Fixtur
         pager: ConsolePager::new(),
         audit,
         runbooks: Arc::new(crate::runbook::RunbookSet::embedded()),
+        checks: None,
     };
     let engine = Engine::new(Arc::new(cfg), handles, Arc::new(Metrics::new()));
     engine.start("test").await;

@@ -10,7 +10,7 @@ use crate::detect::Severity;
 use crate::incident::{ActionRecord, Incident, IncidentEvent, IncidentState, PendingAction};
 use crate::notify::{Page, PageAction};
 use crate::policy::{self, PastAction, PolicyRequest, Verdict};
-use crate::runbook::diagnose_on_charts;
+use crate::runbook::diagnose_with;
 use crate::telemetry::{ActionLabels, KindLabel};
 use crate::verify::{self, VerifyContext, VerifyStatus};
 
@@ -145,13 +145,17 @@ impl Engine {
     async fn diagnose(&self, st: &State, inc: &mut Incident, now: f64) {
         let w = st.watches.get(&inc.run);
         let allowed = w.map(|w| w.cfg.runbooks.clone()).unwrap_or_default();
-        let d = diagnose_on_charts(
+        // Checks ask PromQL first (bounded by CHECK_LIMITS), then the watch's charts.
+        let d = diagnose_with(
             &self.h.runbooks,
             &inc.findings,
             &allowed,
+            &inc.run,
+            self.h.check_runner(),
             w.map(|w| &w.charts),
             now,
-        );
+        )
+        .await;
         let hash = self.h.runbooks.get(&d.runbook).map(|r| r.sha256.clone());
         let steps: Vec<String> = d.plan.steps.iter().map(|s| s.action.to_string()).collect();
         self.record(

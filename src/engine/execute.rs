@@ -103,9 +103,21 @@ impl Engine {
             });
         }
         let (target, autonomy) = (w.cfg.target.clone(), w.cfg.autonomy);
-        // The runbook's checks, answered from the run's charts, pick its steps.
-        let checks =
-            crate::runbook::checks::evaluate_all_on_charts(&rb.checks, Some(&w.charts), now);
+        // The runbook's checks pick its steps: PromQL first (bounded by CHECK_LIMITS), then
+        // the run's charts, else `unknown`.
+        let (runner, limits) = match self.h.check_runner() {
+            Some((r, l)) => (Some(r), l),
+            None => (None, super::CHECK_LIMITS),
+        };
+        let checks = crate::runbook::checks::evaluate_all(
+            &rb.checks,
+            &req.run,
+            runner,
+            Some(&w.charts),
+            now,
+            limits,
+        )
+        .await;
         let outcomes: crate::runbook::Outcomes =
             checks.iter().map(|c| (c.id.clone(), c.outcome)).collect();
         let plan = rb.plan_for(&outcomes);

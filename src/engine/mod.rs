@@ -44,7 +44,7 @@ use crate::detect::{DetectContext, Finding, Hysteresis, detect_all};
 use crate::incident::{Incident, IncidentState};
 use crate::notify::{Page, PageAction, Pager};
 use crate::policy::PastAction;
-use crate::runbook::RunbookSet;
+use crate::runbook::{CheckLimits, CheckRunner, RunbookSet};
 use crate::sources::{MetricsSource, PollRequest};
 use crate::telemetry::{KindLabel, Metrics, RunLabel};
 
@@ -57,6 +57,23 @@ pub struct Handles {
     pub pager: Arc<dyn Pager>,
     pub audit: Arc<AuditLog>,
     pub runbooks: Arc<RunbookSet>,
+    /// Answers runbook checks with PromQL (`serve` with `[sources.prometheus]`); `None`: checks
+    /// are answered from the run's charts (the demo, replay, most tests).
+    pub checks: Option<Arc<dyn CheckRunner>>,
+}
+
+/// How the engine asks [`Handles::checks`]: 5 s per query, 4 at a time. The loop holds its
+/// state while a plan is made, so a dead or slow Prometheus must cost seconds, not a poll.
+pub const CHECK_LIMITS: CheckLimits = CheckLimits {
+    timeout: Duration::from_secs(5),
+    concurrency: 4,
+};
+
+impl Handles {
+    /// The check runner with the engine's limits, as [`crate::runbook::diagnose_with`] takes it.
+    pub(crate) fn check_runner(&self) -> Option<(&dyn CheckRunner, CheckLimits)> {
+        self.checks.as_deref().map(|r| (r, CHECK_LIMITS))
+    }
 }
 
 /// Per-watch state kept between polls.

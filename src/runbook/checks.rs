@@ -7,6 +7,10 @@
 //! checks this way), else it is `unknown`. An unknown check takes the branch written for
 //! `unknown` (or `unknown_as`), so a runbook always yields a plan. Evaluation on charts is a pure
 //! function of the charts and `now`.
+//!
+//! Asking Prometheus is bounded ([`CheckLimits`]): the queries of one runbook run a few at a time,
+//! each with its own deadline, so a slow or dead Prometheus costs the loop at most a few seconds
+//! and the check falls back to the charts, never to a stall.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -248,7 +252,13 @@ impl Check {
         self.promql.replace("$run", run)
     }
 
-    fn decide(&self, value: Option<f64>, source: CheckSource, detail: String) -> CheckResult {
+    fn decide(
+        &self,
+        value: Option<f64>,
+        source: CheckSource,
+        query: Option<String>,
+        detail: String,
+    ) -> CheckResult {
         let outcome = match value {
             Some(v) if self.op.holds(v, self.threshold) => Outcome::True,
             Some(v) if !v.is_nan() => Outcome::False,
@@ -263,19 +273,22 @@ impl Check {
             outcome,
             value: value.filter(|v| v.is_finite()),
             source,
+            query,
             detail,
         }
     }
 }
 
-/// What answered a check.
+/// What answered a check (`promql`, `chart` or `unknown` in the audit log and the API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckSource {
-    Prometheus,
+    /// The [`CheckRunner`] answered the PromQL query (an empty result included).
+    Promql,
+    /// Prometheus was not configured or did not answer; the run's chart did.
     Chart,
-    /// Nothing answered.
-    None,
+    /// Nothing answered: the outcome is `unknown` (or the check's `unknown_as`).
+    Unknown,
 }
 
 /// One evaluated check, as recorded with the diagnosis.
@@ -286,6 +299,9 @@ pub struct CheckResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     pub source: CheckSource,
+    /// The PromQL sent (with `$run` replaced), when a [`CheckRunner`] was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     pub detail: String,
 }
 
@@ -300,21 +316,54 @@ pub trait CheckRunner: Send + Sync {
     async fn instant(&self, promql: &str, now: f64) -> Result<Option<f64>, String>;
 }
 
+/// How hard a [`CheckRunner`] is asked: the checks of one plan are queried at most
+/// `concurrency` at a time, and a query without an answer after `timeout` counts as not
+/// answered (the chart, then `unknown`, answer instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckLimits {
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+impl Default for CheckLimits {
+    /// 5 s per query, 4 at a time: the shipped runbooks ask at most two questions, so a dead
+    /// Prometheus delays a diagnosis by 5 s at most while the loop holds its state.
+    fn default() -> Self {
+        CheckLimits {
+            timeout: Duration::from_secs(5),
+            concurrency: 4,
+        }
+    }
+}
+
 /// A [`CheckRunner`] on a Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir,
 /// VictoriaMetrics): `GET {base}/api/v1/query?query=…&time=…`.
 #[derive(Debug, Clone)]
 pub struct PrometheusChecks {
     client: reqwest::Client,
     base: String,
+    /// `base` as shown in errors (a password in it masked).
+    shown: String,
 }
 
 impl PrometheusChecks {
     /// `client` carries timeouts, auth and TLS; `base` is the server URL (no `/api/v1`).
     pub fn new(client: reqwest::Client, base: impl Into<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_string();
         PrometheusChecks {
             client,
-            base: base.into().trim_end_matches('/').to_string(),
+            shown: crate::app::redact(&base),
+            base,
         }
+    }
+
+    /// The runner for `[sources.prometheus]`, with exactly the client the source polls with:
+    /// URL, bearer or basic auth, extra headers (`X-Scope-OrgID`), TLS and timeouts.
+    pub fn from_config(
+        cfg: &crate::sources::prometheus::settings::PrometheusConfig,
+    ) -> Result<Self, crate::sources::prometheus::http::SetupError> {
+        let client = crate::sources::prometheus::http::build_client(cfg)?;
+        Ok(PrometheusChecks::new(client.inner().clone(), &cfg.url))
     }
 }
 
@@ -359,6 +408,7 @@ fn instant_value(body: &serde_json::Value) -> Result<Option<f64>, String> {
 impl CheckRunner for PrometheusChecks {
     async fn instant(&self, promql: &str, now: f64) -> Result<Option<f64>, String> {
         let url = format!("{}/api/v1/query", self.base);
+        let shown = format!("{}/api/v1/query", self.shown);
         let time = format!("{now:.3}");
         let res = self
             .client
@@ -366,14 +416,30 @@ impl CheckRunner for PrometheusChecks {
             .query(&[("query", promql), ("time", time.as_str())])
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            // Without the URL: it may carry credentials; `shown` has them masked.
+            .map_err(|e| format!("GET {shown}: {}", error_chain(&e.without_url())))?;
         let status = res.status();
         let body: serde_json::Value = res
             .json()
             .await
-            .map_err(|e| format!("GET {url}: {status}: not JSON: {e}"))?;
-        instant_value(&body).map_err(|e| format!("GET {url}: {status}: {e}"))
+            .map_err(|e| format!("GET {shown}: {status}: not JSON: {}", e.without_url()))?;
+        instant_value(&body).map_err(|e| format!("GET {shown}: {status}: {e}"))
     }
+}
+
+/// An error with its causes ("error sending request" alone says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Answers a check from the run's charts only (no PromQL): the simulator, replay, and the
@@ -394,56 +460,84 @@ pub fn evaluate_on_charts(check: &Check, charts: Option<&ChartSet>, now: f64) ->
             let source = if value.is_some() {
                 CheckSource::Chart
             } else {
-                CheckSource::None
+                CheckSource::Unknown
             };
-            check.decide(value, source, detail)
+            check.decide(value, source, None, detail)
         }
-        (Some(probe), None) => check.decide(None, CheckSource::None, format!("{probe}: no charts")),
+        (Some(probe), None) => check.decide(
+            None,
+            CheckSource::Unknown,
+            None,
+            format!("{probe}: no charts"),
+        ),
         (None, _) => check.decide(
             None,
-            CheckSource::None,
-            "no Prometheus to run the query and no `chart` to answer it".to_string(),
+            CheckSource::Unknown,
+            None,
+            "no Prometheus answered the query and no `chart` can answer it".to_string(),
         ),
     }
 }
 
-/// Answers every check: through `runner` when given (falling back to the charts when the
-/// query fails), else from the charts.
+/// Answers every check: through `runner` when given (at most `limits.concurrency` queries at
+/// a time, each bounded by `limits.timeout`), falling back to the charts for a query that
+/// failed or timed out, else `unknown`. Results are in the order of `checks`.
 pub async fn evaluate_all(
     checks: &[Check],
     run: &str,
     runner: Option<&dyn CheckRunner>,
     charts: Option<&ChartSet>,
     now: f64,
+    limits: CheckLimits,
 ) -> Vec<CheckResult> {
-    let mut out = Vec::with_capacity(checks.len());
-    for check in checks {
-        let result = match runner {
-            Some(r) => {
-                let query = check.query_for(run);
-                match r.instant(&query, now).await {
-                    Ok(v) => check.decide(
-                        v,
-                        CheckSource::Prometheus,
-                        match v {
-                            Some(v) => {
-                                format!("`{query}` = {v} ({} {})", check.op, check.threshold)
-                            }
-                            None => format!("`{query}`: empty result"),
-                        },
-                    ),
-                    Err(e) => {
-                        let mut r = evaluate_on_charts(check, charts, now);
-                        r.detail = format!("Prometheus did not answer ({e}); {}", r.detail);
-                        r
-                    }
-                }
-            }
-            None => evaluate_on_charts(check, charts, now),
+    use futures::StreamExt;
+    let Some(runner) = runner else {
+        return evaluate_all_on_charts(checks, charts, now);
+    };
+    let timeout = limits.timeout;
+    // Owned queries and a plain `fn`-like closure: a closure over `&Check` would make the
+    // future not `Send` for every lifetime (rust-lang/rust#64552) and the loop could not spawn.
+    let queries: Vec<String> = checks.iter().map(|c| c.query_for(run)).collect();
+    let ask = |query: String| async move {
+        let answer = match tokio::time::timeout(timeout, runner.instant(&query, now)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            )),
         };
-        out.push(result);
-    }
-    out
+        (query, answer)
+    };
+    let answers: Vec<(String, Result<Option<f64>, String>)> = futures::stream::iter(queries)
+        .map(ask)
+        .buffered(limits.concurrency.max(1))
+        .collect()
+        .await;
+    checks
+        .iter()
+        .zip(answers)
+        .map(|(check, (query, answer))| {
+            let why = match answer {
+                Ok(Some(v)) => {
+                    let detail = format!(
+                        "`{query}` = {v} ({} {} {})",
+                        check.op,
+                        check.threshold,
+                        check.op.holds(v, check.threshold)
+                    );
+                    return check.decide(Some(v), CheckSource::Promql, Some(query), detail);
+                }
+                // No series: the metric may have another name here, or the run is not in this
+                // Prometheus (the charts may still come from elsewhere).
+                Ok(None) => format!("`{query}`: empty result"),
+                Err(e) => format!("Prometheus did not answer ({e})"),
+            };
+            let mut r = evaluate_on_charts(check, charts, now);
+            r.detail = format!("{why}; {}", r.detail);
+            r.query = Some(query);
+            r
+        })
+        .collect()
 }
 
 /// Answers every check from the charts (synchronous; what diagnosis uses).
@@ -533,7 +627,7 @@ mod tests {
         assert_eq!(r.value, Some(0.0));
         let r = evaluate_on_charts(&check(None, None), Some(&flat), 120.0);
         assert_eq!(r.outcome, Outcome::Unknown);
-        assert_eq!(r.source, CheckSource::None);
+        assert_eq!(r.source, CheckSource::Unknown);
     }
 
     struct Fixed(Result<Option<f64>, String>);
@@ -550,28 +644,48 @@ mod tests {
     async fn runner_answers_first_and_charts_are_the_fallback() {
         let c = charts(Role::XidErrors, &[(0.0, 3.0), (100.0, 3.0)]);
         let checks = [check(Some(XID_30M), None)];
-        let r = evaluate_all(
-            &checks,
-            "run-a",
-            Some(&Fixed(Ok(Some(4.0)))),
-            Some(&c),
-            120.0,
-        )
-        .await;
+        let limits = CheckLimits::default();
+        let ask = |answer: Result<Option<f64>, String>, charts: Option<ChartSet>| {
+            let checks = checks.clone();
+            async move {
+                evaluate_all(
+                    &checks,
+                    "run-a",
+                    Some(&Fixed(answer)),
+                    charts.as_ref(),
+                    120.0,
+                    limits,
+                )
+                .await
+            }
+        };
+        // Prometheus says 4 new Xid errors while the chart says none: Prometheus wins.
+        let r = ask(Ok(Some(4.0)), Some(c.clone())).await;
         assert_eq!(
-            (r[0].outcome, r[0].source),
-            (Outcome::True, CheckSource::Prometheus)
+            (r[0].outcome, r[0].source, r[0].value),
+            (Outcome::True, CheckSource::Promql, Some(4.0))
         );
-        let r = evaluate_all(&checks, "run-a", Some(&Fixed(Ok(None))), Some(&c), 120.0).await;
-        assert_eq!(r[0].outcome, Outcome::Unknown);
-        let r = evaluate_all(
-            &checks,
-            "run-a",
-            Some(&Fixed(Err("down".into()))),
-            Some(&c),
-            120.0,
-        )
-        .await;
+        assert_eq!(
+            r[0].query.as_deref(),
+            Some("increase(xid_total{run=\"run-a\"}[30m])")
+        );
+        assert_eq!(
+            r[0].detail,
+            "`increase(xid_total{run=\"run-a\"}[30m])` = 4 (> 0 true)"
+        );
+        // An empty result: the chart answers (0 new errors: false).
+        let r = ask(Ok(None), Some(c.clone())).await;
+        assert_eq!(
+            (r[0].outcome, r[0].source, r[0].value),
+            (Outcome::False, CheckSource::Chart, Some(0.0))
+        );
+        assert!(
+            r[0].detail.contains("empty result; increase(xid_errors)"),
+            "{}",
+            r[0].detail
+        );
+        // A failed query: the chart answers.
+        let r = ask(Err("down".into()), Some(c.clone())).await;
         assert_eq!(
             (r[0].outcome, r[0].source),
             (Outcome::False, CheckSource::Chart)
@@ -582,6 +696,77 @@ mod tests {
             "{}",
             r[0].detail
         );
+        // Neither answers: unknown.
+        let r = ask(Err("down".into()), None).await;
+        assert_eq!(
+            (r[0].outcome, r[0].source, r[0].value),
+            (Outcome::Unknown, CheckSource::Unknown, None)
+        );
+    }
+
+    /// A runner that never answers.
+    struct Hung;
+
+    #[async_trait]
+    impl CheckRunner for Hung {
+        async fn instant(&self, _promql: &str, _now: f64) -> Result<Option<f64>, String> {
+            std::future::pending().await
+        }
+    }
+
+    /// A runner that counts how many queries run at once.
+    struct Counting {
+        now: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CheckRunner for Counting {
+        async fn instant(&self, _promql: &str, _now: f64) -> Result<Option<f64>, String> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(n, SeqCst);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.now.fetch_sub(1, SeqCst);
+            Ok(Some(1.0))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_runner_times_out_and_queries_are_bounded() {
+        let c = charts(Role::XidErrors, &[(0.0, 3.0), (100.0, 5.0)]);
+        let checks: Vec<Check> = (0..3)
+            .map(|i| Check {
+                id: format!("c{i}"),
+                ..check(Some(XID_30M), None)
+            })
+            .collect();
+        let limits = CheckLimits {
+            timeout: Duration::from_secs(2),
+            concurrency: 2,
+        };
+        let started = tokio::time::Instant::now();
+        let r = evaluate_all(&checks, "run-a", Some(&Hung), Some(&c), 120.0, limits).await;
+        // Two rounds (2 + 1 queries) of one 2 s deadline each; every check answered by the chart.
+        assert_eq!(started.elapsed(), Duration::from_secs(4));
+        assert!(r.iter().all(|r| {
+            r.outcome == Outcome::True
+                && r.source == CheckSource::Chart
+                && r.detail
+                    .starts_with("Prometheus did not answer (no answer within 2s); ")
+        }));
+        assert_eq!(
+            r.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["c0", "c1", "c2"]
+        );
+
+        let counting = Counting {
+            now: Default::default(),
+            peak: Default::default(),
+        };
+        let r = evaluate_all(&checks, "run-a", Some(&counting), None, 120.0, limits).await;
+        assert!(r.iter().all(|r| r.source == CheckSource::Promql));
+        assert_eq!(counting.peak.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
@@ -639,12 +824,54 @@ mod tests {
             chart: None,
             unknown_as: None,
         };
-        let r = evaluate_all(&[check], "run-a", Some(&runner), None, 120.0).await;
+        let r = evaluate_all(
+            &[check],
+            "run-a",
+            Some(&runner),
+            None,
+            120.0,
+            CheckLimits::default(),
+        )
+        .await;
         assert_eq!(
             (r[0].outcome, r[0].source),
-            (Outcome::True, CheckSource::Prometheus)
+            (Outcome::True, CheckSource::Promql)
         );
         assert_eq!(r[0].value, Some(1.0));
+    }
+
+    #[tokio::test]
+    async fn prometheus_runner_from_config_sends_the_sources_auth_and_tenant() {
+        use axum::http::HeaderMap;
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let ok = h("x-scope-orgid") == "team-a" && h("authorization") == "Bearer s3cret";
+                axum::Json(serde_json::json!({"status": "success", "data": {
+                    "resultType": "scalar", "result": [1.0, if ok { "7" } else { "-1" }]}}))
+            }),
+        );
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut cfg =
+            crate::sources::prometheus::settings::PrometheusConfig::new(format!("http://{addr}/"));
+        cfg.headers.insert("X-Scope-OrgID".into(), "team-a".into());
+        cfg.bearer_token = Some(crate::sources::prometheus::settings::Secret(
+            "s3cret".into(),
+        ));
+        let runner = match PrometheusChecks::from_config(&cfg) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(runner.instant("vector(7)", 1.0).await, Ok(Some(7.0)));
     }
 
     #[test]

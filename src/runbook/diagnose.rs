@@ -6,10 +6,14 @@
 //! With the run's charts ([`diagnose_on_charts`]) trigger chart conditions are evaluated and
 //! the chosen runbook's checks are answered from the charts, which selects its steps; without
 //! them ([`diagnose`]) only runbooks without chart conditions match and every check is unknown.
+//! [`diagnose_with`] asks a [`CheckRunner`] (PromQL) first and falls back to the charts: the
+//! choice of the runbook stays a pure function; only the answers to its checks involve I/O.
 
 use std::time::Duration;
 
-use super::checks::{Outcomes, evaluate_all_on_charts};
+use super::checks::{
+    CheckLimits, CheckResult, CheckRunner, Outcomes, evaluate_all, evaluate_all_on_charts,
+};
 use super::{Diagnosis, Plan, PlanStep, Runbook, RunbookSet};
 use crate::act::Action;
 use crate::charts::ChartSet;
@@ -40,6 +44,53 @@ pub fn diagnose_on_charts(
     charts: Option<&ChartSet>,
     now: f64,
 ) -> Diagnosis {
+    match choose(set, findings, allowed, charts, now) {
+        Choice::Runbook(rb, reason) => {
+            let checks = evaluate_all_on_charts(&rb.checks, charts, now);
+            finish(rb, reason, checks)
+        }
+        Choice::None(d) => *d,
+    }
+}
+
+/// [`diagnose_on_charts`] for run `run`, whose checks are asked of the runner first (PromQL, at
+/// most `limits.concurrency` at a time, each within `limits.timeout`), then of the charts, else
+/// `unknown`. Every answer and what gave it is in [`Diagnosis::checks`].
+pub async fn diagnose_with(
+    set: &RunbookSet,
+    findings: &[Finding],
+    allowed: &[String],
+    run: &str,
+    runner: Option<(&dyn CheckRunner, CheckLimits)>,
+    charts: Option<&ChartSet>,
+    now: f64,
+) -> Diagnosis {
+    match choose(set, findings, allowed, charts, now) {
+        Choice::Runbook(rb, reason) => {
+            let (runner, limits) = match runner {
+                Some((r, l)) => (Some(r), l),
+                None => (None, CheckLimits::default()),
+            };
+            let checks = evaluate_all(&rb.checks, run, runner, charts, now, limits).await;
+            finish(rb, reason, checks)
+        }
+        Choice::None(d) => *d,
+    }
+}
+
+/// The winning runbook with the reason so far, or the "no runbook" diagnosis.
+enum Choice<'a> {
+    Runbook(&'a Runbook, String),
+    None(Box<Diagnosis>),
+}
+
+fn choose<'a>(
+    set: &'a RunbookSet,
+    findings: &[Finding],
+    allowed: &[String],
+    charts: Option<&ChartSet>,
+    now: f64,
+) -> Choice<'a> {
     let eligible = |rb: &&Runbook| allowed.is_empty() || allowed.contains(&rb.id);
     let mut matched: Vec<(&Runbook, &Finding)> = set
         .iter()
@@ -52,7 +103,7 @@ pub fn diagnose_on_charts(
     matched.sort_by(|(a, _), (b, _)| b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id)));
 
     let Some(&(rb, finding)) = matched.first() else {
-        return no_runbook(set, findings, allowed);
+        return Choice::None(Box::new(no_runbook(set, findings, allowed)));
     };
     let mut reason = format!(
         "{} on {} matched runbook {} (priority {})",
@@ -66,7 +117,11 @@ pub fn diagnose_on_charts(
         reason.push_str("; also matched: ");
         reason.push_str(&others.join(", "));
     }
-    let checks = evaluate_all_on_charts(&rb.checks, charts, now);
+    Choice::Runbook(rb, reason)
+}
+
+/// The diagnosis once the checks are answered: they select the steps.
+fn finish(rb: &Runbook, mut reason: String, checks: Vec<CheckResult>) -> Diagnosis {
     let outcomes: Outcomes = checks.iter().map(|c| (c.id.clone(), c.outcome)).collect();
     if !checks.is_empty() {
         let said: Vec<String> = checks

@@ -20,8 +20,13 @@ use crate::act::Action;
 use crate::detect::{Finding, FindingKind, Severity};
 use crate::verify::VerifySpec;
 
-pub use checks::{ChartCondition, Check, CheckResult, CheckRunner, Outcome, Outcomes};
-pub use diagnose::{NO_RUNBOOK_ID, NO_RUNBOOK_VERIFY_WITHIN, diagnose, diagnose_on_charts};
+pub use checks::{
+    ChartCondition, Check, CheckLimits, CheckResult, CheckRunner, CheckSource, Outcome, Outcomes,
+    PrometheusChecks,
+};
+pub use diagnose::{
+    NO_RUNBOOK_ID, NO_RUNBOOK_VERIFY_WITHIN, diagnose, diagnose_on_charts, diagnose_with,
+};
 pub use load::{RunbookError, RunbookErrors};
 
 /// A step as the runbook writes it: an action, and when it runs.

@@ -89,6 +89,7 @@ impl Harness {
             pager: pager.clone(),
             audit: audit.clone(),
             runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
+            checks: None,
         };
         let engine = Engine::new(Arc::new(cfg.clone()), handles, Arc::new(Metrics::new()));
         engine.start("test").await;
