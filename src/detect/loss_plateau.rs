@@ -38,17 +38,21 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let mut buf = Vec::new();
     for (key, series) in ctx.charts.by_role(Role::Loss) {
         let vis = visible(series, ctx);
-        // The newest evaluation that shows a plateau, now or up to `loss_plateau_hold_secs`
-        // earlier (every sixth of the smoothing window).
+        // The newest check that shows a plateau, every sixth of the smoothing window back to `loss_plateau_hold_secs` earlier, on a grid fixed in time (multiples of the
+        // spacing), so consecutive polls look at the same checks and the hold does not flicker.
         let every = w / 6.0;
         let checks = (p.loss_plateau_hold_secs / every).floor() as usize;
-        let Some((at, now_level, then_level, drop)) = (0..=checks)
-            .filter_map(|j| plateau_at(vis, ctx.now - j as f64 * every, p, &mut buf))
+        let grid = (ctx.now / every).floor() * every;
+        let times = (0..=checks)
+            .map(|j| grid - j as f64 * every)
+            .filter(|&t| t >= ctx.now - p.loss_plateau_hold_secs);
+        let Some((at, now_level, then_level, drop)) = times
+            .filter_map(|t| plateau_at(vis, t, p, &mut buf))
             .next()
         else {
             continue;
         };
-        let held = if at < ctx.now {
+        let held = if ctx.now - at >= every {
             format!(
                 "; still within the {:.0}-min hold (every check since has improved)",
                 p.loss_plateau_hold_secs / 60.0
