@@ -41,13 +41,21 @@ pub struct DetectorParams {
     /// a high loss is the run's new level: a divergence, not a spike.
     pub loss_spike_hold_secs: f64,
 
-    /// `stall`: no step progress for this many seconds while samples keep arriving. 300 s is
+    /// `stall`: no step progress for this many seconds while samples keep arriving, while the
+    /// run's pauses are not learned yet and when a scheduled pause is due. 300 s is
     /// well above checkpoint saves and evaluation pauses of most runs and well below the NCCL
     /// collective timeout (10 min), so a hang is caught before the job's own watchdog.
     pub stall_after_secs: f64,
     /// `stall`: the newest `step` sample must be at most this old, or the data has stopped
     /// arriving (that is `metrics_absent`, not a stall). 180 s tolerates a few missed scrapes.
     pub stall_fresh_secs: f64,
+    /// `stall`: the shortest threshold, for a stop off the run's eval/checkpoint schedule once
+    /// its pauses are learned. 60 s = two polls: a healthy run does not stand still that long
+    /// between two steps outside its planned pauses.
+    pub stall_min_secs: f64,
+    /// `stall`: history the run needs before its pauses are learned (2 h: two or more evals or
+    /// checkpoints of most runs). Until then `stall_after_secs` applies.
+    pub stall_learn_secs: f64,
 
     /// `gpu_hardware_error`: an increase of the cumulative Xid / ECC counter within this window
     /// is a condition. 10 min keeps it visible over many polls without holding it for long
@@ -219,6 +227,8 @@ impl Default for DetectorParams {
             loss_spike_hold_secs: 3600.0,
             stall_after_secs: 300.0,
             stall_fresh_secs: 180.0,
+            stall_min_secs: 60.0,
+            stall_learn_secs: 7200.0,
             hardware_window_secs: 600.0,
             throughput_recent_secs: 300.0,
             throughput_baseline_secs: 3600.0,
@@ -291,6 +301,8 @@ impl DetectorParams {
             ("loss_spike_sigmas", self.loss_spike_sigmas),
             ("stall_after_secs", self.stall_after_secs),
             ("stall_fresh_secs", self.stall_fresh_secs),
+            ("stall_min_secs", self.stall_min_secs),
+            ("stall_learn_secs", self.stall_learn_secs),
             ("hardware_window_secs", self.hardware_window_secs),
             ("throughput_recent_secs", self.throughput_recent_secs),
             ("throughput_baseline_secs", self.throughput_baseline_secs),
