@@ -14,8 +14,8 @@
 //! n samples. A divergence is a smoothed loss at least `divergence_sigmas` (3) such sigmas and
 //! `divergence_min_rise` (7.5 %) above the best level, with at least `divergence_min_samples` (10)
 //! finite baseline samples (warm-up and the first minutes after a restart stay quiet).
-//! A divergence is a trend: when the lowest of the first three samples of the climb (the
-//! stretch above the best level that ends now) already stood at 75 % or more of today's excess (by the smoothed level or the newest sample,
+//! A divergence is a trend: when the lowest of the first three samples of the elevated stretch
+//! already stood at 75 % or more of today's excess (by the smoothed level or the newest sample,
 //! whichever is higher), the loss jumped (a spike that has not come
 //! down yet, `loss_spike`'s finding and runbook), and it is reported as a divergence only once
 //! it has held for `divergence_jump_hold_secs` (10 min) — so a spike and a divergence are never
@@ -102,10 +102,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         // today's excess, the loss jumped there (a spike that has not come down yet, which is
         // `loss_spike`'s). It becomes a divergence only once it has held for
         // `divergence_jump_hold_secs`.
-        // Where the climb began: the stretch above the best level itself (a trend leaves it
-        // early and low; a jump leaves it at once and high).
-        let climb = stretch_onset(vis, |v| v > best).map_or(i, |c| c.min(i));
-        let first = vis[climb..]
+        let first = vis[i..]
             .iter()
             .map(|s| s.v)
             .filter(|v| v.is_finite())

@@ -46,9 +46,8 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let times = (0..=checks)
             .map(|j| grid - j as f64 * every)
             .filter(|&t| t >= ctx.now - p.loss_plateau_hold_secs);
-        let Some((at, now_level, then_level, drop)) = times
-            .filter_map(|t| plateau_at(vis, t, p, &mut buf))
-            .next()
+        let Some((at, now_level, then_level, drop)) =
+            times.filter_map(|t| plateau_at(vis, t, p, &mut buf)).next()
         else {
             continue;
         };

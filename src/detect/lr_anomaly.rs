@@ -50,11 +50,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     for (key, series) in ctx.charts.by_role(Role::Lr) {
         let vis = visible(series, ctx);
         let scan_from = ctx.now - p.lr_max_hold_secs.max(p.lr_hold_secs);
-        let fin: Vec<Sample> = vis
-            .iter()
-            .filter(|s| s.v.is_finite())
-            .copied()
-            .collect();
+        let fin: Vec<Sample> = vis.iter().filter(|s| s.v.is_finite()).copied().collect();
         let lo = fin.partition_point(|s| s.t < scan_from - w);
         let start = fin.partition_point(|s| s.t < scan_from);
         // Highest value of the `w` before each sample: a monotonic queue of indices.
@@ -122,10 +118,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         };
         let (s, reference, what) = (ev.sample, ev.reference, ev.what);
         let still = if ev.holding && ctx.now - s.t > p.lr_hold_secs {
-            format!(
-                "; still off after {:.0} min",
-                (ctx.now - s.t) / 60.0
-            )
+            format!("; still off after {:.0} min", (ctx.now - s.t) / 60.0)
         } else {
             String::new()
         };
@@ -203,7 +196,11 @@ mod tests {
         let f = run_detector(detect, &reset, 10000.0 + 3600.0, None, false);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].onset, 10000.0);
-        assert!(f[0].message.contains("still off after 60 min"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("still off after 60 min"),
+            "{}",
+            f[0].message
+        );
         // ...and cleared once it is back on its schedule and the hold has passed.
         let fixed = lr(|t| {
             if (10000.0..10300.0).contains(&t) {
@@ -212,7 +209,10 @@ mod tests {
                 schedule(t)
             }
         });
-        assert_eq!(run_detector(detect, &fixed, 10000.0 + 600.0, None, false).len(), 1);
+        assert_eq!(
+            run_detector(detect, &fixed, 10000.0 + 600.0, None, false).len(),
+            1
+        );
         let f = run_detector(detect, &fixed, 10000.0 + 901.0, None, false);
         assert!(f.is_empty(), "{f:#?}");
         let zero = lr(|t| if t >= 5000.0 { 0.0 } else { schedule(t) });

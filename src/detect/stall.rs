@@ -2,7 +2,9 @@
 //!
 //! Watches every `step` chart. The condition holds when the step has not increased for a
 //! threshold although its samples keep arriving (the newest `step` sample is at most
-//! `stall_fresh_secs`, 180 s, old: when the data stops too, that is `metrics_absent`).
+//! `stall_fresh_secs`, 180 s, old: when the data stops too, that is `metrics_absent`). The time
+//! standing still is measured up to the newest sample, so only samples that show the same step
+//! count as evidence of a hang.
 //!
 //! The threshold is learned from the run's own history, because a hang and a planned pause
 //! (evaluation, checkpoint save) look the same while they last. The completed stops of the
@@ -50,8 +52,18 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             continue;
         };
         let last = vis[adv];
-        let quiet = ctx.now - last.t;
-        let (after, why) = threshold(vis, last.t, p);
+        // Observed standing still: up to the newest sample, not to `now`. A counter whose
+        // samples stopped with it (the exporter or the pods gone) is not seen to hang.
+        let mut quiet = newest.t - last.t;
+        let (mut after, mut why) = threshold(vis, last.t, p);
+        // A rollback since the last advance is a restart (a crash, or one babysitter did not
+        // make): loading a checkpoint takes minutes, so the new life gets the default
+        // threshold, counted from the rollback.
+        if let Some(back) = vis[adv..].iter().find(|s| s.v.is_finite() && s.v < last.v) {
+            quiet = newest.t - back.t;
+            after = p.stall_after_secs;
+            why = "restarted: the step rolled back";
+        }
         if quiet.is_nan() || quiet < after {
             continue;
         }
@@ -96,7 +108,10 @@ struct Pause {
 /// How long the counter may stand still from `stop` (the last advance) before it is a hang, and
 /// why. Learned from the completed stops of the visible history (see the module doc).
 fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static str) {
-    let fallback = (p.stall_after_secs, "default: too little history to learn its pauses");
+    let fallback = (
+        p.stall_after_secs,
+        "default: too little history to learn its pauses",
+    );
     let Some(first) = vis.first() else {
         return fallback;
     };
@@ -147,10 +162,7 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
                 .any(|a| ((start - b.start) - (b.start - a.start)).abs() <= tol)
         })
     };
-    let longest_planned = pauses
-        .iter()
-        .map(|x| x.secs)
-        .fold(0.0_f64, f64::max);
+    let longest_planned = pauses.iter().map(|x| x.secs).fold(0.0_f64, f64::max);
     if on_schedule(stop, &pauses) {
         return (
             p.stall_after_secs.max(1.5 * longest_planned),
@@ -179,7 +191,9 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
         .map(|(x, _)| x.secs)
         .fold(0.0_f64, f64::max);
     (
-        p.stall_min_secs.max(1.5 * longest_irregular).max(4.0 * usual),
+        p.stall_min_secs
+            .max(1.5 * longest_irregular)
+            .max(4.0 * usual),
         "off the run's eval/checkpoint schedule",
     )
 }
@@ -312,7 +326,11 @@ mod tests {
         assert_eq!(started.len(), 1, "{started:#?}");
         let f = &started[0];
         assert!(f.at - f.onset <= 90.0, "{f:#?}");
-        assert!(f.message.contains("off the run's eval/checkpoint schedule"), "{}", f.message);
+        assert!(
+            f.message.contains("off the run's eval/checkpoint schedule"),
+            "{}",
+            f.message
+        );
         // The evaluations themselves, on schedule, are never hangs.
         let healthy = scheduled(f64::INFINITY, 12000.0);
         assert!(poll_started(&healthy, 0.0, 12000.0, None, false).is_empty());
@@ -320,8 +338,16 @@ mod tests {
         let at_eval = scheduled(9000.0, 10000.0);
         let started = poll_started(&at_eval, 0.0, 10000.0, None, false);
         assert_eq!(started.len(), 1, "{started:#?}");
-        assert!(started[0].at - started[0].onset >= 300.0, "{:#?}", started[0]);
-        assert!(started[0].message.contains("scheduled pause"), "{}", started[0].message);
+        assert!(
+            started[0].at - started[0].onset >= 300.0,
+            "{:#?}",
+            started[0]
+        );
+        assert!(
+            started[0].message.contains("scheduled pause"),
+            "{}",
+            started[0].message
+        );
     }
 
     #[test]
