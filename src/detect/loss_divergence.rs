@@ -19,7 +19,9 @@
 //! whichever is higher), the loss jumped (a spike that has not come
 //! down yet, `loss_spike`'s finding and runbook), and it is reported as a divergence only once
 //! it has held for `divergence_jump_hold_secs` (10 min) — so a spike and a divergence are never
-//! raised in the same poll and the diagnosis sees the spike first.
+//! raised in the same poll and the diagnosis sees the spike first. Only on a chart with at
+//! more than three samples in the smoothing window: a sparser one (daily logs) cannot tell a jump
+//! from a climb.
 //! Severity error: unlike a spike, a divergence rarely heals by itself (rollback
 //! to a checkpoint, lower LR, skip data).
 
@@ -117,7 +119,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             .find(|v| v.is_finite())
             .unwrap_or(level);
         let jumped = first - best >= JUMP_SHARE * (level.max(newest) - best);
-        if jumped && ctx.now - onset < p.divergence_jump_hold_secs {
+        // Only a chart that resolves the smoothing window in a few samples can show whether
+        // the loss jumped or climbed; on a sparser one (daily logs) every rise looks sudden.
+        let resolved = n_recent > JUMP_SAMPLES;
+        if resolved && jumped && ctx.now - onset < p.divergence_jump_hold_secs {
             continue;
         }
         out.push(Finding {
