@@ -2,7 +2,7 @@
 //!
 //! Watches every `grad_norm` chart. The baseline is the median of the `grad_baseline_secs`
 //! (10 min) before the newest samples, with at least `grad_min_baseline_samples` (20) finite
-//! values. A sample is exploding when it is at least `grad_explosion_factor` (5) times that
+//! values. A sample is exploding when it is at least `grad_explosion_factor` (10) times that
 //! median; the condition needs the newest `grad_explosion_min_samples` (3) finite samples to
 //! all be exploding. Isolated one-step blips (a hard batch: 7× the median in the healthy llm.c
 //! run) recover on the next step and are not reported; an explosion that feeds on itself stays

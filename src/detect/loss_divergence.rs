@@ -14,6 +14,14 @@
 //! n samples. A divergence is a smoothed loss at least `divergence_sigmas` (3) such sigmas and
 //! `divergence_min_rise` (7.5 %) above the best level, with at least `divergence_min_samples` (10)
 //! finite baseline samples (warm-up and the first minutes after a restart stay quiet).
+//! A divergence is a trend: when the lowest of the first three samples of the elevated stretch
+//! already stood at 75 % or more of today's excess (by the smoothed level or the newest sample,
+//! whichever is higher), the loss jumped (a spike that has not come
+//! down yet, `loss_spike`'s finding and runbook), and it is reported as a divergence only once
+//! it has held for `divergence_jump_hold_secs` (10 min) — so a spike and a divergence are never
+//! raised in the same poll and the diagnosis sees the spike first. Only on a chart with at
+//! more than three samples in the smoothing window: a sparser one (daily logs) cannot tell a jump
+//! from a climb.
 //! Severity error: unlike a spike, a divergence rarely heals by itself (rollback
 //! to a checkpoint, lower LR, skip data).
 
@@ -24,6 +32,13 @@ use super::{Band, DetectContext, Finding, FindingKind, Severity};
 
 /// Older look-backs tried for a lasting rise (each a quarter of the look-back further back).
 const ANCHORS: usize = 4;
+
+/// The first samples of the elevated stretch whose lowest value tells a jump from a trend.
+const JUMP_SAMPLES: usize = 3;
+
+/// A stretch whose first samples already stood at this share of today's excess over the
+/// best level jumped there: a trend starts lower than where it has climbed to.
+const JUMP_SHARE: f64 = 0.75;
 
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let p = ctx.params;
@@ -74,15 +89,40 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 continue;
             }
             // The episode is the earliest stretch any look-back sees.
-            if found.is_none_or(|(_, _, t)| vis[i].t < t) {
-                found = Some((best, sigma, vis[i].t));
+            if found.is_none_or(|(_, _, t, _)| vis[i].t < t) {
+                found = Some((best, sigma, vis[i].t, i));
             }
         }
-        let Some((best, sigma, onset)) = found else {
+        let Some((best, sigma, onset, i)) = found else {
             continue;
         };
         if ctx.now - onset > p.divergence_lookback_secs {
             // Elevated for longer than the look-back: the run's new normal, already reported.
+            continue;
+        }
+        // A trend, not a jump: when the stretch's first samples already stood at most of
+        // today's excess, the loss jumped there (a spike that has not come down yet, which is
+        // `loss_spike`'s). It becomes a divergence only once it has held for
+        // `divergence_jump_hold_secs`.
+        let first = vis[i..]
+            .iter()
+            .map(|s| s.v)
+            .filter(|v| v.is_finite())
+            .take(JUMP_SAMPLES)
+            .fold(f64::INFINITY, f64::min);
+        // Today's excess by the smoothed level or the newest sample, whichever is higher: on a
+        // sparse chart the smoothing window still holds the climb itself.
+        let newest = vis
+            .iter()
+            .rev()
+            .map(|s| s.v)
+            .find(|v| v.is_finite())
+            .unwrap_or(level);
+        let jumped = first - best >= JUMP_SHARE * (level.max(newest) - best);
+        // Only a chart that resolves the smoothing window in a few samples can show whether
+        // the loss jumped or climbed; on a sparser one (daily logs) every rise looks sudden.
+        let resolved = n_recent > JUMP_SAMPLES;
+        if resolved && jumped && ctx.now - onset < p.divergence_jump_hold_secs {
             continue;
         }
         out.push(Finding {

@@ -7,7 +7,11 @@
 //! count. A plateau is an improvement below `loss_plateau_min_drop` (0.2 %) of the earlier
 //! level: language-model runs still gain a percent or more over four hours late in training,
 //! and medians over half an hour make per-batch noise irrelevant. A rising loss is a plateau
-//! too here (divergence reports it more precisely, in the same family). Only while the run is
+//! too here (divergence reports it more precisely, in the same family). Two half-hour medians
+//! of a flat, noisy loss differ by about ±0.3 %, so a plateau judged on one comparison flickers
+//! across the threshold; the condition therefore holds while any check of the last
+//! `loss_plateau_hold_secs` (1 h, one check every 5 min) shows a plateau, and clears only after
+//! an hour in which every check shows the loss improving again. Only while the run is
 //! progressing and its learning rate, when charted, is not at zero (the end of a schedule).
 //! Severity info: wasted compute, not damage.
 
@@ -34,34 +38,35 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let mut buf = Vec::new();
     for (key, series) in ctx.charts.by_role(Role::Loss) {
         let vis = visible(series, ctx);
-        let then_end = ctx.now - p.loss_plateau_secs;
-        match vis.first() {
-            Some(first) if first.t <= then_end - w => {}
-            _ => continue,
-        }
-        let Some((now_level, n_now)) = median(between(vis, ctx.now - w, f64::INFINITY), &mut buf)
+        // The newest check that shows a plateau, every sixth of the smoothing window back to `loss_plateau_hold_secs` earlier, on a grid fixed in time (multiples of the
+        // spacing), so consecutive polls look at the same checks and the hold does not flicker.
+        let every = w / 6.0;
+        let checks = (p.loss_plateau_hold_secs / every).floor() as usize;
+        let grid = (ctx.now / every).floor() * every;
+        let times = (0..=checks)
+            .map(|j| grid - j as f64 * every)
+            .filter(|&t| t >= ctx.now - p.loss_plateau_hold_secs);
+        let Some((at, now_level, then_level, drop)) =
+            times.filter_map(|t| plateau_at(vis, t, p, &mut buf)).next()
         else {
             continue;
         };
-        let Some((then_level, n_then)) = median(between(vis, then_end - w, then_end), &mut buf)
-        else {
-            continue;
+        let held = if ctx.now - at >= every {
+            format!(
+                "; still within the {:.0}-min hold (every check since has improved)",
+                p.loss_plateau_hold_secs / 60.0
+            )
+        } else {
+            String::new()
         };
-        if n_now < MIN_SAMPLES || n_then < MIN_SAMPLES {
-            continue;
-        }
-        let drop = (then_level - now_level) / then_level.abs().max(1e-12);
-        if drop >= p.loss_plateau_min_drop {
-            continue;
-        }
         out.push(Finding {
             kind: FindingKind::LossPlateau,
             chart: key.to_string(),
             at: ctx.now,
-            onset: then_end,
+            onset: at - p.loss_plateau_secs,
             severity: Severity::Info,
             message: format!(
-                "{key} has not improved in {:.1} h: median {} now vs {} then ({:+.2}%, expected at least -{:.1}%)",
+                "{key} has not improved in {:.1} h: median {} now vs {} then ({:+.2}%, expected at least -{:.1}%){held}",
                 p.loss_plateau_secs / 3600.0,
                 num(now_level),
                 num(then_level),
@@ -72,6 +77,27 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             baseline: None,
         });
     }
+}
+
+/// Whether the loss shows a plateau as seen at `t`: (t, level at t, level then, relative drop).
+fn plateau_at(
+    vis: &[crate::charts::Sample],
+    t: f64,
+    p: &super::DetectorParams,
+    buf: &mut Vec<f64>,
+) -> Option<(f64, f64, f64, f64)> {
+    let w = p.loss_plateau_window_secs;
+    let then_end = t - p.loss_plateau_secs;
+    if vis.first().is_none_or(|first| first.t > then_end - w) {
+        return None;
+    }
+    let (now_level, n_now) = median(between(vis, t - w, t), buf)?;
+    let (then_level, n_then) = median(between(vis, then_end - w, then_end), buf)?;
+    if n_now < MIN_SAMPLES || n_then < MIN_SAMPLES {
+        return None;
+    }
+    let drop = (then_level - now_level) / then_level.abs().max(1e-12);
+    (drop < p.loss_plateau_min_drop).then_some((t, now_level, then_level, drop))
 }
 
 #[cfg(test)]

@@ -8,60 +8,119 @@
 //! (5 %) of the window's peak (a schedule that decays to zero gets there smoothly, and values
 //! printed with few decimals round to 0 at the very end: that is not an anomaly). Step decays
 //! (×0.1 at a milestone) are legitimate schedule changes and are not reported. The condition
-//! holds for `lr_hold_secs` (15 min) after the event, so it is reported once. Severity warning.
+//! holds for `lr_hold_secs` (15 min) after the event, so it is reported once, and beyond that
+//! for as long as the learning rate stays off in the same way (still above `lr_jump_factor` ×
+//! the reference after a jump, still at zero after a drop): a wrong value that nobody fixed is
+//! still wrong, and a runbook verifying that the finding cleared must not pass while it holds.
+//! It is looked for over the last `lr_max_hold_secs` (6 h); a level held longer than that is the
+//! run's new normal. Severity warning.
+
+use std::collections::VecDeque;
 
 use crate::charts::{Role, Sample};
 
-use super::stats::{between, num, visible};
+use super::stats::{num, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
 
 /// Finite samples the reference window needs.
 const MIN_WINDOW_SAMPLES: usize = 10;
 
+/// An anomalous sample and what it was measured against.
+struct Event {
+    sample: Sample,
+    reference: f64,
+    what: &'static str,
+    /// Every sample since has stayed off the schedule in the same way.
+    holding: bool,
+}
+
+impl Event {
+    /// The learning rate at `v` is still off in the way the event said.
+    fn still(&self, v: f64, jump_factor: f64) -> bool {
+        match self.what {
+            "jumped" => v > jump_factor * self.reference,
+            _ => v <= 0.0,
+        }
+    }
+}
+
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let p = ctx.params;
+    let w = p.lr_window_secs;
     for (key, series) in ctx.charts.by_role(Role::Lr) {
         let vis = visible(series, ctx);
-        let recent_from = ctx.now - p.lr_hold_secs;
-        let start = vis.partition_point(|s| s.t < recent_from);
-        // Reference: the window before the hold window, then grown sample by sample.
-        let ref_win = between(vis, recent_from - p.lr_window_secs, recent_from);
-        let mut peak = f64::NEG_INFINITY;
-        let mut n = 0usize;
-        let mut prev: Option<Sample> = None;
-        for s in ref_win.iter().filter(|s| s.v.is_finite()) {
-            peak = peak.max(s.v);
-            n += 1;
-            prev = Some(*s);
-        }
-        let mut event: Option<(Sample, f64, &'static str)> = None;
-        for s in vis[start..].iter().filter(|s| s.v.is_finite()) {
-            if n >= MIN_WINDOW_SAMPLES && peak > 0.0 {
-                if s.v > p.lr_jump_factor * peak {
-                    event = Some((*s, peak, "jumped"));
-                    break;
+        let scan_from = ctx.now - p.lr_max_hold_secs.max(p.lr_hold_secs);
+        let fin: Vec<Sample> = vis.iter().filter(|s| s.v.is_finite()).copied().collect();
+        let lo = fin.partition_point(|s| s.t < scan_from - w);
+        let start = fin.partition_point(|s| s.t < scan_from);
+        // Highest value of the `w` before each sample: a monotonic queue of indices.
+        let mut peaks: VecDeque<usize> = VecDeque::new();
+        let mut next = lo;
+        let mut run_peak: Option<f64> = None;
+        let mut active: Option<Event> = None;
+        for i in start..fin.len() {
+            let s = fin[i];
+            while next < i {
+                while peaks.back().is_some_and(|&b| fin[b].v <= fin[next].v) {
+                    peaks.pop_back();
                 }
-                if s.v <= 0.0
-                    && let Some(q) = prev
-                {
-                    // Against the run's peak, computed only when a zero shows up.
-                    let run_peak = vis
-                        .iter()
+                peaks.push_back(next);
+                next += 1;
+            }
+            while peaks.front().is_some_and(|&f| fin[f].t < s.t - w) {
+                peaks.pop_front();
+            }
+            if let Some(ev) = &mut active {
+                if ev.holding && !ev.still(s.v, p.lr_jump_factor) {
+                    ev.holding = false;
+                }
+                if ev.holding || s.t - ev.sample.t <= p.lr_hold_secs {
+                    continue;
+                }
+                // Back on schedule and past the hold: cleared; this sample may start another.
+                active = None;
+            }
+            let n = i - fin[..i].partition_point(|x| x.t < s.t - w);
+            let Some(peak) = peaks.front().map(|&f| fin[f].v) else {
+                continue;
+            };
+            if n < MIN_WINDOW_SAMPLES || peak <= 0.0 {
+                continue;
+            }
+            if s.v > p.lr_jump_factor * peak {
+                active = Some(Event {
+                    sample: s,
+                    reference: peak,
+                    what: "jumped",
+                    holding: true,
+                });
+            } else if s.v <= 0.0 && i > 0 {
+                // Against the run's peak, computed only when a zero shows up.
+                let rp = *run_peak.get_or_insert_with(|| {
+                    vis.iter()
                         .map(|x| x.v)
                         .filter(|v| v.is_finite())
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    if q.v >= p.lr_zero_min_fraction * run_peak {
-                        event = Some((*s, run_peak, "dropped to zero"));
-                        break;
-                    }
+                        .fold(f64::NEG_INFINITY, f64::max)
+                });
+                if fin[i - 1].v >= p.lr_zero_min_fraction * rp {
+                    active = Some(Event {
+                        sample: s,
+                        reference: rp,
+                        what: "dropped to zero",
+                        holding: true,
+                    });
                 }
             }
-            peak = peak.max(s.v);
-            n += 1;
-            prev = Some(*s);
         }
-        let Some((s, reference, what)) = event else {
+        let Some(ev) = active.filter(|ev| ev.holding || ctx.now - ev.sample.t <= p.lr_hold_secs)
+        else {
             continue;
+        };
+        let (s, reference, what) = (ev.sample, ev.reference, ev.what);
+        let still = if ev.holding && ctx.now - s.t > p.lr_hold_secs {
+            format!("; still off after {:.0} min", (ctx.now - s.t) / 60.0)
+        } else {
+            String::new()
         };
         out.push(Finding {
             kind: FindingKind::LrAnomaly,
@@ -70,15 +129,12 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset: s.t,
             severity: Severity::Warning,
             message: format!(
-                "{key} {what}: {} at {} against a recent peak of {} (schedule changes never {})",
+                "{key} {what}: {} at {} against a recent peak of {} (schedule changes never {}){still}",
                 num(s.v),
                 crate::clock::fmt_t(s.t),
                 num(reference),
                 if what == "jumped" {
-                    format!(
-                        "more than double it within {:.0} min",
-                        p.lr_window_secs / 60.0
-                    )
+                    format!("more than double it within {:.0} min", w / 60.0)
                 } else {
                     "fall from a working rate to zero in one step".into()
                 },
@@ -136,7 +192,29 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].onset, 10000.0);
         assert!(f[0].message.contains("jumped"), "{}", f[0].message);
-        assert!(run_detector(detect, &reset, 10000.0 + 901.0, None, false).is_empty());
+        // Still reported while the lr stays at the wrong value...
+        let f = run_detector(detect, &reset, 10000.0 + 3600.0, None, false);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].onset, 10000.0);
+        assert!(
+            f[0].message.contains("still off after 60 min"),
+            "{}",
+            f[0].message
+        );
+        // ...and cleared once it is back on its schedule and the hold has passed.
+        let fixed = lr(|t| {
+            if (10000.0..10300.0).contains(&t) {
+                6e-4
+            } else {
+                schedule(t)
+            }
+        });
+        assert_eq!(
+            run_detector(detect, &fixed, 10000.0 + 600.0, None, false).len(),
+            1
+        );
+        let f = run_detector(detect, &fixed, 10000.0 + 901.0, None, false);
+        assert!(f.is_empty(), "{f:#?}");
         let zero = lr(|t| if t >= 5000.0 { 0.0 } else { schedule(t) });
         let f = run_detector(detect, &zero, 5030.0, None, false);
         assert_eq!(f.len(), 1);

@@ -41,13 +41,21 @@ pub struct DetectorParams {
     /// a high loss is the run's new level: a divergence, not a spike.
     pub loss_spike_hold_secs: f64,
 
-    /// `stall`: no step progress for this many seconds while samples keep arriving. 300 s is
+    /// `stall`: no step progress for this many seconds while samples keep arriving, while the
+    /// run's pauses are not learned yet and when a scheduled pause is due. 300 s is
     /// well above checkpoint saves and evaluation pauses of most runs and well below the NCCL
     /// collective timeout (10 min), so a hang is caught before the job's own watchdog.
     pub stall_after_secs: f64,
     /// `stall`: the newest `step` sample must be at most this old, or the data has stopped
     /// arriving (that is `metrics_absent`, not a stall). 180 s tolerates a few missed scrapes.
     pub stall_fresh_secs: f64,
+    /// `stall`: the shortest threshold, for a stop off the run's eval/checkpoint schedule once
+    /// its pauses are learned. 60 s = two polls: a healthy run does not stand still that long
+    /// between two steps outside its planned pauses.
+    pub stall_min_secs: f64,
+    /// `stall`: history the run needs before its pauses are learned (2 h: two or more evals or
+    /// checkpoints of most runs). Until then `stall_after_secs` applies.
+    pub stall_learn_secs: f64,
 
     /// `gpu_hardware_error`: an increase of the cumulative Xid / ECC counter within this window
     /// is a condition. 10 min keeps it visible over many polls without holding it for long
@@ -99,11 +107,19 @@ pub struct DetectorParams {
     /// lasting an hour is still compared with the level before it (one report), and a run that
     /// settled at a higher level after a planned change has a new normal two hours later.
     pub divergence_lookback_secs: f64,
+    /// `loss_divergence`: a loss that jumped to its elevated level (rather than climbing) is a
+    /// spike first, and a divergence only once it has held this long. 10 min (20 polls): long
+    /// enough for the loss-spike runbook to roll back, short enough that a jump which does not
+    /// come down is escalated to the divergence runbook within the hour.
+    pub divergence_jump_hold_secs: f64,
 
     /// `grad_explosion`: baseline window of the gradient norm (median). 10 min.
     pub grad_baseline_secs: f64,
     /// `grad_explosion`: a grad norm at least this many times its baseline median is exploding.
-    /// 5 matches the rule teams write by hand; grad norms of healthy runs wander within 2–3×.
+    /// 10, an order of magnitude: grad norms of healthy runs wander within 2–3× and hard
+    /// batches blip to 7–8× (the healthy llm.c run); a norm held at 3–10× while the loss climbs
+    /// is the start of a divergence (`loss_divergence`, whose runbook rolls back), whereas the
+    /// explosions teams logged (BLOOM-176B, OPT-175B) were ×10–1000.
     pub grad_explosion_factor: f64,
     /// `grad_explosion`: consecutive samples above the threshold. 3: isolated one-step blips
     /// (a hard batch; 7× the median in the healthy llm.c run) recover on the next step.
@@ -131,6 +147,10 @@ pub struct DetectorParams {
     /// `loss_plateau`: improvement below this fraction over `loss_plateau_secs` is a plateau
     /// (0.2 %).
     pub loss_plateau_min_drop: f64,
+    /// `loss_plateau`: the condition holds while any check (one every sixth of the smoothing
+    /// window) of this long shows a plateau. 1 h: a flat loss's medians flicker around the
+    /// threshold; a resumed fall shows at every check within the hour.
+    pub loss_plateau_hold_secs: f64,
 
     /// `eval_regression`: the latest evaluation loss this fraction above the best so far (5 %).
     pub eval_regression_min_rise: f64,
@@ -150,6 +170,10 @@ pub struct DetectorParams {
     pub lr_zero_min_fraction: f64,
     /// `lr_anomaly`: how long the condition stays after the anomalous sample (15 min).
     pub lr_hold_secs: f64,
+    /// `lr_anomaly`: how far back an anomaly that still holds is looked for (6 h). A learning
+    /// rate that has stayed at a wrong value that long without anyone fixing it is the run's
+    /// new normal; until then the finding holds and the runbook escalates.
+    pub lr_max_hold_secs: f64,
 
     /// `metrics_absent`: no sample on any chart for this long. 300 s = ten 30-s polls, beyond
     /// a Prometheus scrape hiccup or a slow evaluation export.
@@ -203,6 +227,8 @@ impl Default for DetectorParams {
             loss_spike_hold_secs: 3600.0,
             stall_after_secs: 300.0,
             stall_fresh_secs: 180.0,
+            stall_min_secs: 60.0,
+            stall_learn_secs: 7200.0,
             hardware_window_secs: 600.0,
             throughput_recent_secs: 300.0,
             throughput_baseline_secs: 3600.0,
@@ -217,8 +243,9 @@ impl Default for DetectorParams {
             divergence_min_rise: 0.075,
             divergence_min_samples: 10,
             divergence_lookback_secs: 7200.0,
+            divergence_jump_hold_secs: 600.0,
             grad_baseline_secs: 600.0,
-            grad_explosion_factor: 5.0,
+            grad_explosion_factor: 10.0,
             grad_explosion_min_samples: 3,
             grad_min_baseline_samples: 20,
             loss_scale_window_secs: 600.0,
@@ -228,6 +255,7 @@ impl Default for DetectorParams {
             loss_plateau_secs: 4.0 * 3600.0,
             loss_plateau_window_secs: 1800.0,
             loss_plateau_min_drop: 0.002,
+            loss_plateau_hold_secs: 3600.0,
             eval_regression_min_rise: 0.05,
             eval_regression_min_evals: 2,
             eval_min_history: 3,
@@ -235,6 +263,7 @@ impl Default for DetectorParams {
             lr_jump_factor: 2.0,
             lr_zero_min_fraction: 0.05,
             lr_hold_secs: 900.0,
+            lr_max_hold_secs: 6.0 * 3600.0,
             absent_after_secs: 300.0,
             absent_history_secs: 1800.0,
             gpu_util_recent_secs: 300.0,
@@ -272,6 +301,8 @@ impl DetectorParams {
             ("loss_spike_sigmas", self.loss_spike_sigmas),
             ("stall_after_secs", self.stall_after_secs),
             ("stall_fresh_secs", self.stall_fresh_secs),
+            ("stall_min_secs", self.stall_min_secs),
+            ("stall_learn_secs", self.stall_learn_secs),
             ("hardware_window_secs", self.hardware_window_secs),
             ("throughput_recent_secs", self.throughput_recent_secs),
             ("throughput_baseline_secs", self.throughput_baseline_secs),
@@ -310,11 +341,14 @@ impl DetectorParams {
             ("throughput_hold_secs", self.throughput_hold_secs),
             ("divergence_min_rise", self.divergence_min_rise),
             ("divergence_lookback_secs", self.divergence_lookback_secs),
+            ("divergence_jump_hold_secs", self.divergence_jump_hold_secs),
             ("loss_scale_floor", self.loss_scale_floor),
             ("loss_plateau_min_drop", self.loss_plateau_min_drop),
+            ("loss_plateau_hold_secs", self.loss_plateau_hold_secs),
             ("eval_regression_min_rise", self.eval_regression_min_rise),
             ("lr_zero_min_fraction", self.lr_zero_min_fraction),
             ("lr_hold_secs", self.lr_hold_secs),
+            ("lr_max_hold_secs", self.lr_max_hold_secs),
             ("absent_history_secs", self.absent_history_secs),
             ("dataloader_wait_fraction", self.dataloader_wait_fraction),
         ];

@@ -1,8 +1,21 @@
 //! `stall`: the step counter stopped advancing while the run should be running (a hang).
 //!
-//! Watches every `step` chart. The condition holds when the step has not increased for
-//! `stall_after_secs` (300 s) although its samples keep arriving (the newest `step` sample is
-//! at most `stall_fresh_secs`, 180 s, old: when the data stops too, that is `metrics_absent`).
+//! Watches every `step` chart. The condition holds when the step has not increased for a
+//! threshold although its samples keep arriving (the newest `step` sample is at most
+//! `stall_fresh_secs`, 180 s, old: when the data stops too, that is `metrics_absent`). The time
+//! standing still is measured up to the newest sample, so only samples that show the same step
+//! count as evidence of a hang.
+//!
+//! The threshold is learned from the run's own history, because a hang and a planned pause
+//! (evaluation, checkpoint save) look the same while they last. The completed stops of the
+//! visible history (no advance for more than 3× the usual gap between advances; holes and
+//! rollbacks are restarts, not stops) are the run's pauses; evals and checkpoints recur on a
+//! schedule, so a pause whose start is evenly spaced with two others is *scheduled*. When the
+//! counter stops where the schedule puts a pause (continuing an evenly spaced pair), the
+//! threshold is `stall_after_secs` (300 s) or 1.5× the longest pause seen, whichever is longer.
+//! Anywhere else, it is `stall_min_secs` (60 s, two polls), or 1.5× the longest *irregular*
+//! stop the run has had, or 4× its usual gap, whichever is longest. With less than
+//! `stall_learn_secs` (2 h) of history or fewer than 10 advances, it is `stall_after_secs`.
 //! The run must have advanced at least once among the samples since `since`: right after a
 //! start or restart, loading a checkpoint is not a hang. Paused runs are quiet. 300 s is above
 //! a checkpoint save or an evaluation pass of most runs and below PyTorch's 10-min NCCL timeout,
@@ -13,7 +26,9 @@
 //! the message says what `gpu_util` shows, and severity is critical when GPUs are busy (mean
 //! ≥ 50 %), error otherwise.
 
-use crate::charts::Role;
+use crate::charts::{Role, Sample};
+
+use super::DetectorParams;
 
 use super::stats::{last_advance, num, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
@@ -37,8 +52,19 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             continue;
         };
         let last = vis[adv];
-        let quiet = ctx.now - last.t;
-        if quiet.is_nan() || quiet < p.stall_after_secs {
+        // Observed standing still: up to the newest sample, not to `now`. A counter whose
+        // samples stopped with it (the exporter or the pods gone) is not seen to hang.
+        let mut quiet = newest.t - last.t;
+        let (mut after, mut why) = threshold(vis, last.t, p);
+        // A rollback since the last advance is a restart (a crash, or one babysitter did not
+        // make): loading a checkpoint takes minutes, so the new life gets the default
+        // threshold, counted from the rollback.
+        if let Some(back) = vis[adv..].iter().find(|s| s.v.is_finite() && s.v < last.v) {
+            quiet = newest.t - back.t;
+            after = p.stall_after_secs;
+            why = "restarted: the step rolled back";
+        }
+        if quiet.is_nan() || quiet < after {
             continue;
         }
         let (gpu, severity) = match gpu_util(ctx) {
@@ -59,7 +85,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset: last.t,
             severity,
             message: format!(
-                "{key} stuck at {} for {quiet:.0} s (last advance at {}) while samples keep arriving{gpu}",
+                "{key} stuck at {} for {quiet:.0} s (last advance at {}) while samples keep arriving{gpu}; threshold {after:.0} s ({why})",
                 num(last.v),
                 crate::clock::fmt_t(last.t)
             ),
@@ -67,6 +93,109 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             baseline: None,
         });
     }
+}
+
+/// Most planned pauses remembered (the newest).
+const MAX_PAUSES: usize = 32;
+
+/// A completed stop of the step counter in the run's history: when it began, how long it lasted.
+#[derive(Debug, Clone, Copy)]
+struct Pause {
+    start: f64,
+    secs: f64,
+}
+
+/// How long the counter may stand still from `stop` (the last advance) before it is a hang, and
+/// why. Learned from the completed stops of the visible history (see the module doc).
+fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static str) {
+    let fallback = (
+        p.stall_after_secs,
+        "default: too little history to learn its pauses",
+    );
+    let Some(first) = vis.first() else {
+        return fallback;
+    };
+    // Times of the advances (a sample above the one before), and no hole or rollback between.
+    let mut advances: Vec<f64> = Vec::new();
+    let mut pauses: Vec<Pause> = Vec::new();
+    let mut gaps: Vec<f64> = Vec::new();
+    let mut prev: Option<Sample> = None;
+    let mut last_adv: Option<f64> = None;
+    for s in vis.iter().filter(|s| s.v.is_finite() && s.t <= stop) {
+        if let Some(q) = prev {
+            if s.v < q.v || s.t - q.t > p.stall_fresh_secs {
+                // A restart (rollback) or a hole in the data: not a pause of a running job.
+                last_adv = None;
+            } else if s.v > q.v {
+                if let Some(a) = last_adv {
+                    gaps.push(s.t - a);
+                }
+                advances.push(s.t);
+                last_adv = Some(s.t);
+            }
+        }
+        prev = Some(*s);
+    }
+    if stop - first.t < p.stall_learn_secs || gaps.len() < 10 {
+        return fallback;
+    }
+    let mut sorted = gaps.clone();
+    sorted.sort_by(f64::total_cmp);
+    let usual = sorted[sorted.len() / 2];
+    // A stop is a pause when it lasted well beyond the usual gap between advances.
+    let min_pause = (3.0 * usual).max(p.stall_min_secs / 2.0);
+    for w in advances.windows(2) {
+        let secs = w[1] - w[0];
+        if secs > min_pause {
+            pauses.push(Pause { start: w[0], secs });
+        }
+    }
+    if pauses.len() > MAX_PAUSES {
+        pauses.drain(..pauses.len() - MAX_PAUSES);
+    }
+    let tol = (3.0 * usual).max(p.stall_min_secs / 2.0);
+    // Pause `k` continues a schedule when two earlier pauses are spaced as it is from the later.
+    let on_schedule = |start: f64, before: &[Pause]| {
+        before.iter().enumerate().any(|(j, b)| {
+            before[..j]
+                .iter()
+                .any(|a| ((start - b.start) - (b.start - a.start)).abs() <= tol)
+        })
+    };
+    let longest_planned = pauses.iter().map(|x| x.secs).fold(0.0_f64, f64::max);
+    if on_schedule(stop, &pauses) {
+        return (
+            p.stall_after_secs.max(1.5 * longest_planned),
+            "a scheduled pause (eval or checkpoint) is due now",
+        );
+    }
+    // Off schedule: only the run's irregular stops (in no evenly spaced triple) set the bar.
+    let n = pauses.len();
+    let mut periodic = vec![false; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            for k in j + 1..n {
+                let (a, b, c) = (pauses[i].start, pauses[j].start, pauses[k].start);
+                if ((c - b) - (b - a)).abs() <= tol {
+                    periodic[i] = true;
+                    periodic[j] = true;
+                    periodic[k] = true;
+                }
+            }
+        }
+    }
+    let longest_irregular = pauses
+        .iter()
+        .zip(&periodic)
+        .filter(|(_, per)| !**per)
+        .map(|(x, _)| x.secs)
+        .fold(0.0_f64, f64::max);
+    (
+        p.stall_min_secs
+            .max(1.5 * longest_irregular)
+            .max(4.0 * usual),
+        "off the run's eval/checkpoint schedule",
+    )
 }
 
 /// Utilisation of the GPUs now: the newest fresh sample of every `gpu_util` chart, in percent.
@@ -169,6 +298,56 @@ mod tests {
             f.message
         );
         assert!(detect_at(&c, 3285.0, None, false).is_empty());
+    }
+
+    /// Steps every 10 s, an evaluation pause of 60 s every 30 min, a hang from `hang`.
+    fn scheduled(hang: f64, end: f64) -> ChartSet {
+        let mut c = ChartSet::new();
+        let mut step = 0.0;
+        let mut samples = Vec::new();
+        let mut t = 0.0;
+        while t <= end {
+            let eval = t > 600.0 && t % 1800.0 < 60.0;
+            if !eval && t < hang {
+                step += 10.0;
+            }
+            samples.push(Sample::new(t, step));
+            t += 10.0;
+        }
+        c.merge(ChartKey::new(Role::Step), samples);
+        c
+    }
+
+    #[test]
+    fn once_the_schedule_is_learned_a_hang_off_it_is_found_in_two_polls() {
+        // 8000 s is 800 s past an evaluation: off schedule.
+        let c = scheduled(8000.0, 9000.0);
+        let started = poll_started(&c, 0.0, 9000.0, None, false);
+        assert_eq!(started.len(), 1, "{started:#?}");
+        let f = &started[0];
+        assert!(f.at - f.onset <= 90.0, "{f:#?}");
+        assert!(
+            f.message.contains("off the run's eval/checkpoint schedule"),
+            "{}",
+            f.message
+        );
+        // The evaluations themselves, on schedule, are never hangs.
+        let healthy = scheduled(f64::INFINITY, 12000.0);
+        assert!(poll_started(&healthy, 0.0, 12000.0, None, false).is_empty());
+        // A hang that starts exactly when an evaluation is due waits for the default.
+        let at_eval = scheduled(9000.0, 10000.0);
+        let started = poll_started(&at_eval, 0.0, 10000.0, None, false);
+        assert_eq!(started.len(), 1, "{started:#?}");
+        assert!(
+            started[0].at - started[0].onset >= 300.0,
+            "{:#?}",
+            started[0]
+        );
+        assert!(
+            started[0].message.contains("scheduled pause"),
+            "{}",
+            started[0].message
+        );
     }
 
     #[test]

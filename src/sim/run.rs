@@ -161,6 +161,10 @@ impl XidState {
 pub(crate) struct DropState {
     pub factor: f64,
     pub until: f64,
+    /// The GPUs wait idle for the missing throughput (their utilisation falls with it); when
+    /// false they stay busy while each step takes longer (a degraded interconnect keeps NCCL
+    /// kernels spinning, throttled clocks run every kernel slower).
+    pub gpus_idle: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -338,6 +342,15 @@ impl Dyn {
 
     fn drop_factor(&self) -> f64 {
         self.drops.iter().map(|d| d.factor).product()
+    }
+
+    /// The part of [`Self::drop_factor`] that leaves the GPUs idle.
+    fn idle_factor(&self) -> f64 {
+        self.drops
+            .iter()
+            .filter(|d| d.gpus_idle)
+            .map(|d| d.factor)
+            .product()
     }
 
     pub fn phase(&self) -> SimPhase {
@@ -579,10 +592,13 @@ impl Dyn {
                 self.drops.push(DropState {
                     factor,
                     until: t + duration,
+                    gpus_idle: false,
                 });
                 self.event(
                     t,
-                    format!("shared filesystem slow: throughput × {factor} for {duration:.0} s"),
+                    format!(
+                        "interconnect degraded: throughput × {factor} for {duration:.0} s (GPUs stay busy)"
+                    ),
                 );
             }
             Fault::LossDivergence { .. } => {
@@ -624,6 +640,7 @@ impl Dyn {
                 self.drops.push(DropState {
                     factor: (util / 0.96).min(1.0),
                     until: t + duration,
+                    gpus_idle: true,
                 });
                 self.event(
                     t,
@@ -727,7 +744,7 @@ impl Dyn {
             }
             Phase::Running => {
                 let g = self.fresh_gauges(spec, seed, k);
-                let util = (gpu.range(0.93, 0.99) * self.drop_factor()).clamp(0.0, 1.0);
+                let util = (gpu.range(0.93, 0.99) * self.idle_factor()).clamp(0.0, 1.0);
                 (g, g.throughput, util)
             }
         };

@@ -72,8 +72,10 @@ pub enum Fault {
     /// Loss and grad norm become NaN and stay NaN until a restart. Checkpoints saved more than
     /// `steps` steps after the onset hold NaN weights (restoring them keeps the run NaN).
     Nan { at: f64, steps: u64 },
-    /// Throughput × `factor` (step time ÷ `factor`, GPUs idle accordingly) for `duration`
-    /// seconds: a slow filesystem or input pipeline. Restarts do not help.
+    /// Throughput × `factor` (step time ÷ `factor`) for `duration` seconds while the GPUs stay
+    /// busy: a degraded interconnect (NCCL kernels spin waiting on the network, which counts as
+    /// utilisation) or throttled clocks. Restarts do not help. GPUs left idle are
+    /// [`Fault::GpuUtilDrop`]; an input pipeline that starves them is [`Fault::DataloaderStall`].
     ThroughputDrop { at: f64, factor: f64, duration: f64 },
     /// A sustained rise of the loss (≈+0.05 % per step over the curve, grad norm ×3–10) that
     /// does not recover. A restart to a checkpoint before the onset with a lowered lr (scale

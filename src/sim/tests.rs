@@ -684,7 +684,8 @@ async fn throughput_drop_lasts_its_duration() {
     let after = median(values(&c, Role::Throughput, T0 + 900.0, T0 + 1800.0));
     assert!((low / base - 0.5).abs() < 0.02, "{base} → {low}");
     assert!((after / base - 1.0).abs() < 0.02, "{base} → {after}");
-    assert!(median(values(&c, Role::GpuUtil, T0 + 300.0, T0 + 885.0)) < 0.5);
+    // The GPUs stay busy (an interconnect or clock slowdown), unlike a GPU utilisation drop.
+    assert!(median(values(&c, Role::GpuUtil, T0 + 300.0, T0 + 885.0)) > 0.9);
     // Step rate halves too: 300 s of progress at half speed.
     let s = |t| values(&c, Role::Step, t, t)[0];
     assert_eq!(s(T0 + 900.0) - s(T0 + 300.0), 150.0);
