@@ -499,10 +499,11 @@ async fn the_runbooks_page_lists_every_runbook_by_priority() {
         .map(|r| r.split('"').next().unwrap())
         .collect();
     assert_eq!(rows.len(), f.engine.handles().runbooks.iter().count());
-    // gpu-hardware-error (priority 90) comes before grad-explosion (65) and loss-spike (50).
+    // Highest priority first: gpu-hardware-error (90), then loss-spike (50), then
+    // grad-explosion (45: a gradient explosion the loss followed is a loss spike).
     let pos = |id: &str| rows.iter().position(|r| *r == id).unwrap();
-    assert!(pos("gpu-hardware-error") < pos("grad-explosion"));
-    assert!(pos("grad-explosion") < pos("loss-spike"));
+    assert!(pos("gpu-hardware-error") < pos("loss-spike"));
+    assert!(pos("loss-spike") < pos("grad-explosion"));
     assert!(body.contains("<code>grad_explosion</code>"), "{body}");
     assert!(body.contains(r#"href="/runbooks/loss-spike""#));
 }
