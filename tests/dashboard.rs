@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::services::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -64,13 +66,6 @@ impl MetricsSource for HostileLabels {
 
 fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 /// chromedriver and the Chromium it starts, in their own process group so that nothing is left

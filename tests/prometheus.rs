@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::services::{free_port, prometheus_binaries as binaries};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,41 +24,6 @@ use babysitter::sim::{SimCluster, SimRunSpec};
 use babysitter::sources::prometheus::PrometheusSource;
 use babysitter::sources::prometheus::settings::{ChartTemplate, ProfileSel, PrometheusConfig};
 use babysitter::sources::{ChartBatch, MetricsSource, PollRequest, SourceError};
-
-/// `prometheus` and `promtool`, installing the Debian package if they are missing and we can.
-fn binaries() -> Option<(PathBuf, PathBuf)> {
-    let find = |name: &str| -> Option<PathBuf> {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join(name))
-                .find(|p| p.is_file())
-        })
-    };
-    if find("prometheus").is_none() {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg("[ \"$(id -u)\" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-pushgateway")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-    match (find("prometheus"), find("promtool")) {
-        (Some(p), Some(t)) => Some((p, t)),
-        _ => {
-            eprintln!(
-                "SKIPPED: no `prometheus`/`promtool` binary and it could not be installed (apt-get install prometheus)"
-            );
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A training exporter: serves whatever text the test puts in `body` on `/metrics`.
 struct Exporter {

@@ -2,6 +2,8 @@
 //! recording console pager, and a manual clock stepped one poll at a time.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::sync::Arc;
 
 use babysitter::act::Target;
