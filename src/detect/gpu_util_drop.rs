@@ -13,7 +13,7 @@
 
 use crate::charts::Role;
 
-use super::stats::{Robust, ShiftSearch, between, find_shift, median, num, progressing, visible};
+use super::stats::{ShiftSearch, level_drop, num, progressing, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
 
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
@@ -35,17 +35,15 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     for (key, series) in ctx.charts.by_role(Role::GpuUtil) {
         let vis = visible(series, ctx);
         let upto = vis;
-        let recent = between(upto, ctx.now - p.gpu_util_recent_secs, f64::INFINITY);
-        let Some((level, n)) = median(recent, &mut buf) else {
-            continue;
-        };
-        if n < p.throughput_min_recent_samples {
-            continue;
-        }
-        let low = |b: &Robust| b.median > 0.0 && level < ratio * b.median;
-        let Some(shift) = find_shift(upto, ctx.now, &search, &mut buf, low, |v, b| {
-            v < ratio * b.median
-        }) else {
+        let Some((level, shift)) = level_drop(
+            upto,
+            ctx.now - p.gpu_util_recent_secs,
+            ctx.now,
+            &search,
+            ratio,
+            p.throughput_min_recent_samples,
+            &mut buf,
+        ) else {
             continue;
         };
         let b = shift.base;

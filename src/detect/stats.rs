@@ -157,6 +157,27 @@ pub(crate) struct Shift {
     pub onset: usize,
 }
 
+/// A level drop: the median of `s` since `recent_from` (at least `min_recent` samples) is below
+/// `ratio` × the median of the band before the drop began ([`find_shift`]). Returns that median
+/// and the shift; the throughput and GPU-utilisation detectors share it.
+pub(crate) fn level_drop(
+    s: &[Sample],
+    recent_from: f64,
+    now: f64,
+    search: &ShiftSearch,
+    ratio: f64,
+    min_recent: usize,
+    buf: &mut Vec<f64>,
+) -> Option<(f64, Shift)> {
+    let (level, n) = median(between(s, recent_from, f64::INFINITY), buf)?;
+    if n < min_recent {
+        return None;
+    }
+    let low = |b: &Robust| b.median > 0.0 && level < ratio * b.median;
+    let shift = find_shift(s, now, search, buf, low, |v, b| v < ratio * b.median)?;
+    Some((level, shift))
+}
+
 /// Is the chart's current state (`probe`) anomalous against the band before the anomaly began?
 ///
 /// The first baseline window ends `recent_secs` before `now`. A shift that lasts longer pollutes

@@ -18,7 +18,7 @@
 
 use crate::charts::{Role, Sample};
 
-use super::stats::{Robust, ShiftSearch, between, find_shift, last_advance, median, num, visible};
+use super::stats::{ShiftSearch, last_advance, level_drop, num, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
 
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
@@ -56,21 +56,15 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     for (key, series) in ctx.charts.by_role(Role::Throughput) {
         let vis = visible(series, ctx);
         let upto = &vis[..vis.partition_point(|s| s.t <= t_adv)];
-        let recent = between(
+        let Some((level, shift)) = level_drop(
             upto,
             (ctx.now - p.throughput_recent_secs).max(resumed),
-            f64::INFINITY,
-        );
-        let Some((level, n)) = median(recent, &mut buf) else {
-            continue;
-        };
-        if n < p.throughput_min_recent_samples {
-            continue;
-        }
-        let low = |b: &Robust| b.median > 0.0 && level < ratio * b.median;
-        let Some(shift) = find_shift(upto, ctx.now, &search, &mut buf, low, |v, b| {
-            v < ratio * b.median
-        }) else {
+            ctx.now,
+            &search,
+            ratio,
+            p.throughput_min_recent_samples,
+            &mut buf,
+        ) else {
             continue;
         };
         let b = shift.base;
