@@ -50,11 +50,13 @@ pub struct DetectorParams {
     /// arriving (that is `metrics_absent`, not a stall). 180 s tolerates a few missed scrapes.
     pub stall_fresh_secs: f64,
     /// `stall`: the shortest threshold, for a stop off the run's eval/checkpoint schedule once
-    /// its pauses are learned. 60 s = two polls: a healthy run does not stand still that long
-    /// between two steps outside its planned pauses.
+    /// its pauses are learned. 45 s: at a 30 s poll interval, the second poll after the last
+    /// advance sees the same step; a healthy run does not stand still that long between two
+    /// steps outside its planned pauses (the learned bar rises above its own irregular stops).
     pub stall_min_secs: f64,
     /// `stall`: history the run needs before its pauses are learned (2 h: two or more evals or
-    /// checkpoints of most runs). Until then `stall_after_secs` applies.
+    /// checkpoints of most runs), or half of it once three evenly spaced pauses show the run's
+    /// schedule. Until then `stall_after_secs` applies.
     pub stall_learn_secs: f64,
 
     /// `gpu_hardware_error`: an increase of the cumulative Xid / ECC counter within this window
@@ -227,7 +229,7 @@ impl Default for DetectorParams {
             loss_spike_hold_secs: 3600.0,
             stall_after_secs: 300.0,
             stall_fresh_secs: 180.0,
-            stall_min_secs: 60.0,
+            stall_min_secs: 45.0,
             stall_learn_secs: 7200.0,
             hardware_window_secs: 600.0,
             throughput_recent_secs: 300.0,

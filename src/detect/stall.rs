@@ -13,9 +13,12 @@
 //! schedule, so a pause whose start is evenly spaced with two others is *scheduled*. When the
 //! counter stops where the schedule puts a pause (continuing an evenly spaced pair), the
 //! threshold is `stall_after_secs` (300 s) or 1.5× the longest pause seen, whichever is longer.
-//! Anywhere else, it is `stall_min_secs` (60 s, two polls), or 1.5× the longest *irregular*
-//! stop the run has had, or 4× its usual gap, whichever is longest. With less than
-//! `stall_learn_secs` (2 h) of history or fewer than 10 advances, it is `stall_after_secs`.
+//! Anywhere else, it is `stall_min_secs` (45 s: two polls see the same step), or 1.5× the longest *irregular*
+//! stop the run has had, or 4× its usual gap, whichever is longest. The pauses are learned once
+//! the run has `stall_learn_secs` (2 h) of history, or more than half of it and three evenly spaced
+//! pauses (a schedule it has shown); before that, or with fewer than 10 advances, the threshold
+//! is `stall_after_secs`. The hour is what keeps the first save of an hourly checkpoint under
+//! the default when only a faster eval schedule has been seen: it comes before the hour ends.
 //! The run must have advanced at least once among the samples since `since`: right after a
 //! start or restart, loading a checkpoint is not a hang. Paused runs are quiet. 300 s is above
 //! a checkpoint save or an evaluation pass of most runs and below PyTorch's 10-min NCCL timeout,
@@ -136,7 +139,8 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
         }
         prev = Some(*s);
     }
-    if stop - first.t < p.stall_learn_secs || gaps.len() < 10 {
+    let history = stop - first.t;
+    if history <= p.stall_learn_secs / 2.0 || gaps.len() < 10 {
         return fallback;
     }
     let mut sorted = gaps.clone();
@@ -163,6 +167,13 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
         })
     };
     let longest_planned = pauses.iter().map(|x| x.secs).fold(0.0_f64, f64::max);
+    // Between half and all of `stall_learn_secs`, the pauses count as learned only once the run
+    // has shown its schedule: three evenly spaced pauses.
+    if history < p.stall_learn_secs
+        && !(0..pauses.len()).any(|k| on_schedule(pauses[k].start, &pauses[..k]))
+    {
+        return fallback;
+    }
     if on_schedule(stop, &pauses) {
         return (
             p.stall_after_secs.max(1.5 * longest_planned),

@@ -160,6 +160,10 @@ pub(crate) struct Shift {
 /// A level drop: the median of `s` since `recent_from` (at least `min_recent` samples) is below
 /// `ratio` × the median of the band before the drop began ([`find_shift`]). Returns that median
 /// and the shift; the throughput and GPU-utilisation detectors share it.
+///
+/// The recent samples must cover the recent window: when the chart comes back from a hole, the
+/// few samples since are no median of the window (one eval pause among them would halve it), so
+/// the verdict waits until the first of them is within a fifth of the window from its start.
 pub(crate) fn level_drop(
     s: &[Sample],
     recent_from: f64,
@@ -169,7 +173,12 @@ pub(crate) fn level_drop(
     min_recent: usize,
     buf: &mut Vec<f64>,
 ) -> Option<(f64, Shift)> {
-    let (level, n) = median(between(s, recent_from, f64::INFINITY), buf)?;
+    let recent = between(s, recent_from, f64::INFINITY);
+    let first = recent.first()?;
+    if first.t - recent_from > 0.2 * (now - recent_from) {
+        return None;
+    }
+    let (level, n) = median(recent, buf)?;
     if n < min_recent {
         return None;
     }

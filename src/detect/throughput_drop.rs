@@ -9,10 +9,10 @@
 //! diurnal drift. Medians, because throughput charts have zeros (saves) and bursts.
 //!
 //! Only while the step advances: the run must not be paused, there must be a `step` chart, and
-//! its last advance must be less than `stall_after_secs` ago; samples after that last advance,
-//! and recent samples from before the run resumed after a gap of `stall_after_secs` without
-//! progress, are not used. No progress is a stall, not a slowdown: a hang that zeroes throughput is left
-//! to `stall` and never shows as a drop first. Like `loss_spike`, a lasting slowdown is measured
+//! its last advance must be less than `stall_after_secs` ago; samples after that last advance
+//! are not used. After a gap of `stall_after_secs` without progress, there is no verdict until
+//! the run has advanced for a whole recent window again. No progress is a stall, not a
+//! slowdown: a hang that zeroes throughput is left to `stall` and never shows as a drop first. Like `loss_spike`, a lasting slowdown is measured
 //! against the baseline before its onset (up to `throughput_hold_secs`, 2 h), so it is reported
 //! once; the onset is the first low sample of the stretch. Severity warning: costly, not fatal.
 
@@ -45,6 +45,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         p.stall_after_secs,
         ctx.now - p.throughput_recent_secs,
     );
+    // A run that resumed less than a recent window ago has no recent level yet.
+    if resumed > ctx.now - p.throughput_recent_secs {
+        return;
+    }
     let search = ShiftSearch {
         baseline_secs: p.throughput_baseline_secs,
         recent_secs: p.throughput_recent_secs,
