@@ -10,7 +10,9 @@
 //! (evaluation, checkpoint save) look the same while they last. The completed stops of the
 //! visible history (no advance for more than 3× the usual gap between advances; holes and
 //! rollbacks are restarts, not stops) are the run's pauses; evals and checkpoints recur on a
-//! schedule, so a pause whose start is evenly spaced with two others is *scheduled*. When the
+//! schedule, so a pause whose start is evenly spaced with two others is *scheduled* when the
+//! pauses are the same work: the two shortest of the three last about as long (the longer at
+//! most 1.5× the shorter; the third may be longer, a save that coincides with an eval). When the
 //! counter stops where the schedule puts a pause (continuing an evenly spaced pair), the
 //! threshold is `stall_after_secs` (300 s) or 1.5× the longest pause seen, whichever is longer.
 //! Anywhere else, it is `stall_min_secs` (45 s: two polls see the same step), or 1.5× the longest *irregular*
@@ -101,6 +103,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
 /// Most planned pauses remembered (the newest).
 const MAX_PAUSES: usize = 32;
 
+/// Two pauses are of one kind when the longer lasts at most this many times the shorter.
+const SAME_PAUSE: f64 = 1.5;
+
 /// A completed stop of the step counter in the run's history: when it began, how long it lasted.
 #[derive(Debug, Clone, Copy)]
 struct Pause {
@@ -158,12 +163,15 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
         pauses.drain(..pauses.len() - MAX_PAUSES);
     }
     let tol = (3.0 * usual).max(p.stall_min_secs / 2.0);
+    // Pauses of one schedule are the same work (an eval pass, a save), so they last about as
+    // long; an eval and a save that happen to be evenly spaced are no schedule.
+    let alike = |a: &Pause, b: &Pause| a.secs.max(b.secs) <= SAME_PAUSE * a.secs.min(b.secs);
     // Pause `k` continues a schedule when two earlier pauses are spaced as it is from the later.
     let on_schedule = |start: f64, before: &[Pause]| {
         before.iter().enumerate().any(|(j, b)| {
             before[..j]
                 .iter()
-                .any(|a| ((start - b.start) - (b.start - a.start)).abs() <= tol)
+                .any(|a| alike(a, b) && ((start - b.start) - (b.start - a.start)).abs() <= tol)
         })
     };
     let longest_planned = pauses.iter().map(|x| x.secs).fold(0.0_f64, f64::max);
@@ -187,7 +195,11 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
         for j in i + 1..n {
             for k in j + 1..n {
                 let (a, b, c) = (pauses[i].start, pauses[j].start, pauses[k].start);
-                if ((c - b) - (b - a)).abs() <= tol {
+                // The two shortest must be alike; the third may be longer (a save that
+                // coincides with an eval lasts as long as both).
+                let mut secs = [pauses[i].secs, pauses[j].secs, pauses[k].secs];
+                secs.sort_by(f64::total_cmp);
+                if secs[1] <= SAME_PAUSE * secs[0] && ((c - b) - (b - a)).abs() <= tol {
                     periodic[i] = true;
                     periodic[j] = true;
                     periodic[k] = true;
