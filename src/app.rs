@@ -223,9 +223,10 @@ impl Actuator for TargetRouter {
     async fn recall(
         &self,
         target: &crate::act::Target,
+        action: &crate::act::Action,
         key: &str,
     ) -> Result<Option<crate::act::ActionOutcome>, crate::act::ActError> {
-        self.for_target(target).recall(target, key).await
+        self.for_target(target).recall(target, action, key).await
     }
 }
 

@@ -480,7 +480,7 @@ async fn act_on_a_real_job(client: kube::Client, ns: &str, name: &str) -> Result
     if again.facts["skipped"] != json!(true) {
         return Err(format!("a repeated pause was not skipped: {again:?}"));
     }
-    match act.recall(&target, "e2e/pause").await {
+    match act.recall(&target, &Action::Pause, "e2e/pause").await {
         Ok(Some(_)) => {}
         other => return Err(format!("recall of the pause: {other:?}")),
     }
@@ -879,17 +879,39 @@ async fn an_annotated_job_is_discovered_paused_on_a_gpu_fault_and_restarted_afte
         json!([{"name": "BABYSITTER_RESUME_CHECKPOINT", "value": "1000"}])
     );
     assert!(body["metadata"]["uid"].is_null() && body["status"].is_null());
+    // The paused Job was restarted to run again: created unsuspended.
+    assert_eq!(body["spec"]["suspend"], json!(false));
     let job2 = kube.get(&JOBS, NS, JOB).expect("the Job exists again");
     assert_ne!(job2["metadata"]["uid"], job["metadata"]["uid"]);
     assert_eq!(
         job2["metadata"]["annotations"]["babysitter.dev/resume-checkpoint"],
         json!("1000")
     );
-    assert!(
-        kube.list(&NEW_EVENTS)
-            .iter()
-            .any(|e| e["reason"] == json!("BabysitterRestartFromCheckpoint"))
+    assert_eq!(
+        job2["spec"]["suspend"],
+        json!(false),
+        "after the restart the Job runs again: {job2}"
     );
+    let restart_ev = kube
+        .list(&NEW_EVENTS)
+        .into_iter()
+        .find(|e| e["reason"] == json!("BabysitterRestartFromCheckpoint"))
+        .expect("the restart's Event");
+    assert!(
+        restart_ev["note"].as_str().is_some_and(
+            |n| n.ends_with("; it was suspended and runs again (spec.suspend: true → false)")
+        ),
+        "{restart_ev}"
+    );
+    let restart = a.incident().unwrap().actions[1].clone();
+    assert!(restart.ok, "{restart:?}");
+    let outcome = entries_of(&a, EntryKind::ActionOutcome)
+        .await
+        .into_iter()
+        .find(|e| e.payload["key"] == json!(restart.key))
+        .expect("the restart's outcome");
+    assert_eq!(outcome.payload["facts"]["was_suspended"], json!(true));
+    assert_eq!(outcome.payload["facts"]["suspended"], json!(false));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         watched(&a.engine),
@@ -1156,6 +1178,21 @@ async fn two_replicas_only_the_leader_acts_and_a_crash_mid_action_is_not_repeate
         settled.payload["detail"]
             .as_str()
             .is_some_and(|d| d.contains("carries babysitter.dev/last-action-key")),
+        "{settled:?}"
+    );
+    // The pause's Event, which the crash cut off, is posted once, by the new leader.
+    let pause_events: Vec<Value> = kube
+        .list(&NEW_EVENTS)
+        .into_iter()
+        .filter(|e| e["reason"] == json!("BabysitterPause"))
+        .collect();
+    assert_eq!(pause_events.len(), 1, "{pause_events:?}");
+    assert_eq!(pause_events[0]["reportingInstance"], json!("b"));
+    assert_eq!(pause_events[0]["regarding"]["name"], json!(JOB));
+    assert!(
+        settled.payload["facts"]["event"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("llama.babysitter.")),
         "{settled:?}"
     );
     assert!(b.audit.verify().await.unwrap().ok());

@@ -256,11 +256,19 @@ pub trait Actuator: Send + Sync {
     /// Completed checkpoints, oldest first.
     async fn checkpoints(&self, target: &Target) -> Result<Vec<Checkpoint>, ActError>;
 
-    /// What was done under `key`, as the workload shows it (crash recovery asks this before
-    /// anything is retried). `Ok(None)`: not done, or this actuator cannot tell; recovery then
-    /// runs the action under the same key, which [`execute`](Self::execute) keeps idempotent.
-    async fn recall(&self, target: &Target, key: &str) -> Result<Option<ActionOutcome>, ActError> {
-        let _ = (target, key);
+    /// Whether `action` was done under `key`, as the workload shows it (crash recovery asks
+    /// this before anything is retried). `Ok(Some(outcome))`: it was; the actuator may finish
+    /// what the crash cut short after the change itself (e.g. the record it posts on the
+    /// workload), idempotently. `Ok(None)`: not done, or this actuator cannot tell; recovery
+    /// then runs the action under the same key, which [`execute`](Self::execute) keeps
+    /// idempotent.
+    async fn recall(
+        &self,
+        target: &Target,
+        action: &Action,
+        key: &str,
+    ) -> Result<Option<ActionOutcome>, ActError> {
+        let _ = (target, action, key);
         Ok(None)
     }
 }

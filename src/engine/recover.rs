@@ -154,7 +154,7 @@ impl Engine {
                 done.abandoned.push(key.to_string());
                 continue;
             }
-            let (found, result) = match self.h.actuator.recall(&target, key).await {
+            let (found, result) = match self.h.actuator.recall(&target, &action, key).await {
                 Ok(Some(outcome)) => ("done", Ok(outcome)),
                 Ok(None) | Err(_) => {
                     // Not done (or the workload cannot tell): run it now under the same key.

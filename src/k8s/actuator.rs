@@ -227,15 +227,21 @@ impl KubeActuator {
         }
         let cps = workload::checkpoints(w.kind, obj).map_err(no_checkpoint)?;
         let ckpt = pick_checkpoint(&cps, selector, &w.label())?;
-        let suspended = workload::is_suspended(w.kind, obj);
+        let was_suspended = workload::is_suspended(w.kind, obj);
+        // "Restart from a checkpoint" means the job runs again from it: a paused workload is
+        // resumed in the same request (or the same new object), unless Kueue owns its
+        // suspension, in which case Kueue admits it when it decides to.
+        let queue = workload::kueue_queue(obj);
+        let unsuspend = queue.is_none();
         let step = ckpt.step.to_string();
         let (how, mut facts) = match w.kind.restart_mechanism() {
-            RestartMechanism::Recreate => self.recreate(w, obj, ckpt.step, key).await?,
+            RestartMechanism::Recreate => self.recreate(w, obj, ckpt.step, unsuspend, key).await?,
             RestartMechanism::PatchTemplatesDeletePods => {
-                self.patch_templates_delete_pods(w, obj, ckpt.step, key)
+                self.patch_templates_delete_pods(w, obj, ckpt.step, unsuspend, key)
                     .await?
             }
         };
+        let suspended = if unsuspend { false } else { was_suspended };
         workload::merge(
             &mut facts,
             json!({
@@ -244,18 +250,24 @@ impl KubeActuator {
                 "selector": selector,
                 "env": RESUME_ENV,
                 "annotation": RESUME_ANNOTATION,
+                "was_suspended": was_suspended,
                 "suspended": suspended,
             }),
         );
+        if let Some(q) = queue {
+            workload::merge(&mut facts, json!({ "kueue_queue": q }));
+        }
+        let field = w.kind.suspend_path().join(".");
+        let tail = match (queue, was_suspended) {
+            (None, true) => format!("; it was suspended and runs again ({field}: true → false)"),
+            (None, false) => String::new(),
+            (Some(q), true) => format!("; it stays suspended until Kueue (queue `{q}`) admits it"),
+            (Some(q), false) => format!("; its suspension is left to Kueue (queue `{q}`)"),
+        };
         Ok(ActionOutcome {
             detail: format!(
-                "restarted {} from checkpoint at step {step} ({how}; {RESUME_ENV}={step}){}",
+                "restarted {} from checkpoint at step {step} ({how}; {RESUME_ENV}={step}){tail}",
                 w.label(),
-                if suspended {
-                    "; it is suspended and starts when resumed"
-                } else {
-                    ""
-                }
             ),
             facts,
         })
@@ -267,12 +279,16 @@ impl KubeActuator {
         w: &Workload,
         obj: &Value,
         step: u64,
+        unsuspend: bool,
         key: &str,
     ) -> Result<(String, Value), ActError> {
         let mut fresh = workload::strip_for_recreate(w.kind, obj);
         let step_s = step.to_string();
         workload::set_annotation(&mut fresh, LAST_KEY_ANNOTATION, key);
         workload::set_annotation(&mut fresh, RESUME_ANNOTATION, &step_s);
+        if unsuspend {
+            workload::merge(&mut fresh, patch_at(w.kind.suspend_path(), json!(false)));
+        }
         match w.kind {
             WorkloadKind::TrainJob => {
                 // Env of the trainer containers; annotations reach its JobSet and Jobs.
@@ -367,10 +383,15 @@ impl KubeActuator {
         w: &Workload,
         obj: &Value,
         step: u64,
+        unsuspend: bool,
         key: &str,
     ) -> Result<(String, Value), ActError> {
         let mut patch = key_patch(key);
         workload::set_annotation(&mut patch, RESUME_ANNOTATION, &step.to_string());
+        // In the same request as the key: a restart recorded on the object has also resumed it.
+        if unsuspend {
+            workload::merge(&mut patch, patch_at(w.kind.suspend_path(), json!(false)));
+        }
         if let Some(rv) = get_path(obj, &["metadata", "resourceVersion"]).cloned() {
             workload::merge(&mut patch, json!({ "metadata": { "resourceVersion": rv } }));
         }
@@ -921,13 +942,16 @@ impl Actuator for KubeActuator {
                 .and_then(Value::as_str)
                 == Some(key)
         {
-            return Ok(ActionOutcome {
+            // The change is done, but its Event may not be (a crash between the two): post it,
+            // idempotently.
+            let out = ActionOutcome {
                 detail: format!(
                     "{kind} on {} already applied (idempotency key {key}); not repeated",
                     w.label()
                 ),
                 facts: json!({ "skipped": true, "key": key }),
-            });
+            };
+            return Ok(self.with_event(&w, &obj, kind, key, out).await);
         }
         let result = match action {
             Action::Pause => self.pause_resume(&w, &obj, true, key).await,
@@ -972,15 +996,29 @@ impl Actuator for KubeActuator {
     /// happened: the annotation equals the key. Anything else (another key, no annotation, a
     /// read-only action, a workload that is gone) is `None`: recovery then runs the action
     /// under the same key, which `execute` keeps idempotent.
-    async fn recall(&self, target: &Target, key: &str) -> Result<Option<ActionOutcome>, ActError> {
+    ///
+    /// A recalled action gets the Event every action ends with, since the crash may have come
+    /// before it was posted. Its name derives from the key and the action, so an Event posted
+    /// before the crash answers 409 and is not posted twice; its fate is in the facts (`event`
+    /// or `event_error`) as for any action.
+    async fn recall(
+        &self,
+        target: &Target,
+        action: &Action,
+        key: &str,
+    ) -> Result<Option<ActionOutcome>, ActError> {
         let w = self.workload(target)?;
         let obj = self.fetch(&w).await?;
-        Ok(recalled(&w, &obj, key))
+        let kind = action.kind();
+        match recalled(&w, &obj, kind, key) {
+            Some(out) => Ok(Some(self.with_event(&w, &obj, kind, key, out).await)),
+            None => Ok(None),
+        }
     }
 }
 
 /// The outcome `recall` reports when `obj` carries `key` as its last action key.
-fn recalled(w: &Workload, obj: &Value, key: &str) -> Option<ActionOutcome> {
+fn recalled(w: &Workload, obj: &Value, kind: ActionKind, key: &str) -> Option<ActionOutcome> {
     let annotations = get_path(obj, &["metadata", "annotations"]);
     let last = annotations
         .and_then(|a| a.get(LAST_KEY_ANNOTATION))
@@ -993,7 +1031,7 @@ fn recalled(w: &Workload, obj: &Value, key: &str) -> Option<ActionOutcome> {
         .and_then(Value::as_str);
     Some(ActionOutcome {
         detail: format!(
-            "{} carries {LAST_KEY_ANNOTATION}={key}: the action was applied before babysitter stopped; not repeated",
+            "{} carries {LAST_KEY_ANNOTATION}={key}: the {kind} was applied before babysitter stopped; not repeated",
             w.label()
         ),
         facts: json!({

@@ -259,12 +259,16 @@ pub fn merge(a: &mut Value, b: Value) {
     }
 }
 
+/// The Kueue queue the workload is in ([`KUEUE_QUEUE_LABEL`]), if any: Kueue then suspends
+/// and admits it.
+pub fn kueue_queue(obj: &Value) -> Option<&str> {
+    get_path(obj, &["metadata", "labels", KUEUE_QUEUE_LABEL]).and_then(Value::as_str)
+}
+
 /// Who owns the workload's suspension, if not babysitter: a Kueue queue label or a
 /// `managedBy` naming another controller. The reason is meant for the operator.
 pub fn suspension_owner(kind: WorkloadKind, obj: &Value) -> Option<String> {
-    if let Some(q) =
-        get_path(obj, &["metadata", "labels", KUEUE_QUEUE_LABEL]).and_then(Value::as_str)
-    {
+    if let Some(q) = kueue_queue(obj) {
         return Some(format!(
             "it is in Kueue queue `{q}` (label {KUEUE_QUEUE_LABEL}): Kueue owns its suspension; pause or resume it through Kueue (e.g. stop its LocalQueue or Workload)"
         ));
@@ -744,6 +748,8 @@ mod tests {
         let kueue = obj(json!({"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "gpu"}}}));
         let r = suspension_owner(WorkloadKind::Job, &kueue).unwrap();
         assert!(r.contains("Kueue queue `gpu`"), "{r}");
+        assert_eq!(kueue_queue(&kueue), Some("gpu"));
+        assert_eq!(kueue_queue(&json!({"metadata": {"labels": {}}})), None);
 
         let multi = json!({"spec": {"managedBy": "kueue.x-k8s.io/multikueue"}});
         let r = suspension_owner(WorkloadKind::JobSet, &multi).unwrap();

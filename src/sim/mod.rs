@@ -266,7 +266,14 @@ impl Actuator for SimCluster {
         result
     }
 
-    async fn recall(&self, target: &Target, key: &str) -> Result<Option<ActionOutcome>, ActError> {
+    async fn recall(
+        &self,
+        target: &Target,
+        action: &Action,
+        key: &str,
+    ) -> Result<Option<ActionOutcome>, ActError> {
+        // The key names one action; the simulator remembers what it did under it.
+        let _ = action;
         let inner = self.lock();
         match inner.done.get(key) {
             Some(done) if done.target == *target => match &done.result {

@@ -80,6 +80,32 @@ async fn scenario(
     action: &Action,
     calls: Vec<Call>,
 ) -> Result<ActionOutcome, ActError> {
+    against(calls, |act| async move {
+        act.execute(target, action, KEY).await
+    })
+    .await
+}
+
+/// Runs `recall` of `action` against a mock API server that expects exactly `calls`, in order.
+async fn recall_scenario(
+    target: &Target,
+    action: &Action,
+    calls: Vec<Call>,
+) -> Result<Option<ActionOutcome>, ActError> {
+    against(
+        calls,
+        |act| async move { act.recall(target, action, KEY).await },
+    )
+    .await
+}
+
+/// Runs `f` with an actuator whose API server expects exactly `calls`, in order, and answers
+/// each as given.
+async fn against<T, F, Fut>(calls: Vec<Call>, f: F) -> T
+where
+    F: FnOnce(KubeActuator) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let n = calls.len();
     let server = tokio::spawn(async move {
@@ -145,10 +171,9 @@ async fn scenario(
         recreations: Default::default(),
     };
     let act = KubeActuator::new(Client::new(svc, "default"), opts);
-    let out = tokio::time::timeout(Duration::from_secs(10), act.execute(target, action, KEY))
+    let out = tokio::time::timeout(Duration::from_secs(10), f(act))
         .await
         .expect("the actuator finished (an unexpected extra request would hang it)");
-    drop(act);
     server
         .await
         .expect("every expected request was made as expected");
@@ -301,10 +326,15 @@ fn suspended(kind: WorkloadKind) -> Value {
     with(kind, patch_at(kind.suspend_path(), json!(true)))
 }
 
+/// The name of the Event posted for `reason` under [`KEY`].
+fn event_name(reason: &str) -> String {
+    let digest = Sha256::digest(format!("{KEY}\n{reason}").as_bytes());
+    format!("{NAME}.babysitter.{}", &hex::encode(digest)[..16])
+}
+
 /// The Event babysitter must post for `reason` with `note`.
 fn event_call(kind: WorkloadKind, reason: &str, kind_type: &str, note: &str) -> Call {
-    let digest = Sha256::digest(format!("{KEY}\n{reason}").as_bytes());
-    let name = format!("{NAME}.babysitter.{}", &hex::encode(digest)[..16]);
+    let name = event_name(reason);
     let action = reason
         .trim_start_matches("Babysitter")
         .trim_end_matches("Refused");
@@ -597,35 +627,56 @@ async fn restart_recreates_jobs_jobsets_and_trainjobs_with_the_resume_checkpoint
         WorkloadKind::JobSet,
         WorkloadKind::TrainJob,
     ] {
-        let created = merged(
-            recreated(kind),
-            json!({"metadata": {"uid": "uid-2", "resourceVersion": "50"}}),
-        );
-        let detail = format!(
-            "restarted {}/ml/llm from checkpoint at step 2000 (deleted and recreated from its spec; BABYSITTER_RESUME_CHECKPOINT=2000)",
-            kind.kind()
-        );
-        let out = with_event(
-            kind,
-            &restart_2000(),
-            "RestartFromCheckpoint",
-            &detail,
-            vec![
-                Call::get(path(kind)).reply(200, &fixture(kind)),
-                Call::new("DELETE", path(kind))
-                    .body(json!({"propagationPolicy": "Background", "preconditions": {"uid": "uid-1"}}))
-                    .reply(200, &fixture(kind)),
-                Call::new("POST", collection(kind))
-                    .body(recreated(kind))
-                    .reply(201, &created),
-            ],
-        )
-        .await;
-        assert_eq!(out.facts["mechanism"], json!("recreate"), "{kind}");
-        assert_eq!(out.facts["old_uid"], json!("uid-1"));
-        assert_eq!(out.facts["new_uid"], json!("uid-2"));
-        assert_eq!(out.facts["checkpoint_step"], json!(2000));
-        assert_eq!(out.facts["checkpoint_t"], json!(1764003600.0));
+        // Running or paused (the gpu-hardware-error runbook pauses first), the recreated
+        // object runs: `recreated` has the suspend field false.
+        for was_suspended in [false, true] {
+            let live = if was_suspended {
+                suspended(kind)
+            } else {
+                fixture(kind)
+            };
+            let created = merged(
+                recreated(kind),
+                json!({"metadata": {"uid": "uid-2", "resourceVersion": "50"}}),
+            );
+            let detail = format!(
+                "restarted {}/ml/llm from checkpoint at step 2000 (deleted and recreated from its spec; BABYSITTER_RESUME_CHECKPOINT=2000){}",
+                kind.kind(),
+                if was_suspended {
+                    "; it was suspended and runs again (spec.suspend: true → false)"
+                } else {
+                    ""
+                }
+            );
+            let out = with_event(
+                kind,
+                &restart_2000(),
+                "RestartFromCheckpoint",
+                &detail,
+                vec![
+                    Call::get(path(kind)).reply(200, &live),
+                    Call::new("DELETE", path(kind))
+                        .body(json!({"propagationPolicy": "Background", "preconditions": {"uid": "uid-1"}}))
+                        .reply(200, &live),
+                    Call::new("POST", collection(kind))
+                        .body(recreated(kind))
+                        .reply(201, &created),
+                ],
+            )
+            .await;
+            assert_eq!(recreated(kind)["spec"]["suspend"], json!(false));
+            assert_eq!(out.facts["mechanism"], json!("recreate"), "{kind}");
+            assert_eq!(out.facts["old_uid"], json!("uid-1"));
+            assert_eq!(out.facts["new_uid"], json!("uid-2"));
+            assert_eq!(out.facts["checkpoint_step"], json!(2000));
+            assert_eq!(out.facts["checkpoint_t"], json!(1764003600.0));
+            assert_eq!(out.facts["was_suspended"], json!(was_suspended), "{kind}");
+            assert_eq!(out.facts["suspended"], json!(false), "{kind}");
+            assert_eq!(
+                out.facts["event"],
+                json!(event_name("BabysitterRestartFromCheckpoint"))
+            );
+        }
     }
 }
 
@@ -654,18 +705,30 @@ async fn recreate_waits_for_the_old_object_to_go() {
     assert_eq!(out.facts["create_attempts"], json!(2));
 }
 
-#[tokio::test]
-async fn restart_of_a_pytorchjob_patches_templates_and_deletes_its_pods() {
-    let kind = WorkloadKind::PyTorchJob;
+/// The merge patch of a PyTorchJob's restart from step 2000: key, resume annotation, the
+/// replica templates and (unless Kueue owns its suspension) `suspend: false`, in one request.
+fn pytorchjob_restart_patch(unsuspend: bool) -> Value {
     let tmpl = json!({"metadata": {"annotations": {"babysitter.dev/resume-checkpoint": "2000"}},
         "spec": {"containers": [{"name": "pytorch", "image": "train:1", "env": [
             {"name": "LR", "value": "0.0003"},
             {"name": "BABYSITTER_RESUME_CHECKPOINT", "value": "2000"}]}]}});
-    let patch = json!({
+    let mut patch = json!({
         "metadata": {"resourceVersion": "41", "annotations": {
             "babysitter.dev/last-action-key": KEY, "babysitter.dev/resume-checkpoint": "2000"}},
         "spec": {"pytorchReplicaSpecs": {"Master": {"template": tmpl}, "Worker": {"template": tmpl}}}
     });
+    if unsuspend {
+        workload::merge(
+            &mut patch,
+            json!({"spec": {"runPolicy": {"suspend": false}}}),
+        );
+    }
+    patch
+}
+
+#[tokio::test]
+async fn restart_of_a_pytorchjob_patches_templates_and_deletes_its_pods() {
+    let kind = WorkloadKind::PyTorchJob;
     let deleted = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
         {"metadata": {"name": "llm-master-0"}}, {"metadata": {"name": "llm-worker-0"}}]});
     let out = with_event(
@@ -675,7 +738,8 @@ async fn restart_of_a_pytorchjob_patches_templates_and_deletes_its_pods() {
         "restarted PyTorchJob/ml/llm from checkpoint at step 2000 (patched its replica templates and deleted 2 pod(s); the training operator recreates them; BABYSITTER_RESUME_CHECKPOINT=2000)",
         vec![
             Call::get(path(kind)).reply(200, &fixture(kind)),
-            Call::merge_patch(path(kind), patch).reply(200, &fixture(kind)),
+            Call::merge_patch(path(kind), pytorchjob_restart_patch(true))
+                .reply(200, &fixture(kind)),
             Call::new("DELETE", format!("/api/v1/namespaces/{NS}/pods"))
                 .query("labelSelector=training.kubeflow.org%2Fjob-name%3Dllm")
                 .reply(200, &deleted),
@@ -686,6 +750,83 @@ async fn restart_of_a_pytorchjob_patches_templates_and_deletes_its_pods() {
         out.facts["deleted_pods"],
         json!(["llm-master-0", "llm-worker-0"])
     );
+    assert_eq!(out.facts["was_suspended"], json!(false));
+    assert_eq!(out.facts["suspended"], json!(false));
+}
+
+#[tokio::test]
+async fn restart_of_a_paused_pytorchjob_resumes_it_in_the_template_patch() {
+    let kind = WorkloadKind::PyTorchJob;
+    // Suspended: the training operator has already removed its pods.
+    let none = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []});
+    let out = with_event(
+        kind,
+        &restart_2000(),
+        "RestartFromCheckpoint",
+        "restarted PyTorchJob/ml/llm from checkpoint at step 2000 (patched its replica templates and deleted 0 pod(s); the training operator recreates them; BABYSITTER_RESUME_CHECKPOINT=2000); it was suspended and runs again (spec.runPolicy.suspend: true → false)",
+        vec![
+            Call::get(path(kind)).reply(200, &suspended(kind)),
+            Call::merge_patch(path(kind), pytorchjob_restart_patch(true))
+                .reply(200, &fixture(kind)),
+            Call::new("DELETE", format!("/api/v1/namespaces/{NS}/pods"))
+                .query("labelSelector=training.kubeflow.org%2Fjob-name%3Dllm")
+                .reply(200, &none),
+        ],
+    )
+    .await;
+    assert_eq!(out.facts["was_suspended"], json!(true));
+    assert_eq!(out.facts["suspended"], json!(false));
+    assert_eq!(out.facts["deleted_pods"], json!([]));
+}
+
+#[tokio::test]
+async fn restart_leaves_the_suspension_of_a_kueue_queued_workload_to_kueue() {
+    let queued = json!({"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "gpu-queue"}}});
+    // A Job by recreation: the new object keeps `suspend: true`; Kueue admits it.
+    let kind = WorkloadKind::Job;
+    let live = merged(suspended(kind), queued.clone());
+    let mut want = merged(recreated(kind), queued.clone());
+    workload::merge(&mut want, json!({"spec": {"suspend": true}}));
+    let out = with_event(
+        kind,
+        &restart_2000(),
+        "RestartFromCheckpoint",
+        "restarted Job/ml/llm from checkpoint at step 2000 (deleted and recreated from its spec; BABYSITTER_RESUME_CHECKPOINT=2000); it stays suspended until Kueue (queue `gpu-queue`) admits it",
+        vec![
+            Call::get(path(kind)).reply(200, &live),
+            Call::new("DELETE", path(kind))
+                .body(json!({"propagationPolicy": "Background", "preconditions": {"uid": "uid-1"}}))
+                .reply(200, &live),
+            Call::new("POST", collection(kind))
+                .body(want.clone())
+                .reply(201, &merged(want, json!({"metadata": {"uid": "uid-2"}}))),
+        ],
+    )
+    .await;
+    assert_eq!(out.facts["was_suspended"], json!(true));
+    assert_eq!(out.facts["suspended"], json!(true));
+    assert_eq!(out.facts["kueue_queue"], json!("gpu-queue"));
+
+    // A PyTorchJob in place: the patch does not touch runPolicy.suspend.
+    let kind = WorkloadKind::PyTorchJob;
+    let live = merged(fixture(kind), queued);
+    let none = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []});
+    let out = with_event(
+        kind,
+        &restart_2000(),
+        "RestartFromCheckpoint",
+        "restarted PyTorchJob/ml/llm from checkpoint at step 2000 (patched its replica templates and deleted 0 pod(s); the training operator recreates them; BABYSITTER_RESUME_CHECKPOINT=2000); its suspension is left to Kueue (queue `gpu-queue`)",
+        vec![
+            Call::get(path(kind)).reply(200, &live),
+            Call::merge_patch(path(kind), pytorchjob_restart_patch(false)).reply(200, &live),
+            Call::new("DELETE", format!("/api/v1/namespaces/{NS}/pods"))
+                .query("labelSelector=training.kubeflow.org%2Fjob-name%3Dllm")
+                .reply(200, &none),
+        ],
+    )
+    .await;
+    assert_eq!(out.facts["was_suspended"], json!(false));
+    assert_eq!(out.facts["suspended"], json!(false));
 }
 
 #[tokio::test]
@@ -1058,26 +1199,27 @@ async fn an_action_already_applied_is_not_repeated() {
             kind,
             json!({"metadata": {"annotations": {"babysitter.dev/last-action-key": KEY}}}),
         );
-        for action in [
-            Action::Pause,
-            restart_2000(),
-            lr_halved(),
-            Action::Annotate { note: "x".into() },
+        for (action, event) in [
+            (Action::Pause, "Pause"),
+            (restart_2000(), "RestartFromCheckpoint"),
+            (lr_halved(), "PatchConfig"),
+            (Action::Annotate { note: "x".into() }, "Annotate"),
         ] {
-            let out = scenario(
-                &target(kind),
+            // Nothing is changed; the Event (which a crash may have cut off) is posted.
+            let detail = format!(
+                "{} on {}/ml/llm already applied (idempotency key inc-7/step-2); not repeated",
+                action.kind(),
+                kind.kind()
+            );
+            let out = with_event(
+                kind,
                 &action,
+                event,
+                &detail,
                 vec![Call::get(path(kind)).reply(200, &done)],
             )
-            .await
-            .unwrap_or_else(|e| panic!("{kind} {action}: {e}"));
+            .await;
             assert_eq!(out.facts["skipped"], json!(true));
-            assert!(
-                out.detail
-                    .contains("already applied (idempotency key inc-7/step-2)"),
-                "{}",
-                out.detail
-            );
         }
     }
 }
@@ -1200,58 +1342,137 @@ fn action_names_are_camel_case() {
     );
 }
 
-/// `recall` against a mock server that answers one GET of the workload with `obj`.
-async fn recall_with(kind: WorkloadKind, obj: Value) -> Option<ActionOutcome> {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let want = path(kind);
-    let server = tokio::spawn(async move {
-        let (req, send) = handle.next_request().await.expect("a GET");
-        assert_eq!(req.method().as_str(), "GET");
-        assert_eq!(req.uri().path(), want);
-        assert_rbac_allows("GET", req.uri().path());
-        send.send_response(
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&obj).expect("json")))
-                .expect("response"),
-        );
-    });
-    let act = KubeActuator::new(Client::new(svc, "default"), KubeActuatorOptions::default());
-    let out = act.recall(&target(kind), KEY).await.expect("recall reads");
-    server.await.expect("served");
-    out
+/// A workload that carries [`KEY`]: the action under it was applied (here a restart from step
+/// 2000 of a workload that stays paused).
+fn done_under_key(kind: WorkloadKind) -> Value {
+    let mut done = with(
+        kind,
+        json!({"metadata": {"annotations": {
+            "babysitter.dev/last-action-key": KEY,
+            "babysitter.dev/resume-checkpoint": "2000"}}}),
+    );
+    workload::merge(&mut done, patch_at(kind.suspend_path(), json!(true)));
+    done
+}
+
+fn recalled_detail(kind: WorkloadKind, action: &Action) -> String {
+    format!(
+        "{}/ml/llm carries babysitter.dev/last-action-key=inc-7/step-2: the {} was applied before babysitter stopped; not repeated",
+        kind.kind(),
+        action.kind()
+    )
 }
 
 #[tokio::test]
-async fn recall_reads_the_last_action_key_of_every_kind() {
+async fn recall_reads_the_last_action_key_and_posts_the_event_on_every_kind() {
     for kind in WorkloadKind::ALL {
-        let mut done = with(
-            kind,
-            json!({"metadata": {"annotations": {
-                "babysitter.dev/last-action-key": KEY,
-                "babysitter.dev/resume-checkpoint": "2000"}}}),
-        );
-        workload::merge(&mut done, patch_at(kind.suspend_path(), json!(true)));
-        let out = recall_with(kind, done)
+        for (action, reason) in [
+            (restart_2000(), "BabysitterRestartFromCheckpoint"),
+            (Action::Pause, "BabysitterPause"),
+        ] {
+            let detail = recalled_detail(kind, &action);
+            let out = recall_scenario(
+                &target(kind),
+                &action,
+                vec![
+                    Call::get(path(kind)).reply(200, &done_under_key(kind)),
+                    // The Event the crash may have cut off, exactly as `execute` posts it.
+                    event_call(kind, reason, "Normal", &detail),
+                ],
+            )
             .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"))
             .unwrap_or_else(|| panic!("{kind}: the key is on the workload"));
-        assert_eq!(out.facts["recalled"], json!(true));
-        assert_eq!(out.facts["key"], json!(KEY));
-        assert_eq!(out.facts["suspended"], json!(true), "{kind}");
-        assert_eq!(out.facts["resume_checkpoint"], json!("2000"));
-        assert!(
-            out.detail.contains(&format!(
-                "{}/ml/llm carries babysitter.dev/last-action-key=inc-7/step-2",
-                kind.kind()
-            )),
-            "{}",
-            out.detail
-        );
-        // Another key, or none: not done here.
+            assert_eq!(out.detail, detail);
+            assert_eq!(out.facts["recalled"], json!(true));
+            assert_eq!(out.facts["key"], json!(KEY));
+            assert_eq!(out.facts["uid"], json!("uid-1"));
+            assert_eq!(out.facts["suspended"], json!(true), "{kind}");
+            assert_eq!(out.facts["resume_checkpoint"], json!("2000"));
+            assert_eq!(out.facts["event"], json!(event_name(reason)), "{kind}");
+            assert!(out.facts.get("event_error").is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn recall_of_an_action_not_done_posts_nothing() {
+    for kind in WorkloadKind::ALL {
+        // Another key, or none: not done here, and no Event (the action runs again, and
+        // posts its own).
         let other = with(
             kind,
             json!({"metadata": {"annotations": {"babysitter.dev/last-action-key": "inc-7/step-1"}}}),
         );
-        assert!(recall_with(kind, other).await.is_none(), "{kind}");
-        assert!(recall_with(kind, fixture(kind)).await.is_none(), "{kind}");
+        for obj in [other, fixture(kind)] {
+            let out = recall_scenario(
+                &target(kind),
+                &Action::Pause,
+                vec![Call::get(path(kind)).reply(200, &obj)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert!(out.is_none(), "{kind}: {out:?}");
+        }
     }
+}
+
+#[tokio::test]
+async fn a_recalled_event_posted_before_the_crash_is_not_an_error() {
+    let kind = WorkloadKind::Job;
+    let action = Action::Pause;
+    let exists = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "events.events.k8s.io \"llm.babysitter\" already exists",
+        "reason": "AlreadyExists", "code": 409});
+    let out = recall_scenario(
+        &target(kind),
+        &action,
+        vec![
+            Call::get(path(kind)).reply(200, &done_under_key(kind)),
+            event_call(
+                kind,
+                "BabysitterPause",
+                "Normal",
+                &recalled_detail(kind, &action),
+            )
+            .reply(409, &exists),
+        ],
+    )
+    .await
+    .expect("recall reads")
+    .expect("done");
+    assert_eq!(out.facts["event"], json!(event_name("BabysitterPause")));
+    assert!(out.facts.get("event_error").is_none(), "{:?}", out.facts);
+}
+
+#[tokio::test]
+async fn a_recalled_event_that_cannot_be_posted_does_not_undo_the_recall() {
+    let kind = WorkloadKind::TrainJob;
+    let action = restart_2000();
+    let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "events.events.k8s.io is forbidden", "reason": "Forbidden", "code": 403});
+    let out = recall_scenario(
+        &target(kind),
+        &action,
+        vec![
+            Call::get(path(kind)).reply(200, &done_under_key(kind)),
+            event_call(
+                kind,
+                "BabysitterRestartFromCheckpoint",
+                "Normal",
+                &recalled_detail(kind, &action),
+            )
+            .reply(403, &forbidden),
+        ],
+    )
+    .await
+    .expect("recall reads")
+    .expect("still done: the action happened");
+    assert_eq!(out.facts["recalled"], json!(true));
+    assert!(out.facts.get("event").is_none());
+    let err = out.facts["event_error"].as_str().unwrap_or_default();
+    assert!(
+        err.starts_with("actuator failed: posting the Event: 403 Forbidden"),
+        "{err}"
+    );
 }
