@@ -118,6 +118,19 @@ pub enum ApprovalError {
     },
     #[error("the audit log cannot be written, so nothing is approved: {0}")]
     Audit(String),
+    /// The incident was re-diagnosed before the action ran: an approval is for one action of
+    /// one plan, and never carries over to another.
+    #[error(
+        "action `{id}` was withdrawn: incident {incident} was re-diagnosed (runbook {runbook} → {replaced_by}) before it ran, so it will not run; {now}"
+    )]
+    Withdrawn {
+        id: String,
+        incident: String,
+        runbook: String,
+        replaced_by: String,
+        /// What the incident waits for now (the new plan's pending action, if any).
+        now: String,
+    },
 }
 
 pub struct Engine {
@@ -544,13 +557,45 @@ impl Engine {
             {
                 st.recurred.insert(id.clone(), f.clone());
             }
-            self.record(
-                EntryKind::Finding,
-                Some(run),
-                Some(&id),
-                json!({ "finding": f, "joined": true }),
-            )
-            .await;
+            // The new evidence may call for another runbook (drive.rs: `reconsider`).
+            let verdict = self.reconsider(st, &id, &f, now).await;
+            let mut payload = json!({ "finding": f, "joined": true });
+            if let drive::Reconsidered::Kept {
+                runbook,
+                would_pick,
+                status,
+            } = &verdict
+            {
+                // The plan stays; a human reading the log sees what this evidence suggests.
+                payload["diagnosis_kept"] = json!(true);
+                payload["runbook"] = json!(runbook);
+                payload["would_pick"] = json!(would_pick);
+                payload["kept_because"] = json!(status.why_kept());
+            }
+            self.record(EntryKind::Finding, Some(run), Some(&id), payload)
+                .await;
+            match verdict {
+                drive::Reconsidered::Replace(d) => {
+                    self.rediagnose(st, &id, &f, *d, now).await;
+                }
+                drive::Reconsidered::Kept {
+                    runbook,
+                    would_pick,
+                    status,
+                } => self.emit(
+                    now,
+                    run,
+                    Some(&id),
+                    EventKind::Diagnosed,
+                    format!(
+                        "{} on {} points to runbook `{would_pick}`; plan of `{runbook}` kept: {}",
+                        f.kind,
+                        f.chart,
+                        status.why_kept()
+                    ),
+                ),
+                drive::Reconsidered::Same => {}
+            }
             return;
         }
         let id = format!("inc-{}", st.next_incident);
