@@ -12,6 +12,10 @@
 //! - no detection and no action on a watch whose charts cannot be read (it is *blind*);
 //! - an action that fails, a verification that fails for the last time, a denied step and a
 //!   rejected approval all escalate to a human.
+//! - a finding that joins an incident and calls for another runbook replaces its plan only while
+//!   none of the plan's actions has run, and withdraws the pending approval (an approval is for
+//!   one action of one plan); afterwards the plan is kept and the audit log says what the
+//!   finding would have picked.
 
 mod agent;
 mod drive;
