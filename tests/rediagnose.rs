@@ -8,6 +8,8 @@
 
 mod common;
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use babysitter::act::{Action, ActionKind};
 use babysitter::audit::{Entry, EntryKind};
 use babysitter::detect::FindingKind;
@@ -17,6 +19,9 @@ use babysitter::notify::PageAction;
 use babysitter::policy::Mode;
 use babysitter::sim::Fault;
 use common::{HISTORY, Harness};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
 
 /// A loss spike at +600 s, and NaN in the loss and grad norm from +645 s on.
 fn spike_then_nan() -> Vec<Fault> {
@@ -280,9 +285,39 @@ async fn an_approval_given_for_the_old_plan_is_not_applied_to_the_new_one() {
         "{}",
         update.summary
     );
-    // Approving it again names the withdrawal, not "not found".
+    // Approving it again names the withdrawal, not "not found"; over the API it is a 409.
     let err = h.engine.approve(&old.id, "alice", None).await.unwrap_err();
     assert!(matches!(err, ApprovalError::Withdrawn { .. }), "{err:?}");
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("/api/v1/actions/{}/approve", old.id))
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            format!("Bearer {}", common::OPERATOR_TOKEN),
+        )
+        .body(Body::from(json!({"by": "alice"}).to_string()))
+        .unwrap();
+    let res = babysitter::api::router(h.engine.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let body: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let text = body["error"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("withdrawn") && text.contains("inc-1-p2-a1-s0"),
+        "{body}"
+    );
+    assert_eq!(
+        h.incidents_of("run-a")[0]
+            .pending
+            .as_ref()
+            .unwrap()
+            .approved_by,
+        None
+    );
     assert!(h.audit.verify().await.unwrap().ok());
 }
 
