@@ -22,7 +22,7 @@
 //! | [`sources`] | the `MetricsSource` trait: polled for many runs at once; [`sources::prometheus`]: batched, incremental PromQL with profiles, one-pass decoding, watches added at run time |
 //! | [`sim`] | the simulated training runs of the demo: a source *and* an actuator |
 //! | [`detect`] | pure, causal detectors → `Finding`s; hysteresis (once per episode) |
-//! | [`incident`] | incidents per run and family; the lifecycle state machine |
+//! | [`incident`] | incidents per run and family; the lifecycle state machine; re-diagnosis while no action of the plan has run |
 //! | [`runbook`] | Markdown runbooks with front matter; checks (PromQL or charts) and branches; deterministic diagnosis → `Plan` |
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
 //! | [`act`] | the `Action` enum and the `Actuator` trait |

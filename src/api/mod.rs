@@ -227,7 +227,9 @@ impl From<ApprovalError> for ApiError {
     fn from(e: ApprovalError) -> Self {
         match e {
             ApprovalError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            ApprovalError::NotPending { .. } => ApiError::Conflict(e.to_string()),
+            ApprovalError::NotPending { .. } | ApprovalError::Withdrawn { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             ApprovalError::Audit(_) => ApiError::Unavailable(e.to_string()),
         }
     }

@@ -1,21 +1,39 @@
 //! Driving an incident through its lifecycle: diagnose, run the plan's steps through the
-//! policy gate, wait for approvals, verify, resolve or escalate.
+//! policy gate, wait for approvals, verify, resolve or escalate — and re-diagnose it when a
+//! finding that joins it calls for another runbook before any action of its plan has run.
 
 use serde_json::json;
 
 use super::{ApprovalError, Engine, EventKind, State};
 use crate::act::{Action, ActionKind, CheckpointSelector};
 use crate::audit::EntryKind;
-use crate::detect::Severity;
-use crate::incident::{ActionRecord, Incident, IncidentEvent, IncidentState, PendingAction};
+use crate::detect::{Finding, Severity};
+use crate::incident::{
+    ActionRecord, Incident, IncidentEvent, IncidentState, PendingAction, PlanStatus,
+};
 use crate::notify::{Page, PageAction};
 use crate::policy::{self, PastAction, PolicyRequest, Verdict};
-use crate::runbook::diagnose_with;
+use crate::runbook::{Diagnosis, NO_RUNBOOK_ID, diagnose_on_charts, diagnose_with};
 use crate::telemetry::{ActionLabels, KindLabel};
 use crate::verify::{self, VerifyContext, VerifyStatus};
 
 /// How long the loop waits for a page to be delivered before leaving it to a background task.
 const PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What a finding that joined an incident means for its diagnosis ([`Engine::reconsider`]).
+pub(super) enum Reconsidered {
+    /// The findings still point to the runbook of the plan (or the incident is not diagnosed
+    /// yet, and its diagnosis will see every finding).
+    Same,
+    /// The finding points to another runbook, but the plan stays (see [`PlanStatus`]).
+    Kept {
+        runbook: String,
+        would_pick: String,
+        status: PlanStatus,
+    },
+    /// No action of the plan has run: this diagnosis replaces it ([`Engine::rediagnose`]).
+    Replace(Box<Diagnosis>),
+}
 
 /// What running one step led to.
 enum Step {
@@ -182,6 +200,166 @@ impl Engine {
         self.start_investigation(st, inc, now).await;
     }
 
+    /// Asks whether finding `f`, which just joined incident `id`, changes its diagnosis.
+    ///
+    /// The runbook is chosen again over all the incident's findings, with the same pure choice
+    /// as the first diagnosis. Only new evidence changes a plan: the runbook chosen now must
+    /// answer `f` itself, so a chart condition that drifted between polls never swaps a plan.
+    /// The full diagnosis (with the runbook's checks asked of PromQL) is made only when the
+    /// plan is replaceable and the runbook changed.
+    pub(super) async fn reconsider(
+        &self,
+        st: &State,
+        id: &str,
+        f: &Finding,
+        now: f64,
+    ) -> Reconsidered {
+        let Some(inc) = st.incidents.get(id) else {
+            return Reconsidered::Same;
+        };
+        let status = inc.plan_status();
+        let Some(current) = inc.diagnosis.as_ref().map(|d| d.runbook.clone()) else {
+            return Reconsidered::Same;
+        };
+        if status == PlanStatus::Undiagnosed {
+            return Reconsidered::Same;
+        }
+        let w = st.watches.get(&inc.run);
+        let allowed = w.map(|w| w.cfg.runbooks.clone()).unwrap_or_default();
+        let charts = w.map(|w| &w.charts);
+        let choice = diagnose_on_charts(&self.h.runbooks, &inc.findings, &allowed, charts, now);
+        let points_here = self
+            .h
+            .runbooks
+            .get(&choice.runbook)
+            .is_some_and(|rb| rb.matches(f));
+        if choice.runbook == current || choice.runbook == NO_RUNBOOK_ID || !points_here {
+            return Reconsidered::Same;
+        }
+        if status != PlanStatus::Replaceable {
+            return Reconsidered::Kept {
+                runbook: current,
+                would_pick: choice.runbook,
+                status,
+            };
+        }
+        let d = diagnose_with(
+            &self.h.runbooks,
+            &inc.findings,
+            &allowed,
+            &inc.run,
+            self.h.check_runner(),
+            charts,
+            now,
+        )
+        .await;
+        if d.runbook == current {
+            return Reconsidered::Same;
+        }
+        Reconsidered::Replace(Box::new(d))
+    }
+
+    /// Replaces the plan of incident `id` with diagnosis `d`, which finding `f` brought about:
+    /// the pending approval (asked or given for the old plan's step) is withdrawn, the change is
+    /// recorded and told, and a human paged for the old approval gets a page that says the plan
+    /// changed. The new plan starts at its first step on this tick's drive, through the policy
+    /// gate like any plan.
+    pub(super) async fn rediagnose(
+        &self,
+        st: &mut State,
+        id: &str,
+        f: &Finding,
+        d: Diagnosis,
+        now: f64,
+    ) {
+        let Some(mut inc) = st.incidents.remove(id) else {
+            return;
+        };
+        let previous = inc
+            .diagnosis
+            .as_ref()
+            .map(|d| d.runbook.clone())
+            .unwrap_or_default();
+        let hash = self.h.runbooks.get(&d.runbook).map(|r| r.sha256.clone());
+        let steps: Vec<String> = d.plan.steps.iter().map(|s| s.action.to_string()).collect();
+        let withdrawn = match inc.replan(d.clone(), now) {
+            Ok(w) => w,
+            Err(e) => {
+                // `reconsider` checked the plan was replaceable: this is a bug, not input.
+                tracing::error!(incident = %inc.id, error = %e, "re-diagnosis refused");
+                st.incidents.insert(inc.id.clone(), inc);
+                return;
+            }
+        };
+        self.record(
+            EntryKind::Diagnosis,
+            Some(&inc.run),
+            Some(&inc.id),
+            json!({
+                "diagnosis": d, "runbook_sha256": hash,
+                "rediagnosed": true, "previous_runbook": previous, "reason": f,
+                "revision": inc.revision, "withdrawn": withdrawn,
+            }),
+        )
+        .await;
+        let void = withdrawn
+            .as_ref()
+            .map_or(String::new(), |w| match &w.approved_by {
+                Some(by) => format!(
+                    "; {} ({}) approved by {by} for the old plan will not run",
+                    w.action, w.id
+                ),
+                None => format!(
+                    "; the approval asked for {} ({}) is withdrawn",
+                    w.action, w.id
+                ),
+            });
+        self.emit(
+            now,
+            &inc.run,
+            Some(&inc.id),
+            EventKind::Diagnosed,
+            format!(
+                "re-diagnosed after {} on {}: runbook `{}` replaces `{previous}` — plan: {}{void}",
+                f.kind,
+                f.chart,
+                d.runbook,
+                steps.join(" → ")
+            ),
+        );
+        if inc.paged {
+            // The page a human holds names the old plan (and maybe its approve command): it is
+            // updated under the same dedup key. The new plan pages again if it needs a human.
+            let summary = format!(
+                "{}: plan changed — {} on {} calls for runbook `{}` instead of `{previous}`{void}",
+                inc.run, f.kind, f.chart, d.runbook
+            );
+            let severity = inc.page_severity.unwrap_or(Severity::Critical);
+            let mut page = self.incident_page(&inc, PageAction::Trigger, severity, summary);
+            if let Some(w) = &withdrawn {
+                page.details.push((
+                    "withdrawn".to_string(),
+                    format!(
+                        "{} ({}): it was for the plan of `{}`; do not approve it",
+                        w.action, w.id, w.runbook
+                    ),
+                ));
+            }
+            self.send_page(&mut inc, page, now).await;
+        }
+        st.incidents.insert(inc.id.clone(), inc);
+    }
+
+    /// The finding the diagnosis is about: the first one its runbook answers (after a
+    /// re-diagnosis, not necessarily the one that opened the incident).
+    fn primary_finding<'a>(&self, inc: &'a Incident) -> Option<&'a Finding> {
+        inc.diagnosis
+            .as_ref()
+            .and_then(|d| self.h.runbooks.get(&d.runbook))
+            .and_then(|rb| inc.findings.iter().find(|f| rb.matches(f)))
+            .or_else(|| inc.findings.first())
+    }
+
     /// Resolves the checkpoint a restart goes back to (before onset, latest) into a step.
     async fn resolve_action(
         &self,
@@ -314,7 +492,7 @@ impl Engine {
             }
             Verdict::NeedsApproval => {
                 let pending = PendingAction {
-                    id: format!("{}-a{}-s{}", inc.id, inc.attempt, inc.next_step),
+                    id: inc.action_id(),
                     step: inc.next_step,
                     attempt: inc.attempt,
                     action: action.clone(),
@@ -344,9 +522,8 @@ impl Engine {
                         pending.id
                     ),
                 );
-                let what = inc
-                    .findings
-                    .first()
+                let what = self
+                    .primary_finding(inc)
                     .map(|f| format!("{} on {}", f.kind, f.chart))
                     .unwrap_or_default();
                 let summary = format!("{}: {what} — approve {action}?", inc.run);
@@ -677,7 +854,7 @@ impl Engine {
                 .map_or_else(|| "default".to_string(), |w| w.route.clone()),
         };
         let mut details = Vec::new();
-        if let Some(f) = inc.findings.first() {
+        if let Some(f) = self.primary_finding(inc) {
             details.push((
                 "finding".to_string(),
                 format!("{} on {}: {}", f.kind, f.chart, f.message),
@@ -910,11 +1087,13 @@ impl Engine {
         approve: bool,
     ) -> Result<Incident, ApprovalError> {
         let mut st = self.state.lock().await;
-        let inc = st
+        let Some(inc) = st
             .incidents
             .values_mut()
             .find(|i| i.pending.as_ref().is_some_and(|p| p.id == action_id))
-            .ok_or_else(|| ApprovalError::NotFound(action_id.to_string()))?;
+        else {
+            return Err(withdrawn_or_not_found(&st, action_id));
+        };
         let p = inc
             .pending
             .as_ref()
@@ -979,5 +1158,37 @@ impl Engine {
         drop(st);
         self.wake.notify_one();
         Ok(snapshot)
+    }
+}
+
+/// Why an approve or reject names no pending action: it was withdrawn by a re-diagnosis (and
+/// what waits for approval now, if anything), or it never existed here.
+fn withdrawn_or_not_found(st: &State, action_id: &str) -> ApprovalError {
+    let found = st.incidents.values().find_map(|inc| {
+        inc.withdrawn
+            .iter()
+            .find(|w| w.id == action_id)
+            .map(|w| (inc, w))
+    });
+    match found {
+        Some((inc, w)) => ApprovalError::Withdrawn {
+            id: action_id.to_string(),
+            incident: inc.id.clone(),
+            runbook: w.runbook.clone(),
+            replaced_by: w.replaced_by.clone(),
+            now: match (&inc.pending, inc.state) {
+                (Some(p), IncidentState::AwaitingApproval) => {
+                    format!(
+                        "the new plan waits for approval of {} (id `{}`)",
+                        p.action, p.id
+                    )
+                }
+                _ => format!(
+                    "incident {} is {} and waits for no approval",
+                    inc.id, inc.state
+                ),
+            },
+        },
+        None => ApprovalError::NotFound(action_id.to_string()),
     }
 }

@@ -12,6 +12,10 @@
 //! - no detection and no action on a watch whose charts cannot be read (it is *blind*);
 //! - an action that fails, a verification that fails for the last time, a denied step and a
 //!   rejected approval all escalate to a human.
+//! - a finding that joins an incident and calls for another runbook replaces its plan only while
+//!   none of the plan's actions has run, and withdraws the pending approval (an approval is for
+//!   one action of one plan); afterwards the plan is kept and the audit log says what the
+//!   finding would have picked.
 
 mod agent;
 mod drive;
@@ -118,6 +122,19 @@ pub enum ApprovalError {
     },
     #[error("the audit log cannot be written, so nothing is approved: {0}")]
     Audit(String),
+    /// The incident was re-diagnosed before the action ran: an approval is for one action of
+    /// one plan, and never carries over to another.
+    #[error(
+        "action `{id}` was withdrawn: incident {incident} was re-diagnosed (runbook {runbook} → {replaced_by}) before it ran, so it will not run; {now}"
+    )]
+    Withdrawn {
+        id: String,
+        incident: String,
+        runbook: String,
+        replaced_by: String,
+        /// What the incident waits for now (the new plan's pending action, if any).
+        now: String,
+    },
 }
 
 pub struct Engine {
@@ -544,13 +561,45 @@ impl Engine {
             {
                 st.recurred.insert(id.clone(), f.clone());
             }
-            self.record(
-                EntryKind::Finding,
-                Some(run),
-                Some(&id),
-                json!({ "finding": f, "joined": true }),
-            )
-            .await;
+            // The new evidence may call for another runbook (drive.rs: `reconsider`).
+            let verdict = self.reconsider(st, &id, &f, now).await;
+            let mut payload = json!({ "finding": f, "joined": true });
+            if let drive::Reconsidered::Kept {
+                runbook,
+                would_pick,
+                status,
+            } = &verdict
+            {
+                // The plan stays; a human reading the log sees what this evidence suggests.
+                payload["diagnosis_kept"] = json!(true);
+                payload["runbook"] = json!(runbook);
+                payload["would_pick"] = json!(would_pick);
+                payload["kept_because"] = json!(status.why_kept());
+            }
+            self.record(EntryKind::Finding, Some(run), Some(&id), payload)
+                .await;
+            match verdict {
+                drive::Reconsidered::Replace(d) => {
+                    self.rediagnose(st, &id, &f, *d, now).await;
+                }
+                drive::Reconsidered::Kept {
+                    runbook,
+                    would_pick,
+                    status,
+                } => self.emit(
+                    now,
+                    run,
+                    Some(&id),
+                    EventKind::Diagnosed,
+                    format!(
+                        "{} on {} points to runbook `{would_pick}`; plan of `{runbook}` kept: {}",
+                        f.kind,
+                        f.chart,
+                        status.why_kept()
+                    ),
+                ),
+                drive::Reconsidered::Same => {}
+            }
             return;
         }
         let id = format!("inc-{}", st.next_incident);
