@@ -151,7 +151,7 @@ impl Engine {
             &inc.findings,
             &allowed,
             &inc.run,
-            self.h.check_runner(),
+            self.check_runner(),
             w.map(|w| &w.charts),
             now,
         )
