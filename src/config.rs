@@ -1623,7 +1623,9 @@ fn toml_to_json(v: toml::Value) -> serde_json::Value {
         toml::Value::Boolean(b) => J::Bool(b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
         toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()),
+        toml::Value::Table(t) => {
+            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
     }
 }
 
@@ -2392,10 +2394,8 @@ ml-oncall = ["oncall-pd", "slack-ml"]
             panic!("{err:?}")
         };
         let file = p.display().to_string();
-        let lines: Vec<(Option<usize>, &str)> = issues
-            .iter()
-            .map(|i| (i.line, i.field.as_str()))
-            .collect();
+        let lines: Vec<(Option<usize>, &str)> =
+            issues.iter().map(|i| (i.line, i.field.as_str())).collect();
         assert_eq!(
             lines,
             [

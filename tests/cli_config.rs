@@ -95,9 +95,18 @@ fn other_start_commands_report_the_same_way() {
         let out = babysitter(&args, &[], dir.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(&format!("{f}:1: poll_interval")), "{stderr}");
-        assert!(stderr.contains(&format!("{f}:5: policy.colour")), "{stderr}");
-        assert!(stderr.contains(&format!("{f}:12: watches[1].run")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{f}:1: poll_interval")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{f}:5: policy.colour")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{f}:12: watches[1].run")),
+            "{stderr}"
+        );
     }
 }
 
@@ -139,9 +148,8 @@ fn environment_overrides_apply_and_their_errors_name_the_variable() {
         "{stderr}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with(
-            "environment variable BABYSITTER_POLICY__READ_ONLY: policy.read_only: "
-        )),
+        lines.iter().any(|l| l
+            .starts_with("environment variable BABYSITTER_POLICY__READ_ONLY: policy.read_only: ")),
         "{stderr}"
     );
     assert_eq!(

@@ -70,7 +70,10 @@ impl Engine {
     /// The check runner with the configured `[checks]` limits, as
     /// [`crate::runbook::diagnose_with`] takes it.
     pub(crate) fn check_runner(&self) -> Option<(&dyn CheckRunner, CheckLimits)> {
-        self.h.checks.as_deref().map(|r| (r, self.cfg.check_limits()))
+        self.h
+            .checks
+            .as_deref()
+            .map(|r| (r, self.cfg.check_limits()))
     }
 }
 
