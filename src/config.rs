@@ -3,6 +3,10 @@
 //!
 //! Environment overrides use `__` between levels: `BABYSITTER_POLICY__READ_ONLY=true`,
 //! `BABYSITTER_SERVER__LISTEN=0.0.0.0:8080`.
+//!
+//! Reading never stops at the first problem: [`Config::check_file`] (`babysitter check`) and
+//! [`Config::load`] (every start-up) are one collection that reports each bad field with its
+//! file and line, or the variable that set it ([`ConfigIssue`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

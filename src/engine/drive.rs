@@ -145,7 +145,7 @@ impl Engine {
     async fn diagnose(&self, st: &State, inc: &mut Incident, now: f64) {
         let w = st.watches.get(&inc.run);
         let allowed = w.map(|w| w.cfg.runbooks.clone()).unwrap_or_default();
-        // Checks ask PromQL first (bounded by CHECK_LIMITS), then the watch's charts.
+        // Checks ask PromQL first (bounded by `[checks]`), then the watch's charts.
         let d = diagnose_with(
             &self.h.runbooks,
             &inc.findings,

@@ -103,7 +103,7 @@ impl Engine {
             });
         }
         let (target, autonomy) = (w.cfg.target.clone(), w.cfg.autonomy);
-        // The runbook's checks pick its steps: PromQL first (bounded by CHECK_LIMITS), then
+        // The runbook's checks pick its steps: PromQL first (bounded by `[checks]`), then
         // the run's charts, else `unknown`.
         let (runner, limits) = match self.check_runner() {
             Some((r, l)) => (Some(r), l),
