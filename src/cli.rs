@@ -12,7 +12,7 @@ use crate::act::{Actuator, Target};
 use crate::app::{App, Parts};
 use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock, unix_now};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ConfigIssue};
 use crate::notify::ConsolePager;
 use crate::sim::{SimCluster, SimRunSpec};
 use crate::sources::MetricsSource;
@@ -268,7 +268,39 @@ pub fn db_url(db: &str) -> String {
     }
 }
 
+/// Runs a command. A config that does not load stops it before anything starts: every
+/// problem is printed on stderr, one per line, as `babysitter check` prints them
+/// (`file:line: field: message`), and the exit code is 2 like any other start-up error.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match run_command(cli).await {
+        Err(e) => match e.downcast_ref::<ConfigError>() {
+            Some(ce @ ConfigError::Issues(_)) => {
+                let issues = ce.issues();
+                eprint!("{}", config_report(&issues));
+                Ok(ExitCode::from(2))
+            }
+            _ => Err(e),
+        },
+        done => done,
+    }
+}
+
+/// What start-up prints for a config that does not load: each issue on its own line, then a
+/// count.
+fn config_report(issues: &[ConfigIssue]) -> String {
+    let mut out = String::new();
+    for i in issues {
+        out.push_str(&format!("{i}\n"));
+    }
+    let n = issues.len();
+    out.push_str(&format!(
+        "error: {n} configuration error{}; nothing was started\n",
+        if n == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
             let cfg = Config::load(Some(&config))?;
@@ -855,6 +887,32 @@ mod tests {
         let cli =
             Cli::try_parse_from(["babysitter", "audit", "verify", "--db", "x/audit.db"]).unwrap();
         assert!(matches!(cli.command, Command::Audit { .. }));
+    }
+
+    #[test]
+    fn a_config_that_does_not_load_is_reported_one_issue_per_line() {
+        let issues = vec![
+            ConfigIssue {
+                file: Some("b.toml".into()),
+                line: Some(3),
+                env: None,
+                field: "retention".into(),
+                message: "invalid duration `soon`".into(),
+            },
+            ConfigIssue {
+                file: None,
+                line: None,
+                env: Some("BABYSITTER_POLL_INTERVAL".into()),
+                field: "poll_interval".into(),
+                message: "must be positive".into(),
+            },
+        ];
+        assert_eq!(
+            config_report(&issues),
+            "b.toml:3: retention: invalid duration `soon`\n\
+             environment variable BABYSITTER_POLL_INTERVAL: poll_interval: must be positive\n\
+             error: 2 configuration errors; nothing was started\n"
+        );
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //!
 //! Environment overrides use `__` between levels: `BABYSITTER_POLICY__READ_ONLY=true`,
 //! `BABYSITTER_SERVER__LISTEN=0.0.0.0:8080`.
+//!
+//! Reading never stops at the first problem: [`Config::check_file`] (`babysitter check`) and
+//! [`Config::load`] (every start-up) are one collection that reports each bad field with its
+//! file and line, or the variable that set it ([`ConfigIssue`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 
 use crate::act::Target;
@@ -39,6 +43,8 @@ pub struct Config {
     pub retention: Duration,
     /// A folder of runbooks (`*.md`). Unset: `./runbooks` if it exists, else the built-in set.
     pub runbooks_dir: Option<PathBuf>,
+    /// `[checks]`: how hard runbook checks ask Prometheus (per-query timeout, concurrency).
+    pub checks: ChecksConfig,
     pub policy: PolicyConfig,
     pub detectors: DetectorParams,
     /// The pager used when no named `pagers` are declared (the console by default).
@@ -85,6 +91,7 @@ impl Default for Config {
             blind_page_after: Duration::from_secs(15 * 60),
             retention: Duration::from_secs(6 * 3600),
             runbooks_dir: None,
+            checks: ChecksConfig::default(),
             policy: PolicyConfig::default(),
             detectors: DetectorParams::default(),
             pager: PagerConfig::default(),
@@ -569,6 +576,65 @@ pub struct SourcesConfig {
     pub prometheus: Option<PrometheusConfig>,
 }
 
+/// `[checks]`: how runbook checks ask Prometheus (with `[sources.prometheus]`). The loop holds
+/// its state while a plan is made, so a dead or slow Prometheus must cost seconds, not a poll:
+/// the checks of one plan are queried at most `concurrency` at a time, and a query without an
+/// answer after `timeout` counts as unanswered (the run's chart, then `unknown`, answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChecksConfig {
+    /// Per query; above 0 and at most 60s.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Queries of one plan in flight at once; 1 to 64.
+    pub concurrency: usize,
+}
+
+impl Default for ChecksConfig {
+    /// [`CheckLimits::default`](crate::runbook::CheckLimits): 5 s per query, 4 at a time.
+    fn default() -> Self {
+        let d = crate::runbook::CheckLimits::default();
+        ChecksConfig {
+            timeout: d.timeout,
+            concurrency: d.concurrency,
+        }
+    }
+}
+
+impl ChecksConfig {
+    /// The limits as [`crate::runbook::checks::evaluate_all`] takes them.
+    pub fn limits(&self) -> crate::runbook::CheckLimits {
+        crate::runbook::CheckLimits {
+            timeout: self.timeout,
+            concurrency: self.concurrency,
+        }
+    }
+
+    /// The timeout is above 0 and at most [`CheckLimits::MAX_TIMEOUT`]; the concurrency 1 to
+    /// [`CheckLimits::MAX_CONCURRENCY`].
+    ///
+    /// [`CheckLimits::MAX_TIMEOUT`]: crate::runbook::CheckLimits::MAX_TIMEOUT
+    /// [`CheckLimits::MAX_CONCURRENCY`]: crate::runbook::CheckLimits::MAX_CONCURRENCY
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use crate::runbook::CheckLimits;
+        if self.timeout.is_zero() || self.timeout > CheckLimits::MAX_TIMEOUT {
+            return Err(ConfigError::Invalid(format!(
+                "checks.timeout: must be above 0 and at most {} (got {})",
+                humantime::format_duration(CheckLimits::MAX_TIMEOUT),
+                humantime::format_duration(self.timeout)
+            )));
+        }
+        if !(1..=CheckLimits::MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(ConfigError::Invalid(format!(
+                "checks.concurrency: must be 1 to {} (got {})",
+                CheckLimits::MAX_CONCURRENCY,
+                self.concurrency
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// One run to babysit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -757,76 +823,56 @@ pub enum ConfigError {
     File { path: String, message: String },
     #[error("configuration: {0}")]
     Invalid(String),
+    /// Every problem [`Config::load`] found, in file order; shown one per line.
+    #[error("{}", render_issues(.0))]
+    Issues(Vec<ConfigIssue>),
+}
+
+impl ConfigError {
+    /// The problems one per line item: the issues of [`ConfigError::Issues`], else this error
+    /// as the only one.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        match self {
+            ConfigError::Issues(v) => v.clone(),
+            ConfigError::File { path, message } => {
+                vec![issue(Some(path), None, "", message.clone())]
+            }
+            ConfigError::Invalid(m) => {
+                let (field, rest) = split_field(m);
+                vec![issue(None, None, field, rest.to_string())]
+            }
+        }
+    }
+}
+
+fn render_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Config {
-    /// Defaults, then the file (TOML, or YAML by extension), then `BABYSITTER_*` variables.
+    /// Defaults, then the file (TOML, or YAML by extension), then `BABYSITTER_*` variables;
+    /// then the tokens file and every check of [`Config::validate`]. This is
+    /// [`Config::check_file`]: on any problem the error carries all of them
+    /// ([`ConfigError::Issues`]), each with its file, line (when the file shows it) or
+    /// environment variable, and field.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let is_yaml = matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml") | Some("yml")
-            );
-            if is_yaml {
-                let value: serde_json::Value =
-                    serde_saphyr::from_str(&text).map_err(|e| ConfigError::File {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                fig = fig.merge(Serialized::defaults(value));
-            } else {
-                fig = fig.merge(Toml::string(&text));
+        match Config::check_file(path) {
+            (Some(cfg), issues) if issues.is_empty() => Ok(cfg),
+            (_, issues) if issues.is_empty() => {
+                // Unreachable by construction (no config comes with an issue); never silent.
+                Err(ConfigError::Issues(vec![issue(
+                    path.map(|p| p.display().to_string()).as_deref(),
+                    None,
+                    "",
+                    "the configuration could not be read".into(),
+                )]))
             }
+            (_, issues) => Err(ConfigError::Issues(issues)),
         }
-        // Only variables that name a config field: BABYSITTER_CONFIG, BABYSITTER_LOG,
-        // BABYSITTER_TOKEN and the like belong to the CLI or the tests, not to the config.
-        let fields = config_fields();
-        fig = fig.merge(
-            Env::prefixed("BABYSITTER_")
-                .filter(move |key| {
-                    let top = key.as_str().split("__").next().unwrap_or_default();
-                    fields.iter().any(|f| f.eq_ignore_ascii_case(top))
-                })
-                .split("__"),
-        );
-        let cfg: Config = fig.extract().map_err(|e| {
-            let message = e
-                .clone()
-                .into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            match path {
-                Some(p) => ConfigError::File {
-                    path: p.display().to_string(),
-                    message,
-                },
-                None => ConfigError::Invalid(message),
-            }
-        })?;
-        let mut cfg = cfg;
-        if let Some(path) = path {
-            // Content hashes for the audit log's `config_loaded` entry.
-            let text = std::fs::read(path).unwrap_or_default();
-            cfg.source = Some(ConfigSource {
-                path: path.display().to_string(),
-                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)),
-            });
-        }
-        if let Some(tf) = cfg.api.tokens_file.clone() {
-            let text = std::fs::read_to_string(&tf).map_err(|e| ConfigError::File {
-                path: tf.display().to_string(),
-                message: e.to_string(),
-            })?;
-            cfg.api.tokens.extend(parse_tokens_file(&tf, &text)?);
-        }
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     /// SHA-256 of the effective configuration (defaults, file and environment merged), as
@@ -839,106 +885,164 @@ impl Config {
         ))
     }
 
+    /// Every check of the settings as a whole; the error lists all that fail (at most one per
+    /// section whose own validator stops at its first problem).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Issues(
+            problems
+                .iter()
+                .map(|p| {
+                    let (field, rest) = split_field(p);
+                    issue(None, None, field, rest.to_string())
+                })
+                .collect(),
+        ))
+    }
+
+    /// What [`Config::validate`] finds, each as `field: message`.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |r: Result<(), ConfigError>| {
+            if let Err(e) = r {
+                for i in e.issues() {
+                    out.push(if i.field.is_empty() {
+                        i.message
+                    } else {
+                        format!("{}: {}", i.field, i.message)
+                    });
+                }
+            }
+        };
         let mut seen = std::collections::BTreeSet::new();
         for (i, w) in self.watches.iter().enumerate() {
             if w.run.trim().is_empty() {
-                return Err(ConfigError::Invalid(format!(
+                push(Err(ConfigError::Invalid(format!(
                     "watches[{i}].run: must not be empty"
-                )));
-            }
-            if !seen.insert(w.run.as_str()) {
-                return Err(ConfigError::Invalid(format!(
+                ))));
+            } else if !seen.insert(w.run.as_str()) {
+                push(Err(ConfigError::Invalid(format!(
                     "watches[{i}].run: `{}` is watched twice",
                     w.run
-                )));
+                ))));
             }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, t) in self.api.tokens.iter().enumerate() {
             if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
-                return Err(ConfigError::Invalid(format!(
+                push(Err(ConfigError::Invalid(format!(
                     "api.tokens[{i}].name: must be a unique, non-empty name"
-                )));
+                ))));
             }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ConfigError::Invalid(format!(
+                push(Err(ConfigError::Invalid(format!(
                     "api.tokens[{i}].sha256: 64 hex digits expected (printf %s \"$TOKEN\" | sha256sum)"
-                )));
+                ))));
             }
         }
-        self.validate_paging()?;
+        for p in self.paging_problems() {
+            push(Err(ConfigError::Invalid(p)));
+        }
         if let Some(a) = &self.agent {
-            a.validate()
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            push(
+                a.validate()
+                    .map_err(|e| ConfigError::Invalid(e.to_string())),
+            );
         }
 
         if self.audit.head_every < Duration::from_secs(1) {
-            return Err(ConfigError::Invalid(
+            push(Err(ConfigError::Invalid(
                 "audit.head_every: at least 1s (a signed head per append doubles the log)".into(),
-            ));
+            )));
         }
         if self.poll_interval.is_zero() {
-            return Err(ConfigError::Invalid(
+            push(Err(ConfigError::Invalid(
                 "poll_interval: must be positive".into(),
-            ));
+            )));
         }
-        self.policy
-            .validate()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        self.detectors
-            .validate()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        push(self.checks.validate());
+        push(
+            self.policy
+                .validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string())),
+        );
+        push(
+            self.detectors
+                .validate()
+                .map_err(|e| ConfigError::Invalid(e.to_string())),
+        );
         if let Some(p) = &self.sources.prometheus {
-            crate::sources::prometheus::validate(p)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            push(
+                crate::sources::prometheus::validate(p)
+                    .map_err(|e| ConfigError::Invalid(e.to_string())),
+            );
             for (i, w) in self.watches.iter().enumerate() {
                 let sel = w.profile.as_ref().unwrap_or(&p.default_profile);
-                crate::sources::prometheus::profile::resolve(sel, &w.charts).map_err(|e| {
-                    ConfigError::Invalid(format!("watches[{i}] (run `{}`): {e}", w.run))
-                })?;
+                push(
+                    crate::sources::prometheus::profile::resolve(sel, &w.charts)
+                        .map(|_| ())
+                        .map_err(|e| {
+                            ConfigError::Invalid(format!("watches[{i}] (run `{}`): {e}", w.run))
+                        }),
+                );
             }
         }
         if self.kubernetes.enabled {
-            self.kubernetes.validate()?;
+            push(self.kubernetes.validate());
             if self.sources.prometheus.is_none() {
-                return Err(ConfigError::Invalid(
+                push(Err(ConfigError::Invalid(
                     "kubernetes.enabled: discovered workloads read their charts from Prometheus; configure [sources.prometheus]".into(),
-                ));
+                )));
             }
         }
         for (i, w) in self.watches.iter().enumerate() {
             if let Some(d) = &w.detectors {
-                d.validate()
-                    .map_err(|e| ConfigError::Invalid(format!("watches[{i}].{e}")))?;
+                push(
+                    d.validate()
+                        .map_err(|e| ConfigError::Invalid(format!("watches[{i}].{e}"))),
+                );
             }
         }
-        Ok(())
+        out
+    }
+
+    /// The limits runbook checks ask Prometheus with (`[checks]`), as the engine uses them.
+    pub fn check_limits(&self) -> crate::runbook::CheckLimits {
+        self.checks.limits()
     }
 
     /// Pagers, routes and each watch's route must fit together: a route names declared pagers,
     /// and with named pagers every watch's route reaches at least one of them.
-    fn validate_paging(&self) -> Result<(), ConfigError> {
+    fn paging_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
         let pager_ok = |name: &str| self.pagers.contains_key(name);
         for (name, p) in &self.pagers {
             if name.trim().is_empty() {
-                return Err(ConfigError::Invalid("pagers: a pager name is empty".into()));
+                out.push("pagers: a pager name is empty".to_string());
+                continue;
             }
-            p.validate(&format!("pagers.{name}"))?;
+            if let Err(e) = p.validate(&format!("pagers.{name}")) {
+                out.push(strip_prefix(&e));
+            }
         }
-        self.pager.validate("pager")?;
-        self.paging.validate().map_err(ConfigError::Invalid)?;
+        if let Err(e) = self.pager.validate("pager") {
+            out.push(strip_prefix(&e));
+        }
+        if let Err(e) = self.paging.validate() {
+            out.push(e);
+        }
         for (route, members) in &self.routes {
             if members.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "routes.{route}: lists no pager"
-                )));
+                out.push(format!("routes.{route}: lists no pager"));
             }
             for (i, m) in members.iter().enumerate() {
                 if !pager_ok(m) {
-                    return Err(ConfigError::Invalid(format!(
+                    out.push(format!(
                         "routes.{route}[{i}]: `{m}` is not a declared pager (declare it under [pagers.{m}])"
-                    )));
+                    ));
                 }
             }
         }
@@ -946,29 +1050,27 @@ impl Config {
         if let Some(d) = &self.default_route
             && !resolves(d)
         {
-            return Err(ConfigError::Invalid(format!(
+            out.push(format!(
                 "default_route: `{d}` is neither a route nor a pager"
-            )));
+            ));
         }
         if self.pagers.is_empty() {
             if !self.routes.is_empty() {
-                return Err(ConfigError::Invalid(
-                    "routes: routes need named pagers ([pagers.NAME])".into(),
-                ));
+                out.push("routes: routes need named pagers ([pagers.NAME])".into());
             }
-            return Ok(());
+            return out;
         }
         if self.default_route.is_none() {
             for (i, w) in self.watches.iter().enumerate() {
                 if !resolves(&w.route) {
-                    return Err(ConfigError::Invalid(format!(
+                    out.push(format!(
                         "watches[{i}].route: `{}` is neither a route nor a pager, and no default_route is set",
                         w.route
-                    )));
+                    ));
                 }
             }
         }
-        Ok(())
+        out
     }
 
     /// The audit database URL, defaulting to SQLite in the data dir.
@@ -1072,12 +1174,15 @@ pub mod duration_map {
     }
 }
 
-/// One problem of a config file, as `babysitter check` prints it:
-/// `file:line: field: message` (the line when the file shows where the field is).
+/// One problem of a config file, as `babysitter check` and start-up print it:
+/// `file:line: field: message` (the line when the file shows where the field is), or
+/// `environment variable NAME: field: message` when a `BABYSITTER_*` variable set the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
     pub file: Option<String>,
     pub line: Option<usize>,
+    /// The `BABYSITTER_*` variable that set the field, when the problem comes from one.
+    pub env: Option<String>,
     /// The field as written in the file: `watches[0].autonomy`; empty for the whole file.
     pub field: String,
     pub message: String,
@@ -1085,10 +1190,11 @@ pub struct ConfigIssue {
 
 impl std::fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
-            (Some(file), None) => write!(f, "{file}: ")?,
-            (None, _) => f.write_str("configuration: ")?,
+        match (&self.env, &self.file, self.line) {
+            (Some(var), _, _) => write!(f, "environment variable {var}: ")?,
+            (None, Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (None, Some(file), None) => write!(f, "{file}: ")?,
+            (None, None, _) => f.write_str("configuration: ")?,
         }
         if self.field.is_empty() {
             f.write_str(&self.message)
@@ -1098,70 +1204,211 @@ impl std::fmt::Display for ConfigIssue {
     }
 }
 
+/// One `BABYSITTER_*` environment variable that sets a config field.
+#[derive(Debug, Clone, PartialEq)]
+struct EnvVar {
+    /// As set: `BABYSITTER_POLICY__READ_ONLY`.
+    name: String,
+    /// The field it sets, lower-cased: `["policy", "read_only"]`.
+    path: Vec<String>,
+    value: String,
+}
+
+const ENV_PREFIX: &str = "BABYSITTER_";
+
+/// The variables among `vars` that set config fields: the prefix `BABYSITTER_` (any case),
+/// then a top-level field, levels joined by `__`. Others (`BABYSITTER_CONFIG`,
+/// `BABYSITTER_LOG`, `BABYSITTER_TOKEN`, the tests' own) belong to the CLI or the tests.
+fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Vec<EnvVar> {
+    let fields = config_fields();
+    let mut out: Vec<EnvVar> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let name = name.trim();
+            let rest = name
+                .get(..ENV_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+                .and_then(|_| name.get(ENV_PREFIX.len()..))?;
+            let path: Vec<String> = rest
+                .to_ascii_lowercase()
+                .split("__")
+                .map(|s| s.trim().to_string())
+                .collect();
+            let known = path.first().is_some_and(|top| fields.contains(top));
+            (known && path.iter().all(|s| !s.is_empty())).then(|| EnvVar {
+                name: name.to_string(),
+                path,
+                value,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The variables as one nested value. A value is read like TOML (`true`, `4`, `[1, 2]`,
+/// `{ kind = "slack" }`), else taken as a string.
+fn env_value(vars: &[EnvVar]) -> serde_json::Value {
+    let mut root = serde_json::Value::Object(serde_json::Map::new());
+    for v in vars {
+        let Ok(parsed) = v.value.parse::<figment::value::Value>();
+        let value = serde_json::to_value(&parsed)
+            .unwrap_or_else(|_| serde_json::Value::String(v.value.clone()));
+        let mut cur = &mut root;
+        for seg in &v.path {
+            if !cur.is_object() {
+                *cur = serde_json::Value::Object(serde_json::Map::new());
+            }
+            let serde_json::Value::Object(m) = cur else {
+                break;
+            };
+            cur = m.entry(seg.clone()).or_insert(serde_json::Value::Null);
+        }
+        *cur = value;
+    }
+    root
+}
+
+/// Where a setting came from, to say where a problem is.
+enum Place<'a> {
+    File(Option<usize>),
+    Env(&'a EnvVar),
+}
+
+/// What the settings were read from: the file's text (to find lines) and the variables
+/// still in effect.
+struct Origin {
+    file: Option<String>,
+    text: String,
+    yaml: bool,
+    env: Vec<EnvVar>,
+}
+
+impl Origin {
+    fn line(&self, path: &[String]) -> Option<usize> {
+        self.file.as_ref()?;
+        if self.yaml {
+            yaml_line(&self.text, path)
+        } else {
+            toml_line(&self.text, path)
+        }
+    }
+
+    /// `at` in the merged settings (`file_path` in the file's own coordinates): a variable
+    /// setting it or a field above it wins (it overrides the file), then the file when it
+    /// shows the field, then a variable setting something inside `owner`.
+    fn place(&self, at: &[String], file_path: &[String], owner: &[String]) -> Place<'_> {
+        if let Some(v) = self.env.iter().find(|v| at.starts_with(&v.path)) {
+            return Place::Env(v);
+        }
+        let line = self.line(file_path);
+        if line.is_none()
+            && !owner.is_empty()
+            && let Some(v) = self.env.iter().find(|v| v.path.starts_with(owner))
+        {
+            return Place::Env(v);
+        }
+        Place::File(line)
+    }
+
+    fn issue_from(&self, from: &Place<'_>, field: &str, message: String) -> ConfigIssue {
+        match from {
+            Place::Env(v) => ConfigIssue {
+                file: None,
+                line: None,
+                env: Some(v.name.clone()),
+                field: field.to_string(),
+                message,
+            },
+            Place::File(line) => issue(self.file.as_deref(), *line, field, message),
+        }
+    }
+
+    /// An issue of the field at `path` (same in the file and the merged settings).
+    fn issue(&self, path: &[String], field: &str, message: String) -> ConfigIssue {
+        self.issue_from(&self.place(path, path, path), field, message)
+    }
+}
+
 impl Config {
     /// Every problem of a config file that can be found, not only the first (`babysitter
-    /// check`): each field that does not deserialize (unknown field, bad duration, invalid
-    /// enum value, …) is reported and taken out, and deserialization tried again, until the
-    /// rest of the file reads; then the settings are checked as a whole (watches' routes and
-    /// profiles, PromQL of chart overrides, and [`Config::validate`]). The config is returned
-    /// when the file reads (it may still have issues); issues are in file order.
+    /// check`, and [`Config::load`] at start-up): each field that does not deserialize
+    /// (unknown field, bad duration, invalid enum value, …) is reported and taken out — from
+    /// the file, or the `BABYSITTER_*` variable that set it — and deserialization tried again,
+    /// until the rest reads; then the settings are checked as a whole (watches' routes and
+    /// profiles, PromQL of chart overrides, the tokens file, and [`Config::validate`]). The
+    /// config is returned when the settings read (they may still have issues); issues are in
+    /// file order, those of variables last.
     pub fn check_file(path: Option<&Path>) -> (Option<Config>, Vec<ConfigIssue>) {
-        let Some(path) = path else {
-            return match Config::load(None) {
-                Ok(c) => {
-                    let issues = c.semantic_issues(None, None);
-                    (Some(c), issues)
-                }
-                Err(e) => (None, vec![issue(None, None, "", e.to_string())]),
-            };
-        };
-        let file = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => return (None, vec![issue(Some(&file), None, "", e.to_string())]),
-        };
-        let yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml") | Some("yml")
-        );
-        let parsed: Result<serde_json::Value, (Option<usize>, String)> = if yaml {
-            serde_saphyr::from_str(&text).map_err(|e| (None, e.to_string()))
-        } else {
-            toml::from_str(&text).map_err(|e| {
-                let line = e.span().map(|s| line_at(&text, s.start));
-                (line, e.message().trim().to_string())
-            })
-        };
-        let mut value = match parsed {
-            Ok(v) => v,
-            Err((line, message)) => return (None, vec![issue(Some(&file), line, "", message)]),
-        };
-        let locate = |path: &[String]| {
-            if yaml {
-                yaml_line(&text, path)
-            } else {
-                toml_line(&text, path)
+        let vars = std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        });
+        Config::check_with_env(path, env_overrides(vars))
+    }
+
+    fn check_with_env(path: Option<&Path>, env: Vec<EnvVar>) -> (Option<Config>, Vec<ConfigIssue>) {
+        let (mut origin, mut value) = match path {
+            None => (
+                Origin {
+                    file: None,
+                    text: String::new(),
+                    yaml: false,
+                    env,
+                },
+                serde_json::Value::Object(serde_json::Map::new()),
+            ),
+            Some(path) => {
+                let file = path.display().to_string();
+                let text = match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    Err(e) => return (None, vec![issue(Some(&file), None, "", e.to_string())]),
+                };
+                let yaml = matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml") | Some("yml")
+                );
+                let parsed: Result<serde_json::Value, (Option<usize>, String)> = if yaml {
+                    serde_saphyr::from_str(&text).map_err(|e| (None, e.to_string()))
+                } else {
+                    toml::from_str::<toml::Table>(&text)
+                        .map(|t| toml_to_json(toml::Value::Table(t)))
+                        .map_err(|e| {
+                            let line = e.span().map(|s| line_at(&text, s.start));
+                            (line, e.message().trim().to_string())
+                        })
+                };
+                let value = match parsed {
+                    // An empty YAML file is no mapping, but means "all defaults".
+                    Ok(serde_json::Value::Null) => {
+                        serde_json::Value::Object(serde_json::Map::new())
+                    }
+                    Ok(v) => v,
+                    Err((line, message)) => {
+                        return (None, vec![issue(Some(&file), line, "", message)]);
+                    }
+                };
+                (
+                    Origin {
+                        file: Some(file),
+                        text,
+                        yaml,
+                        env,
+                    },
+                    value,
+                )
             }
         };
         let mut issues = Vec::new();
         let mut removed = Removed::default();
-        let fields = config_fields();
         let mut cfg = None;
-        // Each round takes one bad field out; a file has far fewer than this many.
+        // Each round takes bad fields out; a file has far fewer than this many.
         for _ in 0..256 {
             let fig = Figment::from(Serialized::defaults(Config::default()))
                 .merge(Serialized::defaults(value.clone()))
-                .merge(
-                    Env::prefixed("BABYSITTER_")
-                        .filter({
-                            let fields = fields.clone();
-                            move |key| {
-                                let top = key.as_str().split("__").next().unwrap_or_default();
-                                fields.iter().any(|f| f.eq_ignore_ascii_case(top))
-                            }
-                        })
-                        .split("__"),
-                );
+                .merge(Serialized::defaults(env_value(&origin.env)));
             let err = match fig.extract::<Config>() {
                 Ok(c) => {
                     cfg = Some(c);
@@ -1186,20 +1433,26 @@ impl Config {
                     _ => (cur.clone(), false),
                 };
                 let orig = removed.original(&cur);
-                if !caused_by_us {
-                    let from_env = e
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.name.contains("environment"));
-                    let (f, line) = if from_env {
-                        (None, None)
-                    } else {
-                        (Some(file.as_str()), locate(&orig))
-                    };
-                    issues.push(issue(f, line, &field_name(&orig), figment_message(&e.kind)));
-                }
                 let owner_orig = removed.original(&owner);
-                if remove_at(&mut value, &owner) {
+                let from = origin.place(&cur, &orig, &owner);
+                if !caused_by_us {
+                    issues.push(origin.issue_from(
+                        &from,
+                        &field_name(&orig),
+                        figment_message(&e.kind),
+                    ));
+                }
+                // Take the bad value out where it came from: the variable overrides the file.
+                if matches!(from, Place::Env(_)) {
+                    let before = origin.env.len();
+                    origin
+                        .env
+                        .retain(|v| !(cur.starts_with(&v.path) || v.path.starts_with(&owner)));
+                    if origin.env.len() < before {
+                        removed.paths.push(owner_orig);
+                        progressed = true;
+                    }
+                } else if remove_at(&mut value, &owner) {
                     removed.note(&owner_orig);
                     progressed = true;
                 }
@@ -1208,10 +1461,11 @@ impl Config {
                 break;
             }
         }
+        let tokens_path = ["api".to_string(), "tokens_file".to_string()];
         if let Some(c) = cfg.as_mut()
             && let Some(tf) = c.api.tokens_file.clone()
         {
-            // Read like at start-up: its tokens count for the checks below.
+            // Its tokens count for the checks below.
             match std::fs::read_to_string(&tf)
                 .map_err(|e| ConfigError::File {
                     path: tf.display().to_string(),
@@ -1220,47 +1474,49 @@ impl Config {
                 .and_then(|t| parse_tokens_file(&tf, &t))
             {
                 Ok(tokens) => c.api.tokens.extend(tokens),
-                Err(e) => issues.push(issue(
-                    Some(&file),
-                    locate(&["api".to_string(), "tokens_file".to_string()]),
-                    "api.tokens_file",
-                    e.to_string(),
-                )),
+                Err(e) => issues.push(origin.issue(&tokens_path, "api.tokens_file", e.to_string())),
             }
         }
         if let Some(c) = &cfg {
-            issues.extend(c.semantic_issues(Some(&file), Some(&locate)));
+            issues.extend(c.semantic_issues(&origin));
         }
-        if let Some(c) = cfg.as_mut() {
+        if let Some(c) = cfg.as_mut()
+            && let Some(file) = &origin.file
+        {
+            // Content hash for the audit log's `config_loaded` entry.
             c.source = Some(ConfigSource {
                 path: file.clone(),
-                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+                sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                    origin.text.as_bytes(),
+                )),
             });
         }
-        issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+        if cfg.is_none() && issues.is_empty() {
+            issues.push(issue(
+                origin.file.as_deref(),
+                None,
+                "",
+                "the settings do not read, and no field could be blamed".into(),
+            ));
+        }
+        issues.sort_by_key(|i| (i.env.is_some(), i.line.unwrap_or(usize::MAX)));
         (cfg, issues)
     }
 
     /// Problems of settings that read: each watch's route and profile, the PromQL of its chart
     /// overrides, then whatever [`Config::validate`] finds beyond those.
-    #[allow(clippy::type_complexity)]
-    fn semantic_issues(
-        &self,
-        file: Option<&str>,
-        locate: Option<&dyn Fn(&[String]) -> Option<usize>>,
-    ) -> Vec<ConfigIssue> {
-        let at = |path: &[&str]| -> Option<usize> {
+    fn semantic_issues(&self, origin: &Origin) -> Vec<ConfigIssue> {
+        let at = |path: &[&str], field: &str, message: String| -> ConfigIssue {
             let p: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-            locate.and_then(|l| l(&p))
+            origin.issue(&p, field, message)
         };
         let mut out = Vec::new();
         let resolves = |r: &str| self.routes.contains_key(r) || self.pagers.contains_key(r);
         for (i, w) in self.watches.iter().enumerate() {
             let idx = i.to_string();
             if !self.pagers.is_empty() && self.default_route.is_none() && !resolves(&w.route) {
-                out.push(issue(
-                    file,
-                    at(&["watches", &idx, "route"]),
+                out.push(at(
+                    &["watches", &idx, "route"],
                     &format!("watches[{i}].route"),
                     format!(
                         "`{}` is neither a route nor a pager, and no default_route is set",
@@ -1272,9 +1528,8 @@ impl Config {
                 let sel = w.profile.as_ref().unwrap_or(&p.default_profile);
                 for name in sel.names() {
                     if let Err(e) = crate::sources::prometheus::profile::builtin(name.trim()) {
-                        out.push(issue(
-                            file,
-                            at(&["watches", &idx, "profile"]),
+                        out.push(at(
+                            &["watches", &idx, "profile"],
                             &format!("watches[{i}].profile"),
                             e.to_string(),
                         ));
@@ -1294,33 +1549,29 @@ impl Config {
                     .replace("$RUNS", "run=~\"a|b\"");
                 if let Err(e) = crate::runbook::checks::parse_promql(&expr) {
                     let k = key.to_string();
-                    out.push(issue(
-                        file,
-                        at(&["watches", &idx, "charts", &k]),
+                    out.push(at(
+                        &["watches", &idx, "charts", &k],
                         &format!("watches[{i}].charts.{k}"),
                         format!("the PromQL does not parse: {e}"),
                     ));
                 }
             }
         }
-        if let Err(e) = self.validate() {
-            let text = e.to_string();
-            let message = text.strip_prefix("configuration: ").unwrap_or(&text);
+        let reported = out.len();
+        for message in self.problems() {
             // Already reported above, with its line.
-            let dup = out
+            let dup = out[..reported]
                 .iter()
                 .any(|i| message == format!("{}: {}", i.field, i.message));
-            let profile_dup = out.iter().any(|i| i.field.ends_with(".profile"))
+            let profile_dup = out[..reported]
+                .iter()
+                .any(|i| i.field.ends_with(".profile"))
                 && message.contains("unknown profile");
-            if !dup && !profile_dup {
-                let (field, rest) = match message.split_once(": ") {
-                    Some((f, r)) if !f.contains(' ') || f.starts_with("watches[") => (f, r),
-                    _ => ("", message),
-                };
-                let path = field_path(field);
-                let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-                out.push(issue(file, at(&refs), field, rest.to_string()));
+            if dup || profile_dup {
+                continue;
             }
+            let (field, rest) = split_field(&message);
+            out.push(origin.issue(&field_path(field), field, rest.to_string()));
         }
         out
     }
@@ -1341,8 +1592,44 @@ fn issue(file: Option<&str>, line: Option<usize>, field: &str, message: String) 
     ConfigIssue {
         file: file.map(str::to_string),
         line,
+        env: None,
         field: field.to_string(),
         message,
+    }
+}
+
+/// `("watches[0].route", "…")` from `watches[0].route: …`, as validators write their errors;
+/// `("", message)` when the message names no field.
+fn split_field(message: &str) -> (&str, &str) {
+    match message.split_once(": ") {
+        Some((f, r)) if !f.contains(' ') || f.starts_with("watches[") => (f, r),
+        _ => ("", message),
+    }
+}
+
+/// The error's text without the `configuration: ` of [`ConfigError::Invalid`].
+fn strip_prefix(e: &ConfigError) -> String {
+    let text = e.to_string();
+    match text.strip_prefix("configuration: ") {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
+}
+
+/// A TOML document as JSON; dates and times become their RFC 3339 text (what the config's
+/// time fields read).
+fn toml_to_json(v: toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
     }
 }
 
@@ -2051,7 +2338,7 @@ ml-oncall = ["oncall-pd", "slack-ml"]
         assert_eq!(
             issues,
             [
-                "1: poll_intervall: unknown field `poll_intervall`, expected one of `server`, `api`, `data_dir`, `audit`, `poll_interval`, `blind_page_after`, `retention`, `runbooks_dir`, `policy`, `detectors`, `pager`, `sources`, `pagers`, `routes`, `default_route`, `paging`, `watches`, `kubernetes`, `agent`",
+                "1: poll_intervall: unknown field `poll_intervall`, expected one of `server`, `api`, `data_dir`, `audit`, `poll_interval`, `blind_page_after`, `retention`, `runbooks_dir`, `checks`, `policy`, `detectors`, `pager`, `sources`, `pagers`, `routes`, `default_route`, `paging`, `watches`, `kubernetes`, `agent`",
                 "2: retention: invalid duration `soon` (expected number at 0); write e.g. \"90s\", \"10m\", \"1h\"",
                 "6: policy.colour: unknown field `colour`, expected one of `read_only`, `modes`, `limits`, `cooldowns`, `maintenance`",
                 "14: watches[0].autonomy: unknown variant `wild`, expected one of `observe`, `suggest`, `act`",
@@ -2089,6 +2376,239 @@ ml-oncall = ["oncall-pd", "slack-ml"]
             issues[0].starts_with("3: api.tokens_file: /nonexistent/tokens: "),
             "{issues:?}"
         );
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<EnvVar> {
+        env_overrides(list.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn load_reports_every_error_with_its_line_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "poll_interval = \"fast\"\n\n[policy]\nread_only = true\ncolour = \"red\"\n\n\
+             [[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"a\" }\n\n\
+             [[watches]]\nrun = \"a\"\ntarget = { kind = \"simulated\", run = \"b\" }\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err();
+        let ConfigError::Issues(issues) = &err else {
+            panic!("{err:?}")
+        };
+        let file = p.display().to_string();
+        let lines: Vec<(Option<usize>, &str)> =
+            issues.iter().map(|i| (i.line, i.field.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                (Some(1), "poll_interval"),
+                (Some(5), "policy.colour"),
+                (Some(12), "watches[1].run"),
+            ]
+        );
+        assert!(issues.iter().all(|i| i.file.as_deref() == Some(&file)));
+        assert_eq!(issues[2].message, "`a` is watched twice");
+        // One per line, as `babysitter check` prints them.
+        let text = err.to_string();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with(&format!("{file}:5: policy.colour: unknown field"))),
+            "{text}"
+        );
+        // The same issues as `check`.
+        assert_eq!(Config::check_file(Some(&p)).1, *issues);
+    }
+
+    #[test]
+    fn validation_reports_every_section_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "poll_interval: 0s\nchecks:\n  concurrency: 0\naudit:\n  head_every: 10ms\n",
+        )
+        .unwrap();
+        let issues = Config::load(Some(&p)).unwrap_err().issues();
+        let got: Vec<(Option<usize>, &str)> =
+            issues.iter().map(|i| (i.line, i.field.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1), "poll_interval"),
+                (Some(3), "checks.concurrency"),
+                (Some(5), "audit.head_every"),
+            ]
+        );
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_their_errors_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "poll_interval = \"soon\"\nretention = \"2h\"\n").unwrap();
+        // A variable overrides the file, a bad file value included.
+        let (cfg, issues) = Config::check_with_env(
+            Some(&p),
+            vars(&[
+                ("BABYSITTER_POLL_INTERVAL", "15s"),
+                ("BABYSITTER_POLICY__READ_ONLY", "true"),
+                ("babysitter_checks__concurrency", "8"),
+                // Not config fields: left to the CLI.
+                ("BABYSITTER_CONFIG", "/elsewhere.toml"),
+                ("BABYSITTER_TOKEN", "x"),
+            ]),
+        );
+        assert_eq!(issues, []);
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg.poll_interval, Duration::from_secs(15));
+        assert_eq!(cfg.retention, Duration::from_secs(2 * 3600));
+        assert!(cfg.policy.read_only);
+        assert_eq!(cfg.checks.concurrency, 8);
+
+        let (cfg, issues) = Config::check_with_env(
+            Some(&p),
+            vars(&[
+                ("BABYSITTER_RETENTION", "later"),
+                ("BABYSITTER_POLICY__COLOUR", "red"),
+                ("BABYSITTER_CHECKS__TIMEOUT", "5m"),
+            ]),
+        );
+        let shown: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        let file = p.display().to_string();
+        assert_eq!(shown.len(), 4, "{shown:#?}");
+        assert!(
+            shown[0].starts_with(&format!("{file}:1: poll_interval: invalid duration `soon`")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1..].iter().any(|s| s.starts_with(
+                "environment variable BABYSITTER_RETENTION: retention: invalid duration `later`"
+            )),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1..].iter().any(|s| s.starts_with(
+                "environment variable BABYSITTER_POLICY__COLOUR: policy.colour: unknown field `colour`"
+            )),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1..].contains(
+                &"environment variable BABYSITTER_CHECKS__TIMEOUT: checks.timeout: must be above 0 and at most 1m (got 5m)"
+                    .to_string()
+            ),
+            "{shown:#?}"
+        );
+        // The file's retention stands once the bad variable is taken out.
+        assert_eq!(
+            cfg.map(|c| c.retention),
+            Some(Duration::from_secs(2 * 3600))
+        );
+
+        // Without a file, too.
+        let (_, issues) = Config::check_with_env(None, vars(&[("BABYSITTER_POLL_INTERVAL", "0s")]));
+        assert_eq!(
+            issues.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["environment variable BABYSITTER_POLL_INTERVAL: poll_interval: must be positive"]
+        );
+    }
+
+    #[test]
+    fn check_limits_come_from_the_checks_section() {
+        // Unset: the defaults the engine always had.
+        let cfg = Config::load(None).unwrap();
+        assert_eq!(cfg.check_limits(), crate::runbook::CheckLimits::DEFAULT);
+        assert_eq!(
+            cfg.check_limits(),
+            crate::runbook::CheckLimits {
+                timeout: Duration::from_secs(5),
+                concurrency: 4
+            }
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[checks]\ntimeout = \"1500ms\"\nconcurrency = 2\n").unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(
+            cfg.check_limits(),
+            crate::runbook::CheckLimits {
+                timeout: Duration::from_millis(1500),
+                concurrency: 2
+            }
+        );
+        // The bounds are accepted.
+        std::fs::write(&p, "[checks]\ntimeout = \"60s\"\nconcurrency = 64\n").unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.check_limits().timeout, Duration::from_secs(60));
+        assert_eq!(cfg.check_limits().concurrency, 64);
+
+        let bad = |text: &str, line: usize, field: &str, message: &str| {
+            std::fs::write(&p, text).unwrap();
+            let issues = Config::load(Some(&p)).unwrap_err().issues();
+            assert_eq!(
+                issues
+                    .iter()
+                    .map(|i| (i.line, i.field.as_str(), i.message.as_str()))
+                    .collect::<Vec<_>>(),
+                [(Some(line), field, message)],
+                "{text}"
+            );
+        };
+        bad(
+            "[checks]\ntimeout = \"0s\"\n",
+            2,
+            "checks.timeout",
+            "must be above 0 and at most 1m (got 0s)",
+        );
+        bad(
+            "[checks]\ntimeout = \"61s\"\n",
+            2,
+            "checks.timeout",
+            "must be above 0 and at most 1m (got 1m 1s)",
+        );
+        bad(
+            "[checks]\nconcurrency = 0\n",
+            2,
+            "checks.concurrency",
+            "must be 1 to 64 (got 0)",
+        );
+        bad(
+            "poll_interval = \"10s\"\n[checks]\ntimeout = \"2s\"\nconcurrency = 65\n",
+            4,
+            "checks.concurrency",
+            "must be 1 to 64 (got 65)",
+        );
+        std::fs::write(&p, "[checks]\nconcurrency = -1\n").unwrap();
+        let issues = Config::load(Some(&p)).unwrap_err().issues();
+        assert_eq!(
+            (issues[0].line, issues[0].field.as_str()),
+            (Some(2), "checks.concurrency")
+        );
+        std::fs::write(&p, "[checks]\ntimout = \"2s\"\n").unwrap();
+        let issues = Config::load(Some(&p)).unwrap_err().issues();
+        assert_eq!(
+            (issues[0].line, issues[0].field.as_str()),
+            (Some(2), "checks.timout")
+        );
+    }
+
+    #[test]
+    fn toml_dates_read_as_rfc3339() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[[policy.maintenance]]\nstart = 2026-11-04T00:00:00Z\nend = \"2026-11-04T02:00:00Z\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.policy.maintenance[0].start, 1_793_750_400.0);
+        assert_eq!(cfg.policy.maintenance[0].end, 1_793_757_600.0);
     }
 
     #[test]

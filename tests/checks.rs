@@ -508,7 +508,7 @@ fn check_prints_every_config_error_with_its_line() {
     assert_eq!(
         lines,
         [
-            "F:1: poll_intervall: unknown field `poll_intervall`, expected one of `server`, `api`, `data_dir`, `audit`, `poll_interval`, `blind_page_after`, `retention`, `runbooks_dir`, `policy`, `detectors`, `pager`, `sources`, `pagers`, `routes`, `default_route`, `paging`, `watches`, `kubernetes`, `agent`",
+            "F:1: poll_intervall: unknown field `poll_intervall`, expected one of `server`, `api`, `data_dir`, `audit`, `poll_interval`, `blind_page_after`, `retention`, `runbooks_dir`, `checks`, `policy`, `detectors`, `pager`, `sources`, `pagers`, `routes`, `default_route`, `paging`, `watches`, `kubernetes`, `agent`",
             "F:2: retention: invalid duration `soon` (expected number at 0); write e.g. \"90s\", \"10m\", \"1h\"",
             "F:15: watches[0].autonomy: unknown variant `wild`, expected one of `observe`, `suggest`, `act`",
             "F:21: watches[1].route: `nowhere` is neither a route nor a pager, and no default_route is set",

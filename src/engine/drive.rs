@@ -163,13 +163,13 @@ impl Engine {
     async fn diagnose(&self, st: &State, inc: &mut Incident, now: f64) {
         let w = st.watches.get(&inc.run);
         let allowed = w.map(|w| w.cfg.runbooks.clone()).unwrap_or_default();
-        // Checks ask PromQL first (bounded by CHECK_LIMITS), then the watch's charts.
+        // Checks ask PromQL first (bounded by `[checks]`), then the watch's charts.
         let d = diagnose_with(
             &self.h.runbooks,
             &inc.findings,
             &allowed,
             &inc.run,
-            self.h.check_runner(),
+            self.check_runner(),
             w.map(|w| &w.charts),
             now,
         )
@@ -248,7 +248,7 @@ impl Engine {
             &inc.findings,
             &allowed,
             &inc.run,
-            self.h.check_runner(),
+            self.check_runner(),
             charts,
             now,
         )

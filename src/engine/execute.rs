@@ -103,11 +103,11 @@ impl Engine {
             });
         }
         let (target, autonomy) = (w.cfg.target.clone(), w.cfg.autonomy);
-        // The runbook's checks pick its steps: PromQL first (bounded by CHECK_LIMITS), then
+        // The runbook's checks pick its steps: PromQL first (bounded by `[checks]`), then
         // the run's charts, else `unknown`.
-        let (runner, limits) = match self.h.check_runner() {
+        let (runner, limits) = match self.check_runner() {
             Some((r, l)) => (Some(r), l),
-            None => (None, super::CHECK_LIMITS),
+            None => (None, self.cfg.check_limits()),
         };
         let checks = crate::runbook::checks::evaluate_all(
             &rb.checks,

@@ -66,17 +66,18 @@ pub struct Handles {
     pub checks: Option<Arc<dyn CheckRunner>>,
 }
 
-/// How the engine asks [`Handles::checks`]: 5 s per query, 4 at a time. The loop holds its
-/// state while a plan is made, so a dead or slow Prometheus must cost seconds, not a poll.
-pub const CHECK_LIMITS: CheckLimits = CheckLimits {
-    timeout: Duration::from_secs(5),
-    concurrency: 4,
-};
+/// How the engine asks [`Handles::checks`] when `[checks]` is not configured: 5 s per query,
+/// 4 at a time ([`Config::check_limits`] gives the configured ones).
+pub const CHECK_LIMITS: CheckLimits = CheckLimits::DEFAULT;
 
-impl Handles {
-    /// The check runner with the engine's limits, as [`crate::runbook::diagnose_with`] takes it.
+impl Engine {
+    /// The check runner with the configured `[checks]` limits, as
+    /// [`crate::runbook::diagnose_with`] takes it.
     pub(crate) fn check_runner(&self) -> Option<(&dyn CheckRunner, CheckLimits)> {
-        self.checks.as_deref().map(|r| (r, CHECK_LIMITS))
+        self.h
+            .checks
+            .as_deref()
+            .map(|r| (r, self.cfg.check_limits()))
     }
 }
 

@@ -318,21 +318,31 @@ pub trait CheckRunner: Send + Sync {
 
 /// How hard a [`CheckRunner`] is asked: the checks of one plan are queried at most
 /// `concurrency` at a time, and a query without an answer after `timeout` counts as not
-/// answered (the chart, then `unknown`, answer instead).
+/// answered (the chart, then `unknown`, answer instead). Configured in `[checks]`
+/// ([`crate::config::ChecksConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckLimits {
     pub timeout: Duration,
     pub concurrency: usize,
 }
 
-impl Default for CheckLimits {
+impl CheckLimits {
     /// 5 s per query, 4 at a time: the shipped runbooks ask at most two questions, so a dead
     /// Prometheus delays a diagnosis by 5 s at most while the loop holds its state.
+    pub const DEFAULT: CheckLimits = CheckLimits {
+        timeout: Duration::from_secs(5),
+        concurrency: 4,
+    };
+    /// The longest timeout the config accepts: the loop waits this long on a dead Prometheus.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The most queries in flight the config accepts.
+    pub const MAX_CONCURRENCY: usize = 64;
+}
+
+impl Default for CheckLimits {
+    /// [`CheckLimits::DEFAULT`].
     fn default() -> Self {
-        CheckLimits {
-            timeout: Duration::from_secs(5),
-            concurrency: 4,
-        }
+        CheckLimits::DEFAULT
     }
 }
 
