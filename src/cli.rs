@@ -101,6 +101,11 @@ pub enum Command {
         /// Run the static Prometheus-style baseline rules instead of babysitter's detectors.
         #[arg(long)]
         baseline: bool,
+        /// Deliver charts late: at each poll every chart is behind by a random delay of up to
+        /// this many seconds (seeded, repeatable), as remote-write batching or a slow exporter
+        /// would make it.
+        #[arg(long, value_name = "SECS")]
+        late: Option<f64>,
     },
     /// Audit log tools.
     Audit {
@@ -341,12 +346,14 @@ async fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
             labels,
             time_scale,
             baseline,
+            late,
         } => replay(
             &trace,
             config.as_deref(),
             json,
             labels.as_deref(),
             time_scale,
+            late,
             baseline,
         ),
         Command::Audit {
@@ -605,14 +612,16 @@ fn replay(
     json: bool,
     labels: Option<&std::path::Path>,
     time_scale: crate::replay::TimeScale,
+    late: Option<f64>,
     baseline: bool,
 ) -> anyhow::Result<ExitCode> {
-    use crate::replay::{DetectorSet, FindingLine, Labels, ReplayOptions, Trace};
+    use crate::replay::{DetectorSet, FindingLine, Labels, Lateness, ReplayOptions, Trace};
     let cfg = Config::load(config)?;
     let opts = ReplayOptions {
         poll_interval: cfg.poll_interval.as_secs_f64(),
         params: cfg.detectors,
         time_scale,
+        late: late.map(|max_secs| Lateness { max_secs, seed: 1 }),
     };
     let set = if baseline {
         DetectorSet::Baseline

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use babysitter::detect::FindingKind;
 use babysitter::replay::bench::{Report, run_benchmark};
 use babysitter::replay::generate::{generate_set, write_set};
-use babysitter::replay::{DetectorSet, ReplayOptions};
+use babysitter::replay::{DetectorSet, Lateness, ReplayOptions};
 
 /// Two polls of the default 30 s interval: the latency goal for the urgent kinds.
 const TWO_POLLS: f64 = 60.0;
@@ -70,6 +70,37 @@ fn committed_generated_set_meets_the_goals() {
     let ours = r.totals(DetectorSet::Babysitter);
     assert_eq!(ours.score.strict.anomalies, 17);
     assert_eq!(ours.score.strict.detected, 17);
+}
+
+#[test]
+fn charts_that_arrive_late_raise_no_false_alarm_and_miss_nothing() {
+    // Every chart behind by up to 90 s (three polls), independently, as remote-write batching
+    // makes it: windows that end at `now` would hold one or two samples of a late chart.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/generated");
+    let opts = ReplayOptions {
+        late: Some(Lateness {
+            max_secs: 90.0,
+            seed: 7,
+        }),
+        ..ReplayOptions::default()
+    };
+    let r = run_benchmark(&[dir], &opts).expect("benchmark runs");
+    let ours = r.totals(DetectorSet::Babysitter);
+    assert_eq!(ours.healthy_false_positives, 0, "{r}");
+    assert_eq!(ours.score.family.false_positives(), 0, "{r}");
+    assert_eq!(ours.score.family.detected, 17, "{r}");
+    // Late data costs at most its own delay on the urgent kinds.
+    for kind in [
+        FindingKind::Nonfinite,
+        FindingKind::Stall,
+        FindingKind::GpuHardwareError,
+    ] {
+        let lat = median_latency(&r, kind);
+        assert!(
+            lat <= TWO_POLLS + 90.0,
+            "{kind:?} median latency {lat} s\n{r}"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! `loss_divergence`: the loss is getting worse and stays worse (the run is not recovering).
 //!
 //! Watches every `loss` chart. The smoothed loss is the median of the newest
-//! `divergence_recent_secs` (60 s, two polls), which a single noisy batch cannot move. The
+//! `divergence_recent_secs` (60 s, two polls) of the chart, which a single noisy batch cannot
+//! move; every window ends at the chart's newest sample, so a chart that arrives late is judged
+//! on as many samples as one on time (and one older than `stall_fresh_secs` is not judged). The
 //! run's best level is the lower quartile of the `divergence_lookback_secs` (2 h) before it: a
 //! quartile rather than the median so that a loss still falling (warm-up, LR decay) is compared
 //! with where it got to. A rise that lasts pollutes the look-back; older look-backs (a quarter
@@ -45,7 +47,16 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let mut buf = Vec::new();
     for (key, series) in ctx.charts.by_role(Role::Loss) {
         let vis = visible(series, ctx);
-        let first_end = ctx.now - p.divergence_recent_secs;
+        // Windows end at the chart's newest sample, not at `now`: a chart that arrives late
+        // (remote-write batches) still has a full smoothing window, not one or two samples.
+        let Some(anchor) = vis.last().map(|s| s.t) else {
+            continue;
+        };
+        if !(ctx.now - anchor <= p.stall_fresh_secs) {
+            // The chart stopped arriving: that is `metrics_absent`'s.
+            continue;
+        }
+        let first_end = anchor - p.divergence_recent_secs;
         let recent = between(vis, first_end, f64::INFINITY);
         let Some((level, n_recent)) = median(recent, &mut buf) else {
             continue;

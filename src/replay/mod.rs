@@ -15,7 +15,8 @@ pub mod trace;
 
 pub use baseline::BaselineRules;
 pub use run::{
-    DetectorSet, FindingLine, Replay, ReplayError, ReplayOptions, TimeScale, replay, scale_params,
+    DetectorSet, FindingLine, Lateness, Replay, ReplayError, ReplayOptions, TimeScale, replay,
+    scale_params,
 };
 pub use score::{GRACE_SECS, LabelledAnomaly, Labels, LabelsError, Score, TraceScore, score};
 pub use trace::{Trace, TraceError};

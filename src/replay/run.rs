@@ -44,6 +44,9 @@ pub struct ReplayOptions {
     pub poll_interval: f64,
     pub params: DetectorParams,
     pub time_scale: TimeScale,
+    /// Charts that arrive late: `None` delivers every sample at the first poll at or after its
+    /// time, as a live source that is never behind.
+    pub late: Option<Lateness>,
 }
 
 impl Default for ReplayOptions {
@@ -52,8 +55,34 @@ impl Default for ReplayOptions {
             poll_interval: 30.0,
             params: DetectorParams::default(),
             time_scale: TimeScale::Auto,
+            late: None,
         }
     }
+}
+
+/// Late delivery, as remote-write batching, a slow exporter or a lagging recording rule make
+/// it: at each poll, each chart independently is behind by a delay drawn uniformly from
+/// `0..=max_secs` (seeded, so a replay is repeatable), and sees only its samples up to
+/// `now - delay`. A sample once seen stays seen; the charts of one poll disagree on how far
+/// they reach. `max_secs` is in trace seconds, scaled with the windows on sparse traces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lateness {
+    pub max_secs: f64,
+    pub seed: u64,
+}
+
+/// Delay of chart `chart` at poll `poll`: a SplitMix64 hash of the three, uniform in
+/// `0..=max` (no state, so each chart's delays do not depend on the others').
+fn delay(late: &Lateness, chart: usize, poll: u64, scale: f64) -> f64 {
+    let mut z = late
+        .seed
+        .wrapping_add((chart as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(poll.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    late.max_secs.max(0.0) * scale * u
 }
 
 /// More polls than this in one replay is a mistake (a daily trace replayed at a 1-s poll),
@@ -64,6 +93,8 @@ pub const MAX_POLLS: u64 = 20_000_000;
 pub enum ReplayError {
     #[error("poll interval must be a finite number of seconds above 0, got {0}")]
     PollInterval(f64),
+    #[error("late delivery must be a finite number of seconds, 0 or more, got {0}")]
+    Late(f64),
     #[error("time scale must be a finite number above 0, got {0}")]
     TimeScale(f64),
     #[error(
@@ -249,7 +280,8 @@ pub fn scale_params(p: &DetectorParams, k: f64) -> DetectorParams {
 
 /// Replays a trace: the clock starts at the first row and advances one poll interval at a time
 /// until it has passed the last row; before each poll, exactly the samples with `t <= now` are
-/// merged into the charts the detectors see, so no finding can use a later sample. Conditions
+/// merged into the charts the detectors see (`t <= now - delay` with [`Lateness`]), so no
+/// finding can use a later sample. Conditions
 /// go through [`Hysteresis`]: each is reported once when it starts.
 pub fn replay(
     trace: &Trace,
@@ -258,6 +290,11 @@ pub fn replay(
 ) -> Result<Replay, ReplayError> {
     if !(opts.poll_interval.is_finite() && opts.poll_interval > 0.0) {
         return Err(ReplayError::PollInterval(opts.poll_interval));
+    }
+    if let Some(late) = &opts.late
+        && !(late.max_secs.is_finite() && late.max_secs >= 0.0)
+    {
+        return Err(ReplayError::Late(late.max_secs));
     }
     let scale = match opts.time_scale {
         TimeScale::Auto => auto_scale(trace, opts.poll_interval),
@@ -294,8 +331,12 @@ pub fn replay(
     let mut findings = Vec::new();
     for i in 0..polls {
         let now = trace.start + i as f64 * poll;
-        for ((key, samples), cursor) in sources.iter().zip(cursors.iter_mut()) {
-            let upto = samples.partition_point(|s: &Sample| s.t <= now);
+        for (c, ((key, samples), cursor)) in sources.iter().zip(cursors.iter_mut()).enumerate() {
+            let reach = match &opts.late {
+                Some(late) => now - delay(late, c, i, scale),
+                None => now,
+            };
+            let upto = samples.partition_point(|s: &Sample| s.t <= reach);
             if upto > *cursor {
                 seen.merge(key.clone(), samples[*cursor..upto].iter().copied());
                 *cursor = upto;
