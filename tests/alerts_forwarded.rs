@@ -58,7 +58,11 @@ async fn forwarded_alerts_are_durable_shared_and_bounded(url: &str) {
     let log = AuditLog::open(url).await.expect("reopen");
     let f1 = log.forwarded_alert("f1").await.expect("read").expect("f1");
     assert_eq!(
-        (f1.status.as_str(), f1.enrichment_sha256.as_str(), f1.updated_ms),
+        (
+            f1.status.as_str(),
+            f1.enrichment_sha256.as_str(),
+            f1.updated_ms
+        ),
         ("resolved", "digest-2", 2_000)
     );
     assert_eq!(log.forwarded_alert("nope").await.expect("read"), None);
@@ -75,7 +79,10 @@ async fn forwarded_alerts_are_durable_shared_and_bounded(url: &str) {
         1
     );
     assert_eq!(log.forwarded_alert("f1").await.expect("read"), None);
-    assert_eq!(log.prune_forwarded_alerts(5_000, 5).await.expect("prune"), 15);
+    assert_eq!(
+        log.prune_forwarded_alerts(5_000, 5).await.expect("prune"),
+        15
+    );
     assert_eq!(log.forwarded_alert_count().await.expect("count"), 5);
     assert!(log.forwarded_alert("g14").await.expect("read").is_none());
     assert!(log.forwarded_alert("g15").await.expect("read").is_some());

@@ -142,14 +142,12 @@ impl AuditLog {
         .await
         .map_err(self.query_err("finding the oldest forwarded alert to keep", TABLE))?;
         let oldest = match cutoff {
-            Some(t) if keep > 0 => {
-                sqlx::query("DELETE FROM alert_forwarded WHERE updated_ms < $1")
-                    .bind(t)
-                    .execute(self.pool())
-                    .await
-                    .map_err(self.query_err("pruning the oldest forwarded alerts", TABLE))?
-                    .rows_affected()
-            }
+            Some(t) if keep > 0 => sqlx::query("DELETE FROM alert_forwarded WHERE updated_ms < $1")
+                .bind(t)
+                .execute(self.pool())
+                .await
+                .map_err(self.query_err("pruning the oldest forwarded alerts", TABLE))?
+                .rows_affected(),
             Some(_) => sqlx::query("DELETE FROM alert_forwarded")
                 .execute(self.pool())
                 .await
@@ -200,7 +198,11 @@ mod tests {
             .unwrap();
         let got = log.forwarded_alert("f1").await.unwrap().unwrap();
         assert_eq!(
-            (got.status.as_str(), got.enrichment_sha256.as_str(), got.updated_ms),
+            (
+                got.status.as_str(),
+                got.enrichment_sha256.as_str(),
+                got.updated_ms
+            ),
             ("resolved", "bb", 2_000)
         );
         assert_eq!(log.forwarded_alert_count().await.unwrap(), 1);
