@@ -16,7 +16,8 @@
 //!   unchanged re-send, and still forwards the `resolved` of an alert forwarded before. There is
 //!   no cache in front: a cached row could be stale after another replica forwarded a resolve,
 //!   and then a new firing would be taken for a re-send and dropped. Bounded to [`REMEMBERED`]
-//!   rows, resolved ones forgotten after [`RESOLVED_KEPT_MS`].
+//!   rows, resolved ones forgotten after [`RESOLVED_KEPT_MS`]. Fails open: when that table
+//!   cannot be read or written, the alert is forwarded — a duplicate page beats a missed one.
 //! - `GET /api/v1/alerts/enrich?label=value…` returns the same enrichment for a label set.
 //!
 //! An alert is about a watched run when its `[paging] alert_run_label` label (`run`) names the
