@@ -1396,24 +1396,50 @@ const AM_TOKEN: &str = "am-webhook-token-0123";
 struct Live {
     engine: Arc<babysitter::engine::Engine>,
     clock: Arc<babysitter::clock::ManualClock>,
+    sim: Arc<babysitter::sim::SimCluster>,
+    runs: Vec<String>,
     audit: Arc<AuditLog>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Live {
     async fn new(runs: Vec<(&str, Vec<babysitter::sim::Fault>)>, pager: Arc<dyn Pager>) -> Live {
-        use babysitter::config::{ApiRole, ApiToken, token_hash};
         let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
         let shared: babysitter::clock::SharedClock = clock.clone();
-        let sim = Arc::new(babysitter::sim::SimCluster::new(shared.clone(), 7));
-        let mut cfg = Config::default();
+        let sim = Arc::new(babysitter::sim::SimCluster::new(shared, 7));
+        let mut names = Vec::new();
         for (name, faults) in runs {
             let mut spec = babysitter::sim::SimRunSpec::new(name, common::ORIGIN - common::HISTORY);
             spec.faults = faults;
             sim.add_run(spec).unwrap();
+            names.push(name.to_string());
+        }
+        Live::on(clock, sim, names, tempfile::tempdir().unwrap(), pager).await
+    }
+
+    /// Stops this babysitter and starts a new one on the same audit database, watching the
+    /// same (still running) cluster: a restart. Unfinished incidents are restored.
+    async fn restart(self, pager: Arc<dyn Pager>) -> Live {
+        self.audit.close().await;
+        drop(self.engine);
+        let live = Live::on(self.clock, self.sim, self.runs, self.dir, pager).await;
+        live.engine.restore().await;
+        live
+    }
+
+    async fn on(
+        clock: Arc<babysitter::clock::ManualClock>,
+        sim: Arc<babysitter::sim::SimCluster>,
+        runs: Vec<String>,
+        dir: tempfile::TempDir,
+        pager: Arc<dyn Pager>,
+    ) -> Live {
+        use babysitter::config::{ApiRole, ApiToken, token_hash};
+        let shared: babysitter::clock::SharedClock = clock.clone();
+        let mut cfg = Config::default();
+        for name in &runs {
             cfg.watches.push(common::watch(name));
         }
-        let dir = tempfile::tempdir().unwrap();
         cfg.data_dir = dir.path().to_path_buf();
         cfg.server.public_url = Some("http://babysitter.example".into());
         cfg.api.tokens = vec![
@@ -1425,7 +1451,7 @@ impl Live {
         let handles = babysitter::engine::Handles {
             clock: shared,
             source: sim.clone(),
-            actuator: sim,
+            actuator: sim.clone(),
             pager,
             audit: audit.clone(),
             runbooks: Arc::new(babysitter::app::load_runbooks(&cfg).unwrap()),
@@ -1440,8 +1466,10 @@ impl Live {
         Live {
             engine,
             clock,
+            sim,
+            runs,
             audit,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -1703,6 +1731,112 @@ async fn enrichment_endpoints_check_auth_and_fields_and_forward_once() {
     let (st, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(big)).await;
     assert_eq!(st, StatusCode::OK, "{res}");
     assert_eq!(res["received"], 150);
+}
+
+/// PagerDuty events sent under `key`, as `event_action`s.
+fn pd_actions(pd: &Mutex<Pd>, key: &str) -> Vec<String> {
+    pd.lock()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| e["dedup_key"] == key)
+        .map(|e| e["event_action"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until every forward task of `live` recorded its `page` entry (`n` in all).
+async fn until_forwarded_pages(live: &Live, n: usize) {
+    eventually("the forwarded pages on record", async || {
+        live.audit
+            .query(&Filter {
+                kind: Some(EntryKind::Page),
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.payload["from_alertmanager"] == true)
+            .count()
+            >= n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_babysitter_does_not_page_an_unchanged_resend_again_but_pages_its_resolve() {
+    let (url, pd) = pagerduty().await;
+    let live = Live::new(
+        vec![("run-x", common::xid_fault())],
+        Arc::new(pd_pager(&url, PD_KEY)),
+    )
+    .await;
+    live.until_approval_pending().await;
+    let uri = "/api/v1/alerts/alertmanager";
+    let key = "alertmanager/cafe01";
+    let alert = |status: &str| {
+        json!({
+            "status": status, "labels": {"alertname": "TrainingLossHigh", "run": "run-x", "severity": "critical"},
+            "annotations": {"summary": "loss above 4 for 10m"}, "startsAt": "2026-11-25T10:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom.example/graph", "fingerprint": "cafe01",
+        })
+    };
+    let firing = am_payload("firing", json!([alert("firing")]));
+    let resolved = am_payload("resolved", json!([alert("resolved")]));
+
+    let router = babysitter::api::router(live.engine.clone());
+    let (st, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(firing.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["alerts"][0]["forwarded"], true, "{res}");
+    let before = res["alerts"][0]["enrichment"].clone();
+    assert_eq!(before["incident"]["state"], "awaiting_approval");
+    until_forwarded_pages(&live, 1).await;
+    assert_eq!(pd_actions(&pd, key), ["trigger"]);
+    let remembered = live.audit.forwarded_alert("cafe01").await.unwrap().unwrap();
+    assert_eq!(remembered.status, "firing");
+
+    // Restart: a new engine and API on the same audit database.
+    let live = live.restart(Arc::new(pd_pager(&url, PD_KEY))).await;
+    live.clock.advance(30.0);
+    live.engine.tick().await;
+    let router = babysitter::api::router(live.engine.clone());
+
+    // Alertmanager's unchanged re-send (group_interval / repeat_interval): not paged again.
+    let (st, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(firing.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(
+        res["alerts"][0]["forwarded"], false,
+        "before the restart: {before}\nafter: {}",
+        res["alerts"][0]["enrichment"]
+    );
+    assert_eq!(res["alerts"][0]["note"], "already forwarded unchanged");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pd_actions(&pd, key), ["trigger"]);
+
+    // Its resolve is a change: forwarded as a resolve, and the alert is closed at PagerDuty.
+    let (st, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(resolved.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["alerts"][0]["forwarded"], true, "{res}");
+    until_forwarded_pages(&live, 2).await;
+    assert_eq!(pd_actions(&pd, key), ["trigger", "resolve"]);
+    assert_eq!(pd.lock().unwrap().alerts.get(key), Some(&"resolved"));
+    let remembered = live.audit.forwarded_alert("cafe01").await.unwrap().unwrap();
+    assert_eq!(remembered.status, "resolved");
+    // ... and its re-send is not.
+    let (_, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(resolved.clone())).await;
+    assert_eq!(res["alerts"][0]["forwarded"], false, "{res}");
+
+    // Bookkeeping unreadable: forwarded anyway (a duplicate page beats a missed one).
+    sqlx::query("DROP TABLE alert_forwarded")
+        .execute(live.audit.pool())
+        .await
+        .unwrap();
+    let (st, res) = call(&router, "POST", uri, Some(AM_TOKEN), Some(resolved)).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["alerts"][0]["forwarded"], true, "{res}");
+    until_forwarded_pages(&live, 3).await;
+    assert_eq!(pd_actions(&pd, key), ["trigger", "resolve", "resolve"]);
+    // The hash chain was never touched by any of it.
+    assert!(live.audit.verify().await.unwrap().ok());
 }
 
 #[tokio::test]

@@ -9,6 +9,15 @@
 //!   key `alertmanager/<fingerprint>` (a trigger while firing, a resolve once resolved; the same
 //!   alert re-sent unchanged by Alertmanager is not paged again). Alerts babysitter raised itself
 //!   (`source="babysitter"`) are recorded but never forwarded, which would loop.
+//!
+//!   What was forwarded per fingerprint (status and a SHA-256 of the enrichment) is kept in the
+//!   audit database (table `alert_forwarded`, [`crate::audit::ForwardedAlert`]), not in memory,
+//!   so a restarted babysitter or another replica after a leader change still recognises an
+//!   unchanged re-send, and still forwards the `resolved` of an alert forwarded before. There is
+//!   no cache in front: a cached row could be stale after another replica forwarded a resolve,
+//!   and then a new firing would be taken for a re-send and dropped. Bounded to [`REMEMBERED`]
+//!   rows, resolved ones forgotten after [`RESOLVED_KEPT_MS`]. Fails open: when that table
+//!   cannot be read or written, the alert is forwarded — a duplicate page beats a missed one.
 //! - `GET /api/v1/alerts/enrich?label=value…` returns the same enrichment for a label set.
 //!
 //! An alert is about a watched run when its `[paging] alert_run_label` label (`run`) names the
@@ -19,7 +28,7 @@
 //! `http_config.authorization`), which grants nothing else.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -29,6 +38,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::{ApiError, Caller, authorize, constant_time_eq};
 use crate::act::Target;
@@ -41,8 +51,11 @@ use crate::notify::{Page, PageAction, PagingConfig};
 
 /// Alertmanager sends up to `max_alerts` per group (all by default): allow large groups.
 const MAX_ALERTS_BODY: usize = 4 * 1024 * 1024;
-/// Forwarded fingerprints remembered (to skip Alertmanager's unchanged re-sends).
-const REMEMBERED: usize = 10_000;
+/// Forwarded fingerprints remembered (to skip Alertmanager's unchanged re-sends); the oldest
+/// beyond this are forgotten.
+pub const REMEMBERED: u64 = 10_000;
+/// How long a resolved alert stays remembered (a late duplicate of its `resolved` is skipped).
+pub const RESOLVED_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The caller name of Alertmanager's own token.
 pub const WEBHOOK_CALLER: &str = "alertmanager-webhook";
 
@@ -59,9 +72,11 @@ pub(super) fn routes(engine: Arc<Engine>) -> Router<Arc<Engine>> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ALERTS_BODY))
 }
 
-/// What was last forwarded per fingerprint: its status and enrichment.
+/// Serialises deciding and recording what is forwarded within this process, so two requests
+/// carrying the same alert at once do not both forward it (across replicas a race can still
+/// forward a duplicate, the safe direction).
 #[derive(Default)]
-struct Forwarded(Mutex<HashMap<String, (AlertStatus, String)>>);
+struct Forwarded(tokio::sync::Mutex<()>);
 
 /// Alertmanager's token (POST only), else the API's usual check.
 async fn authorize_alerts(
@@ -93,6 +108,16 @@ async fn authorize_alerts(
 pub enum AlertStatus {
     Firing,
     Resolved,
+}
+
+impl AlertStatus {
+    /// Alertmanager's word for it (also what `alert_forwarded.status` holds).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
 }
 
 /// One alert of the webhook payload, checked.
@@ -476,10 +501,101 @@ struct Outcome {
     enrichment: Option<Value>,
 }
 
+/// SHA-256 (hex) of what in an enrichment would make a re-sent alert worth paging again, as
+/// remembered in `alert_forwarded`: babysitter's diagnosis and decisions — the incident (id,
+/// state, family, its findings as a set, what was done), the runbook, the plan, the pending
+/// action, and the kinds, charts and severities of the active findings. Left out is what a
+/// restarted babysitter sees differently without anything having happened, and what flaps:
+/// when a finding was raised and its wording (re-detected at a later tick), the watch's
+/// liveness status (`running` / `waiting` / `blind`; a pause or resume shows in `done`), links.
+pub fn enrichment_digest(e: Option<&Value>) -> String {
+    let text = match e {
+        None => String::new(),
+        Some(e) => {
+            let set = |v: &Value, f: &dyn Fn(&Value) -> Value| {
+                let mut items: Vec<String> = v
+                    .as_array()
+                    .map(|a| a.iter().map(|x| f(x).to_string()).collect())
+                    .unwrap_or_default();
+                items.sort();
+                items.dedup();
+                items
+            };
+            let inc = &e["incident"];
+            json!({
+                "run": e["run"],
+                "findings": set(&e["findings"], &|f| json!([f["kind"], f["chart"], f["severity"]])),
+                "incident": inc.is_object().then(|| json!({
+                    "id": inc["id"], "state": inc["state"], "family": inc["family"],
+                    "findings": set(&inc["findings"], &Value::clone), "done": inc["done"],
+                })),
+                "runbook": e["runbook"]["id"],
+                "plan": e["plan"],
+                "pending_action": e["pending_action"].is_object().then(|| json!({
+                    "id": e["pending_action"]["id"], "action": e["pending_action"]["action"],
+                })),
+            })
+            .to_string()
+        }
+    };
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Whether `a` (with enrichment digest `digest`) was already forwarded unchanged: by this
+/// request (`marked`), else per the audit database.
+///
+/// Fails open: when the database cannot be read the alert counts as not forwarded, so it is
+/// forwarded (perhaps a duplicate page) rather than dropped (perhaps a missed one).
+async fn already_forwarded(
+    engine: &Engine,
+    marked: &HashMap<String, (AlertStatus, String)>,
+    a: &InAlert,
+    digest: &str,
+) -> bool {
+    if let Some((status, d)) = marked.get(&a.fingerprint) {
+        return *status == a.status && d == digest;
+    }
+    match engine.handles().audit.forwarded_alert(&a.fingerprint).await {
+        Ok(Some(f)) => f.status == a.status.as_str() && f.enrichment_sha256 == digest,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(
+                fingerprint = %a.fingerprint, error = %e,
+                "cannot read what was forwarded for this alert; forwarding it (a duplicate beats a missed page)"
+            );
+            false
+        }
+    }
+}
+
+/// Remembers what this request forwards, then prunes. Fails open: a failed write is logged
+/// and the alert forwarded anyway (its next unchanged re-send may page again).
+async fn remember_forwarded(engine: &Engine, marked: &HashMap<String, (AlertStatus, String)>) {
+    let audit = &engine.handles().audit;
+    let now = chrono::Utc::now().timestamp_millis();
+    for (fingerprint, (status, digest)) in marked {
+        if let Err(e) = audit
+            .record_forwarded_alert(fingerprint, status.as_str(), digest, now)
+            .await
+        {
+            tracing::warn!(
+                fingerprint = %fingerprint, error = %e,
+                "cannot remember a forwarded alert; its next unchanged re-send may be paged again"
+            );
+        }
+    }
+    if let Err(e) = audit
+        .prune_forwarded_alerts(now.saturating_sub(RESOLVED_KEPT_MS), REMEMBERED)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot prune the forwarded alerts");
+    }
+}
+
 async fn receive(
     State(engine): State<Arc<Engine>>,
     Extension(caller): Extension<Caller>,
-    Extension(seen): Extension<Arc<Forwarded>>,
+    Extension(forwarded): Extension<Arc<Forwarded>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let n = parse_notification(&body)?;
@@ -488,8 +604,10 @@ async fn receive(
     let base = engine.public_url();
     let mut outcomes = Vec::with_capacity(n.alerts.len());
     let mut to_send = Vec::new();
-    // Fingerprints marked as forwarded by this request (unmarked again if it fails).
-    let mut marked = Vec::new();
+    // Held until what this request forwards is recorded.
+    let _deciding = forwarded.0.lock().await;
+    // What this request forwards, per fingerprint: recorded once every alert is on record.
+    let mut marked: HashMap<String, (AlertStatus, String)> = HashMap::new();
     for a in &n.alerts {
         let matched = match_watch(cfg, &view.watches, &a.labels);
         let enrichment = matched
@@ -503,21 +621,11 @@ async fn receive(
                 (false, Some("forwarding is off ([paging] forward_alerts)"))
             }
             (Some(_), false) => {
-                let digest = enrichment
-                    .as_ref()
-                    .map(Value::to_string)
-                    .unwrap_or_default();
-                let mut seen = seen.0.lock().map_err(|_| {
-                    ApiError::Unavailable("alert bookkeeping is unusable; retry".into())
-                })?;
-                if seen.get(&a.fingerprint) == Some(&(a.status, digest.clone())) {
+                let digest = enrichment_digest(enrichment.as_ref());
+                if already_forwarded(&engine, &marked, a, &digest).await {
                     (false, Some("already forwarded unchanged"))
                 } else {
-                    if seen.len() >= REMEMBERED {
-                        seen.clear();
-                    }
-                    seen.insert(a.fingerprint.clone(), (a.status, digest));
-                    marked.push(a.fingerprint.clone());
+                    marked.insert(a.fingerprint.clone(), (a.status, digest));
                     (true, None)
                 }
             }
@@ -540,12 +648,7 @@ async fn receive(
             }),
         };
         if let Err(e) = engine.handles().audit.append(entry).await {
-            // Nothing unrecorded is forwarded; Alertmanager retries a 5xx.
-            if let Ok(mut s) = seen.0.lock() {
-                for f in &marked {
-                    s.remove(f);
-                }
-            }
+            // Nothing unrecorded is forwarded (nor remembered); Alertmanager retries a 5xx.
             return Err(ApiError::Unavailable(format!(
                 "the audit log cannot be written, so the alert is not taken: {e}"
             )));
@@ -561,6 +664,9 @@ async fn receive(
             note,
             enrichment,
         });
+    }
+    if !marked.is_empty() {
+        remember_forwarded(&engine, &marked).await;
     }
     for (page, incident) in to_send {
         forward_page(&engine, page, incident);
@@ -785,6 +891,43 @@ mod tests {
         );
         assert_eq!(p.links[0], "http://b/runs/run-a");
         assert_eq!(p.links[2], "http://prom/graph");
+    }
+
+    #[test]
+    fn the_digest_ignores_finding_onsets_but_not_what_matters() {
+        let e = json!({
+            "run": "run-a",
+            "findings": [{"kind": "loss_spike", "chart": "loss", "severity": "critical", "message": "9.1σ", "at": 100.0}],
+            "incident": {"id": "inc-1", "state": "awaiting_approval"},
+        });
+        let d = enrichment_digest(Some(&e));
+        assert_eq!(d.len(), 64);
+        let mut later = e.clone();
+        later["findings"][0]["at"] = json!(160.0);
+        later["findings"][0]["message"] = json!("9.3σ");
+        assert_eq!(enrichment_digest(Some(&later)), d);
+        let mut state = e.clone();
+        state["incident"]["state"] = json!("acting");
+        assert_ne!(enrichment_digest(Some(&state)), d);
+        // A restart: the watch is seen running, the finding re-stated on the incident.
+        later["watch"] = json!({"status": "running"});
+        later["incident"]["findings"] = json!(["a", "a"]);
+        let mut once = e.clone();
+        once["incident"]["findings"] = json!(["a"]);
+        assert_eq!(
+            enrichment_digest(Some(&later)),
+            enrichment_digest(Some(&once))
+        );
+        let mut chart = e.clone();
+        chart["findings"][0]["chart"] = json!("grad_norm");
+        assert_ne!(enrichment_digest(Some(&chart)), d);
+        let mut done = e.clone();
+        done["incident"]["done"] = json!(["pause (ok)"]);
+        assert_ne!(enrichment_digest(Some(&done)), d);
+        let mut pending = e.clone();
+        pending["pending_action"] = json!({"id": "inc-1-a1-s1", "action": "restart"});
+        assert_ne!(enrichment_digest(Some(&pending)), d);
+        assert_ne!(enrichment_digest(None), d);
     }
 
     fn d_incident(p: &Page) -> String {

@@ -3,15 +3,18 @@
 //! Stored through sqlx's `Any` driver: SQLite by default, PostgreSQL by URL, one code path.
 //! Each entry carries the hash of the one before; [`AuditLog::verify`] recomputes the chain and
 //! names the first entry that was edited, deleted or reordered. This module also persists the
-//! engine's incidents (table `incidents`) so a restart continues where it was.
+//! engine's incidents (table `incidents`) so a restart continues where it was, and what alert
+//! enrichment last forwarded per Alertmanager alert (table `alert_forwarded`, `forwarded.rs`).
 //!
 //! Fail closed: [`AuditLog::is_healthy`] turns `false` when an append fails and `true` again at
 //! the next successful one; the policy gate refuses to act while it is `false`.
 //!
 //! Layout: `chain.rs` (canonical bytes and hashing, pure), `verify.rs` (the chain checker and its
-//! report), `schema.rs` (tables and their versions), this file (the store).
+//! report), `schema.rs` (tables and their versions), `forwarded.rs` (forwarded alerts), this
+//! file (the store).
 
 mod chain;
+mod forwarded;
 pub mod heads;
 mod schema;
 mod upkeep;
@@ -27,6 +30,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 pub use chain::{GENESIS_HASH, HashInput, canonical_json, entry_hash};
+pub use forwarded::ForwardedAlert;
 pub use heads::{HeadKey, HeadSigning, HeadsReport, SignedHead};
 pub use upkeep::Checkpoint;
 pub use verify::{BadEntry, VerifyReport};
@@ -523,6 +527,7 @@ impl AuditLog {
                 source,
             })?;
         schema::migrate(&pool, &shown).await?;
+        forwarded::create_table(&pool, &shown).await?;
         tracing::info!(url = %shown, "audit log opened");
         let log = AuditLog {
             pool,
@@ -539,7 +544,7 @@ impl AuditLog {
     }
 
     /// The connection pool, for modules that keep their own tables beside the log
-    /// (`page_outbox`). They must never touch `audit_log` itself.
+    /// (`page_outbox`, `alert_forwarded`). They must never touch `audit_log` itself.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

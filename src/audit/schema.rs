@@ -75,10 +75,13 @@ pub(crate) async fn migrate(pool: &AnyPool, url: &str) -> Result<(), AuditError>
             source,
         }
     };
-    sqlx::query(CREATE_VERSION_TABLE)
-        .execute(pool)
-        .await
-        .map_err(schema_err(0))?;
+    if let Err(source) = sqlx::query(CREATE_VERSION_TABLE).execute(pool).await {
+        // Two processes creating it at once: PostgreSQL can report a duplicate type even with
+        // IF NOT EXISTS. Success if the table is there now.
+        if current_version(pool).await.is_err() {
+            return Err(schema_err(0)(source));
+        }
+    }
     let found = current_version(pool).await.map_err(schema_err(0))?;
     let supported = latest_version();
     if found > supported {
