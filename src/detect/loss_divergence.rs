@@ -52,7 +52,8 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let Some(anchor) = vis.last().map(|s| s.t) else {
             continue;
         };
-        if !(ctx.now - anchor <= p.stall_fresh_secs) {
+        let age = ctx.now - anchor;
+        if age.is_nan() || age > p.stall_fresh_secs {
             // The chart stopped arriving: that is `metrics_absent`'s.
             continue;
         }
