@@ -90,11 +90,13 @@ pub struct RestoreReport {
 /// An incident row [`Engine::restore`] could not read back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkippedIncident {
-    /// The row's id (the table's `id` column, readable even when its JSON is not).
+    /// The row's id (the table's `id` column, readable even when its JSON is not; `?` when not
+    /// even that can be read).
     pub id: String,
-    pub run: String,
-    /// The state column as saved (`awaiting_approval`, `resolved`, ...).
-    pub state: String,
+    /// The row's run and state columns, when the row could be read at all.
+    pub run: Option<String>,
+    /// `awaiting_approval`, `resolved`, ... as saved.
+    pub state: Option<String>,
     /// Why it could not be read.
     pub error: String,
 }
@@ -163,7 +165,7 @@ impl Engine {
     /// run, incidents already in memory are kept.
     pub(super) async fn restore_from_db(&self, only: Option<&str>) -> RestoreReport {
         let mut report = RestoreReport::default();
-        let records = match self.h.audit.load_incident_records().await {
+        let records = match self.h.audit.load_incident_rows().await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, run = only, "cannot load incidents: none restored");
@@ -184,6 +186,21 @@ impl Engine {
         // When each action ran (clock time), from the incidents that ran it.
         let mut action_times: HashMap<String, f64> = HashMap::new();
         for rec in records {
+            let rec = match rec {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let id = match &e {
+                        crate::audit::AuditError::CorruptIncident { id, .. } => id.clone(),
+                        _ => "?".to_string(),
+                    };
+                    reserve_id(&mut st, &id);
+                    // Its run is unknown: restoring one run reports it only if asked for all.
+                    if only.is_none() {
+                        self.report_unreadable(&mut report, id, None, None, e.to_string());
+                    }
+                    continue;
+                }
+            };
             if only.is_some_and(|run| run != rec.run) {
                 continue;
             }
@@ -233,20 +250,38 @@ impl Engine {
         match serde_json::from_value::<Incident>(rec.data) {
             Ok(inc) => Some(inc),
             Err(e) => {
-                tracing::error!(
-                    incident = %rec.id, run = %rec.run, state = %rec.state, error = %e,
-                    "incident row cannot be read back: it is NOT restored; repair or close it in the incidents table"
+                self.report_unreadable(
+                    report,
+                    rec.id,
+                    Some(rec.run),
+                    Some(rec.state),
+                    format!("not an incident: {e}"),
                 );
-                self.metrics.incidents_unreadable.inc();
-                report.skipped.push(SkippedIncident {
-                    id: rec.id,
-                    run: rec.run,
-                    state: rec.state,
-                    error: e.to_string(),
-                });
                 None
             }
         }
+    }
+
+    /// Logs (ERROR: a human must repair or close the row), counts and lists a row not restored.
+    fn report_unreadable(
+        &self,
+        report: &mut RestoreReport,
+        id: String,
+        run: Option<String>,
+        state: Option<String>,
+        error: String,
+    ) {
+        tracing::error!(
+            incident = %id, run = ?run, state = ?state, error = %error,
+            "incident row cannot be read back: it is NOT restored; repair or close it in the incidents table"
+        );
+        self.metrics.incidents_unreadable.inc();
+        report.skipped.push(SkippedIncident {
+            id,
+            run,
+            state,
+            error,
+        });
     }
 
     /// Every entry of one kind (of one run, if given), in seq order (paged).
