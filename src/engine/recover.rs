@@ -514,3 +514,86 @@ pub(super) fn reserve_id(st: &mut State, id: &str) {
         st.next_incident = st.next_incident.max(n + 1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::CheckpointSelector;
+
+    fn outcome(seq: i64, run: &str, action: Action, ok: bool) -> Entry {
+        Entry {
+            seq,
+            ts: "2026-11-25T10:00:00.000Z".into(),
+            kind: EntryKind::ActionOutcome,
+            run: Some(run.into()),
+            incident: Some("inc-1".into()),
+            actor: "babysitter".into(),
+            payload: json!({"key": format!("inc-1/a1/s{seq}"), "action": action, "ok": ok}),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn ended(seq: i64, run: &str) -> Entry {
+        Entry {
+            kind: EntryKind::WatchEnded,
+            payload: json!({"reason": "job completed"}),
+            incident: None,
+            ..outcome(seq, run, Action::Pause, true)
+        }
+    }
+
+    fn restart() -> Action {
+        Action::RestartFromCheckpoint {
+            checkpoint: CheckpointSelector::Latest,
+        }
+    }
+
+    fn kinds(m: &BTreeMap<String, LastLifeAction>) -> Vec<(&str, ActionKind)> {
+        m.iter().map(|(r, a)| (r.as_str(), a.kind)).collect()
+    }
+
+    #[test]
+    fn the_last_successful_pause_resume_or_restart_decides() {
+        let outcomes = [
+            outcome(1, "a", Action::Pause, true),
+            outcome(2, "b", Action::Pause, true),
+            outcome(3, "b", restart(), true),
+            // Not a pause or a resume: they do not change whether the run is paused.
+            outcome(4, "a", Action::CaptureDiagnostics, true),
+            outcome(5, "b", Action::Annotate { note: "x".into() }, true),
+            // A resume that failed resumed nothing.
+            outcome(6, "a", Action::Resume, false),
+        ];
+        let last = last_life_actions(&outcomes, &[]);
+        assert_eq!(
+            kinds(&last),
+            [
+                ("a", ActionKind::Pause),
+                ("b", ActionKind::RestartFromCheckpoint)
+            ]
+        );
+        assert_eq!(last["a"].key, "inc-1/a1/s1");
+        assert_eq!(last["b"].key, "inc-1/a1/s3");
+    }
+
+    #[test]
+    fn a_watch_that_ended_starts_fresh_and_unreadable_outcomes_are_ignored() {
+        let mut garbled = outcome(4, "c", Action::Resume, true);
+        garbled.payload["action"] = json!({"kind": "teleport"});
+        let outcomes = [
+            outcome(1, "a", Action::Pause, true),
+            outcome(2, "b", Action::Pause, true),
+            outcome(3, "c", Action::Pause, true),
+            garbled,
+            outcome(6, "b", Action::Pause, true),
+        ];
+        // `a` ended after its pause (its workload finished); `b` ended, came back and was paused
+        // again.
+        let last = last_life_actions(&outcomes, &[ended(5, "a"), ended(5, "b")]);
+        assert_eq!(
+            kinds(&last),
+            [("b", ActionKind::Pause), ("c", ActionKind::Pause)]
+        );
+    }
+}
