@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode};
 use babysitter::act::ActionKind;
 use babysitter::audit::{AuditLog, EntryKind, Filter};
 use babysitter::detect::FindingKind;
-use babysitter::engine::{Engine, Handles, RestoreReport};
+use babysitter::engine::{Engine, Handles, Leadership, RestoreReport};
 use babysitter::incident::IncidentState;
 use babysitter::sim::SimPhase;
 use common::Harness;
@@ -26,24 +26,29 @@ use tower::ServiceExt;
 async fn restart(h: &Harness, old: &AuditLog) -> (Arc<Engine>, Arc<AuditLog>, RestoreReport) {
     old.close().await;
     let audit = Arc::new(AuditLog::open(&h.cfg.audit_url()).await.unwrap());
+    let engine = engine_on(h, audit.clone());
+    // As `serve` does: restore, then start.
+    let report = engine.restore().await;
+    engine.start("test").await;
+    (engine, audit, report)
+}
+
+/// A babysitter on the harness's cluster and clock, writing to `audit`.
+fn engine_on(h: &Harness, audit: Arc<AuditLog>) -> Arc<Engine> {
     let handles = Handles {
         clock: h.clock.clone(),
         source: h.sim.clone(),
         actuator: h.sim.clone(),
         pager: h.pager.clone(),
-        audit: audit.clone(),
+        audit,
         runbooks: Arc::new(babysitter::app::load_runbooks(&h.cfg).unwrap()),
         checks: None,
     };
-    let engine = Engine::new(
+    Engine::new(
         Arc::new(h.cfg.clone()),
         handles,
         Arc::new(babysitter::telemetry::Metrics::new()),
-    );
-    // As `serve` does: restore, then start.
-    let report = engine.restore().await;
-    engine.start("test").await;
-    (engine, audit, report)
+    )
 }
 
 async fn tick(h: &Harness, engine: &Engine, n: usize) {
@@ -75,7 +80,10 @@ async fn api_watch(engine: &Arc<Engine>, run: &str) -> (StatusCode, Value) {
         .unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -239,4 +247,36 @@ async fn an_unreadable_incident_row_is_reported_and_the_others_are_restored() {
         IncidentState::AwaitingApproval
     );
     assert_eq!(report.paused, vec!["run-c".to_string()]);
+}
+
+#[tokio::test]
+async fn a_replica_that_gains_the_lease_knows_the_run_is_paused() {
+    let h = Harness::new(vec![("run-c", common::xid_fault())], |_| {}).await;
+    assert!(h.until_approval_pending().await);
+    let id = h.incidents_of("run-c").remove(0).id;
+    let lease = |is_leader: bool, holder: &str| Leadership {
+        is_leader,
+        identity: Some("replica-b".into()),
+        holder: Some(holder.into()),
+        lease: Some("ml/babysitter".into()),
+    };
+    // A second replica follows while the first leads.
+    let audit = Arc::new(AuditLog::open(&h.cfg.audit_url()).await.unwrap());
+    let b = engine_on(&h, audit.clone());
+    b.set_leadership(lease(false, "replica-a")).await;
+    b.start("test").await;
+    assert_eq!(
+        watch_status(&b, "run-c"),
+        "waiting",
+        "a follower does not poll"
+    );
+    // The first replica dies; the second takes the Lease.
+    h.audit.close().await;
+    b.set_leadership(lease(true, "replica-b")).await;
+    assert_eq!(watch_status(&b, "run-c"), "paused");
+    tick(&h, &b, 60).await;
+    assert_eq!(watch_status(&b, "run-c"), "paused");
+    let view = b.view();
+    assert_eq!(view.incidents.keys().collect::<Vec<_>>(), vec![&id]);
+    assert_eq!(view.incidents[&id].state, IncidentState::AwaitingApproval);
 }
