@@ -304,12 +304,21 @@ impl Engine {
 
     /// Keeps incident ids unique across runs that share one database, without resuming them.
     pub async fn reserve_incident_ids(&self) {
-        if let Ok(rows) = self.h.audit.load_incidents().await {
-            let mut st = self.state.lock().await;
-            for row in rows {
-                if let Some(id) = row.get("id").and_then(|v| v.as_str()) {
-                    recover::reserve_id(&mut st, id);
+        match self.h.audit.load_incident_rows().await {
+            Ok(rows) => {
+                let mut st = self.state.lock().await;
+                for row in rows {
+                    // A row whose data cannot be read still holds its id.
+                    let id = match row {
+                        Ok(rec) => rec.id,
+                        Err(crate::audit::AuditError::CorruptIncident { id, .. }) => id,
+                        Err(_) => continue,
+                    };
+                    recover::reserve_id(&mut st, &id);
                 }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read incident ids: new incidents may reuse an old id");
             }
         }
     }
