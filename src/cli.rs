@@ -815,7 +815,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .set_agent(Arc::new(inv.with_inspector(inspector)));
     }
     tracing::info!(addr = %app.addr, "babysitter serving");
-    app.engine.restore().await;
+    let restored = app.engine.restore().await;
+    tracing::info!(
+        restored = restored.restored.len(),
+        paused = ?restored.paused,
+        "unfinished incidents restored"
+    );
+    if !restored.skipped.is_empty() {
+        let ids: Vec<&str> = restored.skipped.iter().map(|s| s.id.as_str()).collect();
+        tracing::error!(
+            ?ids,
+            "{} incident row(s) could not be read back and were NOT restored; see the errors above",
+            ids.len()
+        );
+    }
     app.engine.start("serve").await;
     // Before the loop starts: the replica follows until the Lease is its own. Intents without
     // outcomes (a crash in between) are settled before the loop acts: here for a single

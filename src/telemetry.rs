@@ -40,6 +40,8 @@ pub struct Metrics {
     pub page_failures: Counter,
     pub audit_failures: Counter,
     pub audit_healthy: Gauge,
+    /// Incident rows that could not be read back when restoring (counted at each restore).
+    pub incidents_unreadable: Counter,
     /// 1 when this replica leads (only the leader acts).
     pub leader: Gauge,
     pub source_requests: Counter,
@@ -76,6 +78,7 @@ impl Metrics {
             page_failures: Counter::default(),
             audit_failures: Counter::default(),
             audit_healthy: Gauge::default(),
+            incidents_unreadable: Counter::default(),
             leader: Gauge::default(),
             source_requests: Counter::default(),
             source_retries: Counter::default(),
@@ -128,6 +131,11 @@ impl Metrics {
             "audit_healthy",
             "1 when the audit log is writable",
             m.audit_healthy.clone(),
+        );
+        registry.register(
+            "incidents_unreadable",
+            "Incident rows that could not be read back at a restore, so were not continued (counted at each restore)",
+            m.incidents_unreadable.clone(),
         );
         registry.register(
             "leader",

@@ -269,3 +269,28 @@ async fn an_action_that_never_ran_runs_once_under_its_key() {
         Some(json!(false))
     );
 }
+
+#[tokio::test]
+async fn a_pause_settled_at_recovery_leaves_the_watch_paused() {
+    let h = Harness::new(vec![("run-a", vec![])], |_| {}).await;
+    let key = "inc-7/a0/s0";
+    write_intent(&h, key, &Action::Pause).await;
+    let rec = h.engine.settle_unfinished_intents().await;
+    assert_eq!(rec.executed, vec![key.to_string()]);
+    assert_eq!(
+        h.sim.status("run-a").expect("status").phase,
+        babysitter::sim::SimPhase::Paused
+    );
+    // The watch knows: its progress detectors stay quiet on the paused run.
+    h.tick().await;
+    let view = h.engine.view();
+    let w = view
+        .watches
+        .iter()
+        .find(|w| w.run == "run-a")
+        .expect("watch");
+    assert_eq!(w.status, "paused");
+    // And a babysitter restarted on the same log knows it too.
+    let report = h.engine.restore().await;
+    assert_eq!(report.paused, vec!["run-a".to_string()]);
+}

@@ -507,7 +507,7 @@ async fn a_restarted_babysitter_continues_its_incidents() {
         handles,
         std::sync::Arc::new(babysitter::telemetry::Metrics::new()),
     );
-    assert_eq!(engine2.restore().await, 1);
+    assert_eq!(engine2.restore().await.restored.len(), 1);
     engine2.start("test").await;
     let restored = engine2.view().incidents.remove(&before.id).unwrap();
     assert_eq!(restored.state, IncidentState::AwaitingApproval);

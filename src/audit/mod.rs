@@ -936,6 +936,20 @@ impl AuditLog {
         rows.iter().map(|row| self.incident_record(row)).collect()
     }
 
+    /// Every saved incident, ordered by id, each read on its own: a row that cannot be read (its
+    /// `data` is not JSON) is an [`AuditError::CorruptIncident`] naming its id and does not hide
+    /// the others ([`AuditLog::load_incident_records`] fails as a whole).
+    pub async fn load_incident_rows(
+        &self,
+    ) -> Result<Vec<Result<IncidentRecord, AuditError>>, AuditError> {
+        let rows =
+            sqlx::query("SELECT id, run, state, data, updated_at FROM incidents ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.query_err("loading incidents", "incidents"))?;
+        Ok(rows.iter().map(|row| self.incident_record(row)).collect())
+    }
+
     /// One incident by id (finished incidents leave the engine's memory; the table keeps them).
     pub async fn load_incident(&self, id: &str) -> Result<Option<IncidentRecord>, AuditError> {
         let row =

@@ -34,7 +34,7 @@ use tokio::sync::{Mutex, Notify, broadcast};
 
 pub use events::{Event, EventKind};
 pub use execute::{ExecuteError, ExecuteRequest, ExecuteResult, PlannedStep};
-pub use recover::{CRASH_AFTER_INTENT_ENV, Recovered};
+pub use recover::{CRASH_AFTER_INTENT_ENV, Recovered, RestoreReport, SkippedIncident};
 pub use view::{View, WatchView};
 pub use watches::{Leadership, WatchError};
 
@@ -302,50 +302,23 @@ impl Engine {
         self.publish(&st, now);
     }
 
-    /// Reloads incidents that were not finished when babysitter last stopped, so it continues
-    /// where it was. Returns how many were restored.
-    pub async fn restore(&self) -> usize {
-        let rows = match self.h.audit.load_incidents().await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load incidents");
-                return 0;
-            }
-        };
-        let mut st = self.state.lock().await;
-        let mut restored = 0;
-        for row in rows {
-            let Ok(inc) = serde_json::from_value::<Incident>(row) else {
-                continue;
-            };
-            if let Some(n) = inc
-                .id
-                .strip_prefix("inc-")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                st.next_incident = st.next_incident.max(n + 1);
-            }
-            if !inc.state.is_final() && st.watches.contains_key(&inc.run) {
-                restored += 1;
-                st.incidents.insert(inc.id.clone(), inc);
-            }
-        }
-        restored
-    }
-
     /// Keeps incident ids unique across runs that share one database, without resuming them.
     pub async fn reserve_incident_ids(&self) {
-        if let Ok(rows) = self.h.audit.load_incidents().await {
-            let mut st = self.state.lock().await;
-            for row in rows {
-                if let Some(n) = row
-                    .get("id")
-                    .and_then(|v| v.as_str())
-                    .and_then(|id| id.strip_prefix("inc-"))
-                    .and_then(|n| n.parse::<u64>().ok())
-                {
-                    st.next_incident = st.next_incident.max(n + 1);
+        match self.h.audit.load_incident_rows().await {
+            Ok(rows) => {
+                let mut st = self.state.lock().await;
+                for row in rows {
+                    // A row whose data cannot be read still holds its id.
+                    let id = match row {
+                        Ok(rec) => rec.id,
+                        Err(crate::audit::AuditError::CorruptIncident { id, .. }) => id,
+                        Err(_) => continue,
+                    };
+                    recover::reserve_id(&mut st, &id);
                 }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read incident ids: new incidents may reuse an old id");
             }
         }
     }
@@ -554,13 +527,29 @@ impl Engine {
             .find(|i| i.run == run && i.family == family && !i.state.is_final());
         if let Some(inc) = open {
             let id = inc.id.clone();
-            inc.findings.push(f.clone());
+            // The same condition raised again (same kind, chart and onset): after a restart or a
+            // leader change, hysteresis starts empty and the first poll raises what is still
+            // active. The incident holds it already: it is not appended or reconsidered again.
+            let rejoined = inc.holds(&f);
+            if !rejoined {
+                inc.findings.push(f.clone());
+            }
             // Only evidence from after the action is a recurrence: a second chart reporting the
             // same pre-action anomaly (NaN in grad_norm a poll after NaN in loss) is not.
             if inc.state == IncidentState::Verifying
                 && inc.verify_since.is_none_or(|since| f.onset > since)
             {
                 st.recurred.insert(id.clone(), f.clone());
+            }
+            if rejoined {
+                self.record(
+                    EntryKind::Finding,
+                    Some(run),
+                    Some(&id),
+                    json!({ "finding": f, "joined": true, "rejoined": true }),
+                )
+                .await;
+                return;
             }
             // The new evidence may call for another runbook (drive.rs: `reconsider`).
             let verdict = self.reconsider(st, &id, &f, now).await;
@@ -796,6 +785,29 @@ impl Engine {
 }
 
 impl WatchState {
+    /// What a successful action tells the watch: a pause quiets the progress detectors until a
+    /// resume or a restart, which also starts a new life of the run at `at` (older samples and
+    /// conditions belong to the last one).
+    pub(crate) fn note_action(&mut self, kind: crate::act::ActionKind, at: f64) {
+        use crate::act::ActionKind;
+        match kind {
+            ActionKind::Pause => self.paused = true,
+            ActionKind::Resume => {
+                self.paused = false;
+                self.since = Some(at);
+            }
+            ActionKind::RestartFromCheckpoint => {
+                self.paused = false;
+                self.since = Some(at);
+                self.hysteresis.reset();
+            }
+            ActionKind::PatchConfig
+            | ActionKind::CaptureDiagnostics
+            | ActionKind::Page
+            | ActionKind::Annotate => {}
+        }
+    }
+
     fn new(cfg: WatchConfig) -> WatchState {
         WatchState {
             cfg,

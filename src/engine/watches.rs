@@ -114,34 +114,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Reloads the unfinished incidents of one run that are not in memory.
+    /// Reloads the unfinished incidents of one run that are not in memory, and whether
+    /// babysitter had paused it (see [`Engine::restore`]).
     async fn restore_run(&self, run: &str) {
-        let rows = match self.h.audit.load_incidents().await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(error = %e, run, "cannot load incidents");
-                return;
-            }
-        };
-        let mut st = self.state.lock().await;
-        for row in rows {
-            if row.get("run").and_then(|r| r.as_str()) != Some(run) {
-                continue;
-            }
-            let Ok(inc) = serde_json::from_value::<crate::incident::Incident>(row) else {
-                continue;
-            };
-            if let Some(n) = inc
-                .id
-                .strip_prefix("inc-")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                st.next_incident = st.next_incident.max(n + 1);
-            }
-            if !inc.state.is_final() && !st.incidents.contains_key(&inc.id) {
-                tracing::info!(run, incident = %inc.id, "unfinished incident continued");
-                st.incidents.insert(inc.id.clone(), inc);
-            }
+        let report = self.restore_from_db(Some(run)).await;
+        if !report.skipped.is_empty() {
+            tracing::error!(run, skipped = ?report.skipped, "incidents of this run could not be restored");
         }
     }
 
@@ -232,8 +210,19 @@ impl Engine {
                 // What this replica remembers may be stale: the database has the last leader's word.
                 st.incidents.retain(|_, i| i.state.is_final());
             }
-            let restored = self.restore().await;
-            tracing::info!(restored, "leadership gained: unfinished incidents reloaded");
+            let report = self.restore().await;
+            tracing::info!(
+                restored = report.restored.len(),
+                paused = ?report.paused,
+                "leadership gained: unfinished incidents reloaded"
+            );
+            if !report.skipped.is_empty() {
+                let ids: Vec<&str> = report.skipped.iter().map(|s| s.id.as_str()).collect();
+                tracing::error!(
+                    ?ids,
+                    "leadership gained: incident rows that cannot be read were not restored"
+                );
+            }
             // The last leader may have died between an action's intent and its outcome.
             let recovered = self.settle_unfinished_intents().await;
             if recovered != Default::default() {

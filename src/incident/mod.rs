@@ -255,6 +255,14 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// Whether the incident already holds this finding: same kind, chart and onset (a condition
+    /// raised again, e.g. after a restart of babysitter). A recurrence has a later onset.
+    pub fn holds(&self, f: &Finding) -> bool {
+        self.findings
+            .iter()
+            .any(|g| g.kind == f.kind && g.chart == f.chart && g.onset == f.onset)
+    }
+
     pub fn new(id: String, run: String, first: Finding, now: f64) -> Incident {
         Incident {
             baseline_loss: first.baseline.filter(|_| first.chart == "loss"),
@@ -689,5 +697,33 @@ mod tests {
         old.as_object_mut().unwrap().remove("revision");
         let back: Incident = serde_json::from_value(old).unwrap();
         assert_eq!(back.revision, 0);
+    }
+
+    #[test]
+    fn holds_the_same_finding_but_not_a_recurrence_or_another_chart() {
+        let first = finding(FindingKind::LossSpike);
+        let inc = Incident::new("inc-1".into(), "run-a".into(), first.clone(), 100.0);
+        // Raised again a poll later (a restart of babysitter): same kind, chart and onset.
+        let again = Finding {
+            at: 400.0,
+            message: "raised again".into(),
+            ..first.clone()
+        };
+        assert!(inc.holds(&again));
+        let later = Finding {
+            onset: 300.0,
+            ..first.clone()
+        };
+        assert!(!inc.holds(&later), "a recurrence has a later onset");
+        let elsewhere = Finding {
+            chart: "grad_norm".into(),
+            ..first.clone()
+        };
+        assert!(!inc.holds(&elsewhere));
+        let other_kind = Finding {
+            kind: FindingKind::LossDivergence,
+            ..first
+        };
+        assert!(!inc.holds(&other_kind));
     }
 }
