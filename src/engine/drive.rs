@@ -639,23 +639,7 @@ impl Engine {
             self.emit(now, &inc.run, Some(&inc.id), EventKind::ActionDone, text);
         }
         if let Some(w) = st.watches.get_mut(&inc.run) {
-            match action.kind() {
-                ActionKind::Pause => w.paused = true,
-                ActionKind::Resume => {
-                    w.paused = false;
-                    w.since = Some(now);
-                }
-                ActionKind::RestartFromCheckpoint => {
-                    // A new life of the run: older samples and conditions belong to the last one.
-                    w.paused = false;
-                    w.since = Some(now);
-                    w.hysteresis.reset();
-                }
-                ActionKind::PatchConfig
-                | ActionKind::CaptureDiagnostics
-                | ActionKind::Page
-                | ActionKind::Annotate => {}
-            }
+            w.note_action(action.kind(), now);
         }
         Step::Done
     }
