@@ -150,3 +150,22 @@ fn real_traces_keep_their_scores() {
     let s = &ours.score.strict_by_kind[&FindingKind::Straggler];
     assert_eq!((s.detected, s.anomalies), (3, 3), "{r}");
 }
+
+#[test]
+fn a_divergence_held_for_hours_is_reported_once() {
+    // The committed divergence run: the loss climbs 35 % and stays up to the end (3.3 h later).
+    // Once the rise fills most of the newest look-back, only older look-backs see it; the
+    // condition must hold through that, not clear and start again (it did, three times).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/generated");
+    let trace =
+        babysitter::replay::Trace::load(&dir.join("loss_divergence-02.csv")).expect("trace");
+    let run =
+        babysitter::replay::replay(&trace, &ReplayOptions::default(), DetectorSet::Babysitter)
+            .expect("replays");
+    let divergences: Vec<_> = run
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::LossDivergence)
+        .collect();
+    assert_eq!(divergences.len(), 1, "{divergences:#?}");
+}
