@@ -374,6 +374,33 @@ mod tests {
     }
 
     #[test]
+    fn a_schedule_shown_after_the_first_hour_is_learned_before_two_hours() {
+        // Evals at 1800, 3600 and 5400 s show the schedule: a hang at 6000 s is off it.
+        let c = scheduled(6000.0, 7000.0);
+        let started = poll_started(&c, 0.0, 7000.0, None, false);
+        assert_eq!(started.len(), 1, "{started:#?}");
+        assert!(
+            started[0].at - started[0].onset <= 90.0,
+            "{:#?}",
+            started[0]
+        );
+        // At 3000 s only one eval has been seen: the 300 s default still applies.
+        let early = scheduled(3000.0, 4000.0);
+        let started = poll_started(&early, 0.0, 4000.0, None, false);
+        assert_eq!(started.len(), 1, "{started:#?}");
+        assert!(
+            started[0].at - started[0].onset >= 300.0,
+            "{:#?}",
+            started[0]
+        );
+        assert!(
+            started[0].message.contains("too little history"),
+            "{}",
+            started[0].message
+        );
+    }
+
+    #[test]
     fn idle_gpus_paused_stale_and_never_started_are_not_hangs() {
         let f = detect_at(&hung(3000.0, 5000.0, Some(3.0)), 3600.0, None, false);
         assert_eq!(f[0].severity, Severity::Error);
