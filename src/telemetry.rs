@@ -42,6 +42,8 @@ pub struct Metrics {
     pub audit_healthy: Gauge,
     /// Incident rows that could not be read back when restoring (counted at each restore).
     pub incidents_unreadable: Counter,
+    /// Plans replaced by a re-diagnosis, by the finding kind that brought it about.
+    pub rediagnoses: Family<KindLabel, Counter>,
     /// 1 when this replica leads (only the leader acts).
     pub leader: Gauge,
     pub source_requests: Counter,
@@ -79,6 +81,7 @@ impl Metrics {
             audit_failures: Counter::default(),
             audit_healthy: Gauge::default(),
             incidents_unreadable: Counter::default(),
+            rediagnoses: Family::default(),
             leader: Gauge::default(),
             source_requests: Counter::default(),
             source_retries: Counter::default(),
@@ -136,6 +139,11 @@ impl Metrics {
             "incidents_unreadable",
             "Incident rows that could not be read back at a restore, so were not continued (counted at each restore)",
             m.incidents_unreadable.clone(),
+        );
+        registry.register(
+            "rediagnoses",
+            "Plans replaced before any of their actions ran, because a more specific finding joined the incident (by that finding's kind)",
+            m.rediagnoses.clone(),
         );
         registry.register(
             "leader",

@@ -660,8 +660,16 @@ async fn harness_with_agent(
     script: Vec<Reply>,
     tweak: impl FnOnce(&mut babysitter::config::Config),
 ) -> (Harness, FakeLlm) {
+    harness_with_agent_on(spike_fault(), script, tweak).await
+}
+
+async fn harness_with_agent_on(
+    faults: Vec<babysitter::sim::Fault>,
+    script: Vec<Reply>,
+    tweak: impl FnOnce(&mut babysitter::config::Config),
+) -> (Harness, FakeLlm) {
     let server = FakeLlm::start(script).await;
-    let h = Harness::new(vec![("llama-7b", spike_fault())], tweak).await;
+    let h = Harness::new(vec![("llama-7b", faults)], tweak).await;
     let cfg = server.config();
     let inv = Investigator::new(
         cfg.clone(),
@@ -954,6 +962,72 @@ async fn app_builds_the_agent_from_config_and_refuses_a_missing_key_file() {
     let text = format!("{err:#}");
     assert!(
         text.contains("agent.api_key_file") && text.contains("no-such-secret"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_re_diagnosed_incident_is_investigated_again_on_its_new_plan() {
+    // A loss spike whose plan waits for a human, then NaN a poll later: the plan is replaced
+    // (loss-spike → nonfinite) and the agent, which was briefed on the old diagnosis, is
+    // briefed again on the new one.
+    let faults = vec![
+        babysitter::sim::Fault::LossSpike {
+            at: common::HISTORY + 600.0,
+            span_steps: 40,
+        },
+        babysitter::sim::Fault::Nan {
+            at: common::HISTORY + 645.0,
+            steps: 1000,
+        },
+    ];
+    let (h, server) = harness_with_agent_on(faults, vec![], |cfg| {
+        cfg.policy.modes.insert(
+            ActionKind::CaptureDiagnostics,
+            babysitter::policy::Mode::Approve,
+        );
+        cfg.paging.renotify_max = 0;
+    })
+    .await;
+    let mut rediagnosed = false;
+    for _ in 0..400 {
+        h.tick().await;
+        let view = h.engine.view();
+        if view.incidents.values().any(|i| i.revision == 1) {
+            rediagnosed = true;
+            break;
+        }
+    }
+    assert!(rediagnosed, "no re-diagnosis");
+    // Each investigation opens with the brief: a conversation of a system and a user message.
+    let briefs = |server: &FakeLlm| -> Vec<String> {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r["messages"].as_array().is_some_and(|m| m.len() == 2))
+            .map(|r| {
+                r["messages"][1]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    for _ in 0..400 {
+        if briefs(&server).len() >= 2 {
+            break;
+        }
+        h.tick().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = briefs(&server);
+    assert_eq!(b.len(), 2, "{b:#?}");
+    assert!(b[0].contains("loss-spike"), "{}", b[0]);
+    assert!(b[1].contains("nonfinite"), "{}", b[1]);
+    assert!(server.violations().is_empty(), "{:?}", server.violations());
+    let text = h.engine.metrics().encode();
+    assert!(
+        text.contains("babysitter_rediagnoses_total{kind=\"nonfinite\"} 1"),
         "{text}"
     );
 }

@@ -347,6 +347,15 @@ impl Engine {
             }
             self.send_page(&mut inc, page, now).await;
         }
+        self.metrics
+            .rediagnoses
+            .get_or_create(&KindLabel {
+                kind: f.kind.to_string(),
+            })
+            .inc();
+        // The agent investigates the new diagnosis too (the report on the old one, if it comes,
+        // is kept on record like any other).
+        self.start_investigation(st, &inc, now).await;
         st.incidents.insert(inc.id.clone(), inc);
     }
 
