@@ -341,6 +341,13 @@ mod tests {
         c
     }
 
+    /// The one stall a scheduled run that hangs at `hang` raises, polled every 30 s to `end`.
+    fn only_stall(hang: f64, end: f64) -> Finding {
+        let started = poll_started(&scheduled(hang, end), 0.0, end, None, false);
+        assert_eq!(started.len(), 1, "{started:#?}");
+        started.into_iter().next().expect("one finding")
+    }
+
     #[test]
     fn once_the_schedule_is_learned_a_hang_off_it_is_found_in_two_polls() {
         // 8000 s is 800 s past an evaluation: off schedule.
@@ -358,46 +365,20 @@ mod tests {
         let healthy = scheduled(f64::INFINITY, 12000.0);
         assert!(poll_started(&healthy, 0.0, 12000.0, None, false).is_empty());
         // A hang that starts exactly when an evaluation is due waits for the default.
-        let at_eval = scheduled(9000.0, 10000.0);
-        let started = poll_started(&at_eval, 0.0, 10000.0, None, false);
-        assert_eq!(started.len(), 1, "{started:#?}");
-        assert!(
-            started[0].at - started[0].onset >= 300.0,
-            "{:#?}",
-            started[0]
-        );
-        assert!(
-            started[0].message.contains("scheduled pause"),
-            "{}",
-            started[0].message
-        );
+        let f = only_stall(9000.0, 10000.0);
+        assert!(f.at - f.onset >= 300.0, "{f:#?}");
+        assert!(f.message.contains("scheduled pause"), "{}", f.message);
     }
 
     #[test]
     fn a_schedule_shown_after_the_first_hour_is_learned_before_two_hours() {
         // Evals at 1800, 3600 and 5400 s show the schedule: a hang at 6000 s is off it.
-        let c = scheduled(6000.0, 7000.0);
-        let started = poll_started(&c, 0.0, 7000.0, None, false);
-        assert_eq!(started.len(), 1, "{started:#?}");
-        assert!(
-            started[0].at - started[0].onset <= 90.0,
-            "{:#?}",
-            started[0]
-        );
+        let f = only_stall(6000.0, 7000.0);
+        assert!(f.at - f.onset <= 90.0, "{f:#?}");
         // At 3000 s only one eval has been seen: the 300 s default still applies.
-        let early = scheduled(3000.0, 4000.0);
-        let started = poll_started(&early, 0.0, 4000.0, None, false);
-        assert_eq!(started.len(), 1, "{started:#?}");
-        assert!(
-            started[0].at - started[0].onset >= 300.0,
-            "{:#?}",
-            started[0]
-        );
-        assert!(
-            started[0].message.contains("too little history"),
-            "{}",
-            started[0].message
-        );
+        let f = only_stall(3000.0, 4000.0);
+        assert!(f.at - f.onset >= 300.0, "{f:#?}");
+        assert!(f.message.contains("too little history"), "{}", f.message);
     }
 
     #[test]
