@@ -105,9 +105,10 @@ fn charts_that_arrive_late_raise_no_false_alarm_and_miss_nothing() {
 
 #[test]
 fn sets_generated_from_other_seeds_meet_the_goals() {
-    // Three more seeds, scored as one set: each has one label per kind, so a median latency
-    // over three seeds says more than any one of them.
-    let seeds = [2u64, 3, 4];
+    // Four more seeds, scored as one set: each has one label per kind, so a median latency
+    // over four seeds says more than any one of them. Seed 9 once found two false alarms the
+    // others did not (a cluster of fp16 back-offs; one high batch right after an eval pause).
+    let seeds = [2u64, 3, 4, 9];
     let tmp = tempfile::tempdir().expect("tempdir");
     let dirs: Vec<PathBuf> = seeds
         .iter()
@@ -120,7 +121,7 @@ fn sets_generated_from_other_seeds_meet_the_goals() {
         .collect();
     let r = run_benchmark(&dirs, &ReplayOptions::default()).expect("benchmark runs");
     assert_eq!(r.traces.len(), 21 * seeds.len());
-    assert_generated_goals(&r, "seeds 2, 3, 4");
+    assert_generated_goals(&r, "seeds 2, 3, 4, 9");
 }
 
 #[test]

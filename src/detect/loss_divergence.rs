@@ -3,7 +3,9 @@
 //! Watches every `loss` chart. The smoothed loss is the median of the newest
 //! `divergence_recent_secs` (60 s, two polls) of the chart, which a single noisy batch cannot
 //! move; every window ends at the chart's newest sample, so a chart that arrives late is judged
-//! on as many samples as one on time (and one older than `stall_fresh_secs` is not judged). The
+//! on as many samples as one on time (and one older than `stall_fresh_secs` is not judged).
+//! Right after a hole (an eval pause) the window holds one or two samples, so it reaches back
+//! across the hole to the newest three. The
 //! run's best level is the lower quartile of the `divergence_lookback_secs` (2 h) before it: a
 //! quartile rather than the median so that a loss still falling (warm-up, LR decay) is compared
 //! with where it got to. A rise that lasts pollutes the look-back; older look-backs (a quarter
@@ -27,7 +29,7 @@
 //! Severity error: unlike a spike, a divergence rarely heals by itself (rollback
 //! to a checkpoint, lower LR, skip data).
 
-use crate::charts::Role;
+use crate::charts::{Role, Sample};
 
 use super::stats::{between, diff_sigma, median, num, quantile, stretch_onset, visible};
 use super::{Band, DetectContext, Finding, FindingKind, Severity};
@@ -35,12 +37,42 @@ use super::{Band, DetectContext, Finding, FindingKind, Severity};
 /// Older look-backs tried for a lasting rise (each a quarter of the look-back further back).
 const ANCHORS: usize = 4;
 
+/// The fewest finite samples the smoothed level is a median of when the smoothing window has
+/// just come back from a hole: three, so that one heavy-tailed batch cannot be the level.
+const SMOOTH_MIN: usize = 3;
+
 /// The first samples of the elevated stretch whose lowest value tells a jump from a trend.
 const JUMP_SAMPLES: usize = 3;
 
 /// A stretch whose first samples already stood at this share of today's excess over the
 /// best level jumped there: a trend starts lower than where it has climbed to.
 const JUMP_SHARE: f64 = 0.75;
+
+/// The samples the smoothed level is the median of: the newest `recent_secs` of the chart,
+/// from `from` on. When the chart has just come back from a hole (an eval or checkpoint pause),
+/// that window holds only the one or two samples since, and a median of one batch is that
+/// batch: the window then reaches back to the newest [`SMOOTH_MIN`] finite samples, across
+/// the hole. A window that is covered (its first sample within a fifth of it from its start)
+/// is used as it is, however sparse the chart (a daily log has two samples in it).
+fn smoothing_window(vis: &[Sample], from: f64, recent_secs: f64) -> &[Sample] {
+    let recent = between(vis, from, f64::INFINITY);
+    let covered = recent
+        .first()
+        .is_some_and(|f| f.t - from <= 0.2 * recent_secs);
+    if covered {
+        return recent;
+    }
+    let mut finite = 0;
+    let mut start = vis.len();
+    while start > 0 && finite < SMOOTH_MIN {
+        start -= 1;
+        if vis[start].v.is_finite() {
+            finite += 1;
+        }
+    }
+    // Never fewer samples than the window itself holds.
+    &vis[start.min(vis.len() - recent.len())..]
+}
 
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let p = ctx.params;
@@ -58,10 +90,11 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             continue;
         }
         let first_end = anchor - p.divergence_recent_secs;
-        let recent = between(vis, first_end, f64::INFINITY);
+        let recent = smoothing_window(vis, first_end, p.divergence_recent_secs);
         let Some((level, n_recent)) = median(recent, &mut buf) else {
             continue;
         };
+        let span = recent.first().map_or(0.0, |f| anchor - f.t);
         // Standard error of a median of n noisy samples: 1.2533 σ / √n.
         let se = 1.2533 / (n_recent.max(1) as f64).sqrt();
         // Against the newest look-back first; a rise that has lasted long enough to pollute it
@@ -145,9 +178,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Error,
             message: format!(
-                "{key} has risen to {} (median of the last {:.0} s), {:.1}% and {:.1}σ above the best level {} it had reached; rising since {}",
+                "{key} has risen to {} (median of {n_recent} samples over the last {:.0} s), {:.1}% and {:.1}σ above the best level {} it had reached; rising since {}",
                 num(level),
-                p.divergence_recent_secs,
+                span,
                 (level - best) / best.abs().max(1e-12) * 100.0,
                 (level - best) / sigma,
                 num(best),
@@ -231,6 +264,48 @@ mod tests {
             let s = started(&c, 5.0 * 3600.0);
             assert_eq!(s.len(), 1, "seed {seed}: {s:#?}");
         }
+    }
+
+    #[test]
+    fn one_high_batch_right_after_an_eval_pause_is_not_a_level() {
+        // A steady loss with 2 % heavy-tailed noise, an eval pause (no loss for 60 s) from
+        // t = 3 h, and the first batch after it 12 % high (generated seed 9 did this). The
+        // window after the pause holds that one batch: its median must not be the level.
+        let mut rng = Rng::new(5);
+        let mut c = ChartSet::new();
+        let pause = 10800.0..10860.0;
+        c.merge(
+            ChartKey::new(Role::Loss),
+            (0..=1200)
+                .map(|i| i as f64 * 10.0)
+                .filter(|t| !pause.contains(t))
+                .map(|t| {
+                    let v = if t == 10860.0 {
+                        2.2 * 1.12
+                    } else {
+                        2.2 * (1.0 + 0.02 * rng.student_t(4).clamp(-3.0, 3.0))
+                    };
+                    Sample::new(t, v)
+                }),
+        );
+        for now in [10860.0, 10870.0, 10890.0, 10920.0] {
+            let f = run_detector(detect, &c, now, None, false);
+            assert!(f.is_empty(), "at {now}: {f:#?}");
+        }
+        // The same batch inside a covered window is one of six: still quiet.
+        assert!(run_detector(detect, &c, 10900.0, None, false).is_empty());
+        // A real rise after the pause is still seen: every batch from the pause on 12 % high.
+        let mut r = ChartSet::new();
+        r.merge(
+            ChartKey::new(Role::Loss),
+            (0..=1200)
+                .map(|i| i as f64 * 10.0)
+                .filter(|t| !pause.contains(t))
+                .map(|t| Sample::new(t, if t >= 10860.0 { 2.2 * 1.12 } else { 2.2 })),
+        );
+        let s = started(&r, 10860.0 + 1200.0);
+        assert_eq!(s.len(), 1, "{s:#?}");
+        assert!(s[0].message.contains("median of"), "{}", s[0].message);
     }
 
     #[test]

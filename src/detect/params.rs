@@ -133,7 +133,10 @@ pub struct DetectorParams {
     /// counted. 10 min.
     pub loss_scale_window_secs: f64,
     /// `loss_scale_collapse`: this many reductions of the dynamic loss scale within the window.
-    /// 4: a healthy fp16 scaler backs off about once per growth interval (2000 steps).
+    /// 8 (a 256× fall): a healthy fp16 scaler backs off about once per growth interval (2000
+    /// steps), but its first calibration from 2^16, or a patch of hard batches, costs a few
+    /// halvings within minutes (65536 → 4096 in 8 min happens in healthy runs). A scaler in
+    /// collapse overflows on every step and halves every step or two: past 8 within a minute.
     pub loss_scale_max_drops: usize,
     /// `loss_scale_collapse`: or the loss scale at or below this value (1.0: nothing left to
     /// scale, every step overflows).
@@ -251,7 +254,7 @@ impl Default for DetectorParams {
             grad_explosion_min_samples: 3,
             grad_min_baseline_samples: 20,
             loss_scale_window_secs: 600.0,
-            loss_scale_max_drops: 4,
+            loss_scale_max_drops: 8,
             loss_scale_floor: 1.0,
             skipped_steps_max: 25.0,
             loss_plateau_secs: 4.0 * 3600.0,
