@@ -90,6 +90,39 @@ impl Clock for ManualClock {
     }
 }
 
+/// A length of time for messages: `45 s`, `10 min`, `4 h`, `1.5 h`, `20 d` (minutes up to
+/// two hours, hours up to two days, one decimal when it is not a whole number).
+pub fn fmt_span(secs: f64) -> String {
+    span(secs, false)
+}
+
+/// [`fmt_span`] as an adjective: `45-s`, `10-min`, `4-h`, `20-day` ("its 10-min median").
+pub fn fmt_span_adj(secs: f64) -> String {
+    span(secs, true)
+}
+
+fn span(secs: f64, adj: bool) -> String {
+    let sep = if adj { "-" } else { " " };
+    let one = |x: f64| {
+        let r = format!("{x:.1}");
+        r.strip_suffix(".0").map(str::to_string).unwrap_or(r)
+    };
+    let a = secs.abs();
+    if !secs.is_finite() || a < 120.0 {
+        format!("{secs:.0}{sep}s")
+    } else if a < 7200.0 {
+        format!("{:.0}{sep}min", secs / 60.0)
+    } else if a < 172_800.0 {
+        format!("{}{sep}h", one(secs / 3600.0))
+    } else {
+        format!(
+            "{}{sep}{}",
+            one(secs / 86400.0),
+            if adj { "day" } else { "d" }
+        )
+    }
+}
+
 /// A clock time for messages: Unix times as `HH:MM:SSZ` (UTC), trace times (seconds since the
 /// start of a run) as `t=1234s`.
 pub fn fmt_t(t: f64) -> String {
@@ -100,5 +133,28 @@ pub fn fmt_t(t: f64) -> String {
         }
     } else {
         format!("t={t:.0}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_an_engineer_writes_them() {
+        let cases = [
+            (45.0, "45 s", "45-s"),
+            (600.0, "10 min", "10-min"),
+            (3600.0, "60 min", "60-min"),
+            (7200.0, "2 h", "2-h"),
+            (5400.0 * 3.0, "4.5 h", "4.5-h"),
+            (172_800.0, "2 d", "2-day"),
+            (28_800.0 * 60.0, "20 d", "20-day"),
+        ];
+        for (secs, plain, adj) in cases {
+            assert_eq!(fmt_span(secs), plain, "{secs}");
+            assert_eq!(fmt_span_adj(secs), adj, "{secs}");
+        }
+        assert_eq!(fmt_span(f64::NAN), "NaN s");
     }
 }

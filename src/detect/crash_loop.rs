@@ -32,9 +32,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset: first.unwrap_or(ctx.now),
             severity: Severity::Error,
             message: format!(
-                "{key}: {} restarts in the last {:.0} min (threshold {})",
+                "{key}: {} restarts in the last {} (threshold {})",
                 num(grew),
-                p.crash_loop_window_secs / 60.0,
+                crate::clock::fmt_span(p.crash_loop_window_secs),
                 num(p.crash_loop_restarts)
             ),
             value: Some(grew),

@@ -62,11 +62,11 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Warning,
             message: format!(
-                "{key}: the input pipeline takes {:.0}% of each step (median {}{} over {:.0} min; threshold {:.0}%)",
+                "{key}: the input pipeline takes {:.0}% of each step (median {}{} over {}; threshold {:.0}%)",
                 fraction * 100.0,
                 num(wait),
                 if is_fraction { "" } else { " s" },
-                p.dataloader_recent_secs / 60.0,
+                crate::clock::fmt_span(p.dataloader_recent_secs),
                 p.dataloader_wait_fraction * 100.0,
             ),
             value: Some(fraction),

@@ -43,10 +43,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 onset,
                 severity: Severity::Critical,
                 message: format!(
-                    "{key} rose by {} to {} within the last {:.0} min (first increase at {})",
+                    "{key} rose by {} to {} within the last {} (first increase at {})",
                     num(rise),
                     num(latest),
-                    window / 60.0,
+                    crate::clock::fmt_span(window),
                     crate::clock::fmt_t(onset)
                 ),
                 value: Some(latest),

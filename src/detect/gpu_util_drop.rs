@@ -55,9 +55,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Warning,
             message: format!(
-                "{key} median {} over the last {:.0} min is {:.0}% of its usual {} (threshold {:.0}%) while steps advance; low since {}",
+                "{key} median {} over the last {} is {:.0}% of its usual {} (threshold {:.0}%) while steps advance; low since {}",
                 num(level),
-                p.gpu_util_recent_secs / 60.0,
+                crate::clock::fmt_span(p.gpu_util_recent_secs),
                 level / b.median * 100.0,
                 num(b.median),
                 ratio * 100.0,

@@ -58,10 +58,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset: t_onset,
             severity: Severity::Error,
             message: format!(
-                "{key} {} is {:.1}× its {:.0}-min median {} (threshold {}×) for the last {k} samples; high since {}",
+                "{key} {} is {:.1}× its {} median {} (threshold {}×) for the last {k} samples; high since {}",
                 num(latest),
                 latest / base,
-                p.grad_baseline_secs / 60.0,
+                crate::clock::fmt_span_adj(p.grad_baseline_secs),
                 num(base),
                 num(factor),
                 crate::clock::fmt_t(t_onset),

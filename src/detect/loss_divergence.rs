@@ -178,9 +178,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Error,
             message: format!(
-                "{key} has risen to {} (median of {n_recent} samples over the last {:.0} s), {:.1}% and {:.1}σ above the best level {} it had reached; rising since {}",
+                "{key} has risen to {} (median of {n_recent} samples over the last {}), {:.1}% and {:.1}σ above the best level {} it had reached; rising since {}",
                 num(level),
-                span,
+                crate::clock::fmt_span(span),
                 (level - best) / best.abs().max(1e-12) * 100.0,
                 (level - best) / sigma,
                 num(best),

@@ -53,8 +53,8 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         };
         let held = if ctx.now - at >= every {
             format!(
-                "; still within the {:.0}-min hold (every check since has improved)",
-                p.loss_plateau_hold_secs / 60.0
+                "; still within the {} hold (every check since has improved)",
+                crate::clock::fmt_span_adj(p.loss_plateau_hold_secs)
             )
         } else {
             String::new()

@@ -47,9 +47,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Error,
             message: format!(
-                "{key} is {} after {drops} reductions in the last {:.0} min{}",
+                "{key} is {} after {drops} reductions in the last {}{}",
                 num(latest.v),
-                p.loss_scale_window_secs / 60.0,
+                crate::clock::fmt_span(p.loss_scale_window_secs),
                 if floor {
                     " (at its floor: every step overflows)"
                 } else {
@@ -73,9 +73,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset: first.unwrap_or(ctx.now),
             severity: Severity::Error,
             message: format!(
-                "{key} grew by {} in the last {:.0} min (threshold {}): the optimizer keeps skipping steps on overflow",
+                "{key} grew by {} in the last {} (threshold {}): the optimizer keeps skipping steps on overflow",
                 num(grew),
-                p.loss_scale_window_secs / 60.0,
+                crate::clock::fmt_span(p.loss_scale_window_secs),
                 num(p.skipped_steps_max)
             ),
             value: Some(grew),

@@ -92,14 +92,14 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Warning,
             message: format!(
-                "{key} {} is {}σ above its {:.0}-min median {} (σ {}), +{}%; high since {}",
+                "{key} {} is {}σ above its {} median {} (σ {}), +{}%; high since {}",
                 num(latest.v),
                 if z.abs() >= 10.0 {
                     format!("{z:.0}")
                 } else {
                     format!("{z:.1}")
                 },
-                p.loss_baseline_secs / 60.0,
+                crate::clock::fmt_span_adj(p.loss_baseline_secs),
                 num(b.median),
                 num(b.sigma),
                 if pct.abs() >= 10.0 {

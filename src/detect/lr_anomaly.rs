@@ -118,7 +118,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         };
         let (s, reference, what) = (ev.sample, ev.reference, ev.what);
         let still = if ev.holding && ctx.now - s.t > p.lr_hold_secs {
-            format!("; still off after {:.0} min", (ctx.now - s.t) / 60.0)
+            format!(
+                "; still off after {}",
+                crate::clock::fmt_span(ctx.now - s.t)
+            )
         } else {
             String::new()
         };
@@ -134,7 +137,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 crate::clock::fmt_t(s.t),
                 num(reference),
                 if what == "jumped" {
-                    format!("more than double it within {:.0} min", w / 60.0)
+                    format!("more than double it within {}", crate::clock::fmt_span(w))
                 } else {
                     "fall from a working rate to zero in one step".into()
                 },

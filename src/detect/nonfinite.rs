@@ -36,11 +36,11 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 onset: first.t,
                 severity: Severity::Critical,
                 message: format!(
-                    "{key} is {} at {}: {count} of {} samples in the last {:.0} s are not finite (first at {})",
+                    "{key} is {} at {}: {count} of {} samples in the last {} are not finite (first at {})",
                     nonfinite_name(last.v),
                     crate::clock::fmt_t(last.t),
                     win.len(),
-                    window,
+                    crate::clock::fmt_span(window),
                     crate::clock::fmt_t(first.t)
                 ),
                 value: Some(last.v),

@@ -80,11 +80,11 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             onset,
             severity: Severity::Warning,
             message: format!(
-                "{key} median {} over the last {:.0} min is {:.0}% of its {:.0}-min baseline {} (threshold {:.0}%); low since {}",
+                "{key} median {} over the last {} is {:.0}% of its {} baseline {} (threshold {:.0}%); low since {}",
                 num(level),
-                p.throughput_recent_secs / 60.0,
+                crate::clock::fmt_span(p.throughput_recent_secs),
                 level / b.median * 100.0,
-                p.throughput_baseline_secs / 60.0,
+                crate::clock::fmt_span_adj(p.throughput_baseline_secs),
                 num(b.median),
                 ratio * 100.0,
                 crate::clock::fmt_t(onset)
