@@ -810,6 +810,59 @@ mod tests {
     }
 
     #[test]
+    fn the_suspend_field_and_its_likely_holder_are_read_per_kind() {
+        let with = |kind: WorkloadKind, spec: Value, labels: Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": kind.api_version(),
+                "kind": kind.kind(),
+                "metadata": {"name": "llama", "namespace": "ml", "labels": labels},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let none = json!({});
+        for kind in [WorkloadKind::Job, WorkloadKind::JobSet, WorkloadKind::TrainJob] {
+            let o = with(kind, json!({"suspend": true}), none.clone());
+            assert_eq!(suspension(kind, &o), (true, SuspendedBy::Outside), "{kind}");
+            let o = with(kind, json!({"suspend": false}), none.clone());
+            assert!(!suspension(kind, &o).0, "{kind}");
+            // Absent (or not a boolean) means running.
+            assert!(!suspension(kind, &with(kind, json!({}), none.clone())).0);
+            assert!(!suspension(kind, &with(kind, json!({"suspend": "yes"}), none.clone())).0);
+        }
+        // A PyTorchJob keeps it under runPolicy; spec.suspend means nothing there.
+        let o = with(
+            WorkloadKind::PyTorchJob,
+            json!({"runPolicy": {"suspend": true}}),
+            none.clone(),
+        );
+        assert!(suspension(WorkloadKind::PyTorchJob, &o).0);
+        let o = with(WorkloadKind::PyTorchJob, json!({"suspend": true}), none);
+        assert!(!suspension(WorkloadKind::PyTorchJob, &o).0);
+        // In a Kueue queue: Kueue holds it.
+        let o = with(
+            WorkloadKind::Job,
+            json!({"suspend": true}),
+            json!({"kueue.x-k8s.io/queue-name": "gpu-a100"}),
+        );
+        assert_eq!(
+            suspension(WorkloadKind::Job, &o),
+            (
+                true,
+                SuspendedBy::Kueue {
+                    queue: "gpu-a100".into()
+                }
+            )
+        );
+        let o = with(
+            WorkloadKind::Job,
+            json!({"suspend": true}),
+            json!({"kueue.x-k8s.io/queue-name": " "}),
+        );
+        assert_eq!(suspension(WorkloadKind::Job, &o).1, SuspendedBy::Outside);
+    }
+
+    #[test]
     fn kinds_map_to_their_api_resources() {
         let ar = WorkloadKind::JobSet.api_resource();
         assert_eq!(ar.api_version, "jobset.x-k8s.io/v1alpha2");
