@@ -1421,12 +1421,22 @@ async fn a_job_suspended_with_kubectl_is_held_and_left_alone_until_resumed() {
     assert_eq!(kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"], json!(true));
     assert_eq!(entries_of(&a, EntryKind::WorkloadSuspension).await.len(), 1);
 
+    // babysitter restarts: the hold is not persisted, discovery's initial list reports it again.
+    let sim = metrics_with(common::hang_fault(9)).1;
+    drop(a);
+    let b = Replica::start(&kube, "b", dir.path(), clock.clone(), sim).await;
+    assert!(eventually(10.0, || watched(&b.engine) == vec![JOB]).await);
+    let again = until_suspension_entries(&b, &clock, 2).await;
+    assert_eq!(again.len(), 2, "{again:#?}");
+    assert_eq!(again[1].payload["change"], json!("held"));
+    assert_eq!(b.engine.view().watches[0].status, "held");
+
     // The human resumes it: released.
     kubectl_suspend(&kube, false);
-    let all = until_suspension_entries(&a, &clock, 2).await;
-    assert_eq!(all.len(), 2, "{all:#?}");
-    assert_eq!(all[1].payload["change"], json!("released"));
-    assert_eq!(a.engine.view().watches[0].status, "running");
+    let all = until_suspension_entries(&b, &clock, 3).await;
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(all[2].payload["change"], json!("released"));
+    assert_eq!(b.engine.view().watches[0].status, "running");
     assert!(!kube.requests().iter().any(is_action));
 }
 
@@ -1484,4 +1494,18 @@ async fn a_job_babysitter_paused_and_a_human_resumed_is_no_longer_paused() {
     );
     assert_eq!(kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"], json!(false));
     assert_eq!(entries_of(&a, EntryKind::WorkloadSuspension).await.len(), 1);
+
+    // babysitter restarts: its pause was undone, so the run is not restored as paused (and the
+    // resume is not recorded a second time).
+    let sim = metrics().1;
+    drop(a);
+    let b = Replica::start(&kube, "b", dir.path(), clock.clone(), sim).await;
+    assert!(eventually(10.0, || watched(&b.engine) == vec![JOB]).await);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(30.0);
+        b.step().await;
+    }
+    assert_eq!(b.engine.view().watches[0].status, "running");
+    assert_eq!(entries_of(&b, EntryKind::WorkloadSuspension).await.len(), 1);
 }

@@ -226,6 +226,7 @@ impl Engine {
                     "by": by,
                     "babysitter_paused": was_paused,
                     "held_since": held_since,
+                    "at": now,
                     "open_incidents": open,
                     "text": text,
                 }),
