@@ -1387,7 +1387,11 @@ async fn a_job_suspended_with_kubectl_is_held_and_left_alone_until_resumed() {
     clock.advance(30.0);
     a.step().await;
     // Discovery's first report (running) records nothing.
-    assert!(entries_of(&a, EntryKind::WorkloadSuspension).await.is_empty());
+    assert!(
+        entries_of(&a, EntryKind::WorkloadSuspension)
+            .await
+            .is_empty()
+    );
 
     // A human suspends it with kubectl.
     kubectl_suspend(&kube, true);
@@ -1418,7 +1422,10 @@ async fn a_job_suspended_with_kubectl_is_held_and_left_alone_until_resumed() {
             .filter(is_action)
             .collect::<Vec<_>>()
     );
-    assert_eq!(kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"], json!(true));
+    assert_eq!(
+        kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"],
+        json!(true)
+    );
     assert_eq!(entries_of(&a, EntryKind::WorkloadSuspension).await.len(), 1);
 
     // babysitter restarts: the hold is not persisted, discovery's initial list reports it again.
@@ -1459,14 +1466,21 @@ async fn a_job_babysitter_paused_and_a_human_resumed_is_no_longer_paused() {
         }
     }
     let pending = pending.expect("the restart waits for approval");
-    assert_eq!(kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"], json!(true));
+    assert_eq!(
+        kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"],
+        json!(true)
+    );
     // The watch stream echoes babysitter's own pause: consistent, nothing recorded.
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         clock.advance(30.0);
         a.step().await;
     }
-    assert!(entries_of(&a, EntryKind::WorkloadSuspension).await.is_empty());
+    assert!(
+        entries_of(&a, EntryKind::WorkloadSuspension)
+            .await
+            .is_empty()
+    );
     assert_eq!(a.engine.view().watches[0].status, "paused");
     let actions_before = kube.requests().into_iter().filter(is_action).count();
 
@@ -1486,13 +1500,19 @@ async fn a_job_babysitter_paused_and_a_human_resumed_is_no_longer_paused() {
         a.step().await;
     }
     let inc = a.incident().unwrap();
-    assert_eq!(inc.state, babysitter::incident::IncidentState::AwaitingApproval);
+    assert_eq!(
+        inc.state,
+        babysitter::incident::IncidentState::AwaitingApproval
+    );
     assert_eq!(inc.pending.map(|p| p.id), Some(pending.id));
     assert_eq!(
         kube.requests().into_iter().filter(is_action).count(),
         actions_before
     );
-    assert_eq!(kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"], json!(false));
+    assert_eq!(
+        kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"],
+        json!(false)
+    );
     assert_eq!(entries_of(&a, EntryKind::WorkloadSuspension).await.len(), 1);
 
     // babysitter restarts: its pause was undone, so the run is not restored as paused (and the

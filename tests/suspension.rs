@@ -106,7 +106,11 @@ async fn a_run_held_by_someone_else_is_quiet_until_released() {
                 .any(|i| i.run == "control" && i.family == Family::Progress)
         })
         .await;
-    assert!(stalled, "the hang is visible: {:#?}", h.incidents_of("control"));
+    assert!(
+        stalled,
+        "the hang is visible: {:#?}",
+        h.incidents_of("control")
+    );
     for _ in 0..40 {
         h.tick().await;
     }
@@ -187,7 +191,9 @@ async fn babysitter_s_own_pause_echoed_back_is_consistent_and_a_resume_outside_i
     assert_eq!(evs.len(), 1, "{evs:?}");
     assert!(
         evs[0].text.contains("resumed outside babysitter")
-            && evs[0].text.contains(&format!("open incidents ({})", inc.id))
+            && evs[0]
+                .text
+                .contains(&format!("open incidents ({})", inc.id))
             && evs[0].text.contains("a human took over"),
         "{}",
         evs[0].text
@@ -195,7 +201,12 @@ async fn babysitter_s_own_pause_echoed_back_is_consistent_and_a_resume_outside_i
     let now = h.incidents_of("run-a").remove(0);
     assert_eq!(now.state, IncidentState::AwaitingApproval);
     assert_eq!(now.pending.map(|p| p.id), inc.pending.map(|p| p.id));
-    assert_eq!(now.actions.len(), 1, "nothing more was done: {:#?}", now.actions);
+    assert_eq!(
+        now.actions.len(),
+        1,
+        "nothing more was done: {:#?}",
+        now.actions
+    );
     // And once: the same report again records nothing more.
     h.engine
         .observe_suspension("run-a", false, SuspendedBy::Outside)
@@ -220,7 +231,10 @@ async fn a_held_run_s_workload_changes_wait_for_a_human() {
     // runbook would pause the run on its own: held, the pause waits for a human instead.
     assert!(h.until_approval_pending().await);
     let inc = h.incidents_of("run-a").remove(0);
-    assert_eq!(inc.diagnosis.as_ref().unwrap().runbook, "gpu-hardware-error");
+    assert_eq!(
+        inc.diagnosis.as_ref().unwrap().runbook,
+        "gpu-hardware-error"
+    );
     assert!(inc.actions.is_empty(), "{:#?}", inc.actions);
     let pending = inc.pending.clone().unwrap();
     assert_eq!(pending.action.kind(), ActionKind::Pause);

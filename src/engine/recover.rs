@@ -286,7 +286,10 @@ impl Engine {
                 }
                 // Someone resumed it outside babysitter after that pause (see `suspension`).
                 if let Some(at) = resumed.get(run).filter(|_| w.paused) {
-                    tracing::info!(run, "babysitter's pause of this run was undone outside babysitter: not paused");
+                    tracing::info!(
+                        run,
+                        "babysitter's pause of this run was undone outside babysitter: not paused"
+                    );
                     w.paused = false;
                     w.since = Some(*at);
                 }

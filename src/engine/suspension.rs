@@ -271,7 +271,11 @@ mod tests {
             assert_eq!(d.verdict, Verdict::NeedsApproval, "{kind}");
             assert_eq!(d.rule, HELD_RULE);
             assert!(d.reason.contains("Kueue (queue `gpu`)"), "{}", d.reason);
-            assert!(d.reason.contains(&format!("does not {kind}")), "{}", d.reason);
+            assert!(
+                d.reason.contains(&format!("does not {kind}")),
+                "{}",
+                d.reason
+            );
         }
     }
 
@@ -318,7 +322,10 @@ mod tests {
 
     #[test]
     fn holders_read_well_and_serialize_with_a_tag() {
-        assert_eq!(SuspendedBy::Outside.to_string(), "someone outside babysitter");
+        assert_eq!(
+            SuspendedBy::Outside.to_string(),
+            "someone outside babysitter"
+        );
         assert_eq!(
             serde_json::to_value(SuspendedBy::Kueue { queue: "q".into() }).unwrap(),
             json!({"holder": "kueue", "queue": "q"})

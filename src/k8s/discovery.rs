@@ -606,11 +606,7 @@ impl Discovery {
         }
         t.suspended = Some(suspended);
         tracing::info!(run, suspended, by = %by, "watched workload's suspend field: {suspended}");
-        if !self
-            .engine
-            .observe_suspension(run, suspended, by)
-            .await
-        {
+        if !self.engine.observe_suspension(run, suspended, by).await {
             // Not watched after all (removed meanwhile): report again when it is.
             t.suspended = None;
         }
@@ -821,7 +817,11 @@ mod tests {
             .unwrap()
         };
         let none = json!({});
-        for kind in [WorkloadKind::Job, WorkloadKind::JobSet, WorkloadKind::TrainJob] {
+        for kind in [
+            WorkloadKind::Job,
+            WorkloadKind::JobSet,
+            WorkloadKind::TrainJob,
+        ] {
             let o = with(kind, json!({"suspend": true}), none.clone());
             assert_eq!(suspension(kind, &o), (true, SuspendedBy::Outside), "{kind}");
             let o = with(kind, json!({"suspend": false}), none.clone());
