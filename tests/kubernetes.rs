@@ -1332,3 +1332,200 @@ async fn the_agent_reads_a_job_its_pods_events_and_logs_read_only() {
     );
     assert_rbac_grants(&reqs);
 }
+
+/// The shared clock and simulator with run `llama` showing `faults`.
+fn metrics_with(
+    faults: Vec<babysitter::sim::Fault>,
+) -> (
+    std::sync::Arc<babysitter::clock::ManualClock>,
+    std::sync::Arc<babysitter::sim::SimCluster>,
+) {
+    let clock = babysitter::clock::ManualClock::new(common::ORIGIN);
+    let sim = std::sync::Arc::new(babysitter::sim::SimCluster::new(clock.clone(), 7));
+    let mut spec = babysitter::sim::SimRunSpec::new(JOB, common::ORIGIN - common::HISTORY);
+    spec.faults = faults;
+    sim.add_run(spec).unwrap();
+    (clock, sim)
+}
+
+/// "kubectl patch job llama -p '{"spec":{"suspend":…}}'": the Job as stored, with its suspend
+/// field set (and, optionally, a label added), written back as a user would.
+fn kubectl_suspend(kube: &FakeKube, suspend: bool) {
+    let mut job = kube.get(&JOBS, NS, JOB).expect("the Job");
+    job["spec"]["suspend"] = json!(suspend);
+    kube.put(&JOBS, job);
+}
+
+/// Polls (30 s of engine time, then a little real time for the watch stream) until the
+/// replica's audit log holds `n` `workload_suspension` entries; returns them.
+async fn until_suspension_entries(
+    r: &Replica,
+    clock: &babysitter::clock::ManualClock,
+    n: usize,
+) -> Vec<babysitter::audit::Entry> {
+    for _ in 0..100 {
+        let got = entries_of(r, EntryKind::WorkloadSuspension).await;
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(30.0);
+        r.step().await;
+    }
+    entries_of(r, EntryKind::WorkloadSuspension).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_suspended_with_kubectl_is_held_and_left_alone_until_resumed() {
+    let kube = FakeKube::start().await;
+    training_job(&kube);
+    let dir = tempfile::tempdir().unwrap();
+    // The job hangs 10 minutes in: while it runs, that is a stall babysitter restarts.
+    let (clock, sim) = metrics_with(common::hang_fault(9));
+    let a = Replica::start(&kube, "a", dir.path(), clock.clone(), sim).await;
+    assert!(eventually(10.0, || watched(&a.engine) == vec![JOB]).await);
+    clock.advance(30.0);
+    a.step().await;
+    // Discovery's first report (running) records nothing.
+    assert!(
+        entries_of(&a, EntryKind::WorkloadSuspension)
+            .await
+            .is_empty()
+    );
+
+    // A human suspends it with kubectl.
+    kubectl_suspend(&kube, true);
+    let held = until_suspension_entries(&a, &clock, 1).await;
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(held[0].run.as_deref(), Some(JOB));
+    assert_eq!(held[0].payload["change"], json!("held"));
+    assert_eq!(held[0].payload["by"], json!({"holder": "outside"}));
+    let w = a.engine.view().watches.remove(0);
+    assert_eq!(w.status, "held");
+    assert_eq!(
+        w.held.map(|h| h.by),
+        Some(babysitter::engine::SuspendedBy::Outside)
+    );
+
+    // An hour and a half: the step chart stops (the hang), and babysitter neither opens an
+    // incident nor touches the Job.
+    for _ in 0..180 {
+        clock.advance(30.0);
+        a.step().await;
+    }
+    assert!(a.incident().is_none(), "{:#?}", a.incident());
+    assert!(
+        !kube.requests().iter().any(is_action),
+        "no request changed anything: {:#?}",
+        kube.requests()
+            .into_iter()
+            .filter(is_action)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"],
+        json!(true)
+    );
+    assert_eq!(entries_of(&a, EntryKind::WorkloadSuspension).await.len(), 1);
+
+    // babysitter restarts: the hold is not persisted, discovery's initial list reports it again.
+    let sim = metrics_with(common::hang_fault(9)).1;
+    drop(a);
+    let b = Replica::start(&kube, "b", dir.path(), clock.clone(), sim).await;
+    assert!(eventually(10.0, || watched(&b.engine) == vec![JOB]).await);
+    let again = until_suspension_entries(&b, &clock, 2).await;
+    assert_eq!(again.len(), 2, "{again:#?}");
+    assert_eq!(again[1].payload["change"], json!("held"));
+    assert_eq!(b.engine.view().watches[0].status, "held");
+
+    // The human resumes it: released.
+    kubectl_suspend(&kube, false);
+    let all = until_suspension_entries(&b, &clock, 3).await;
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_eq!(all[2].payload["change"], json!("released"));
+    assert_eq!(b.engine.view().watches[0].status, "running");
+    assert!(!kube.requests().iter().any(is_action));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_babysitter_paused_and_a_human_resumed_is_no_longer_paused() {
+    let kube = FakeKube::start().await;
+    training_job(&kube);
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, sim) = metrics();
+    let a = Replica::start(&kube, "a", dir.path(), clock.clone(), sim).await;
+    assert!(eventually(10.0, || watched(&a.engine) == vec![JOB]).await);
+    // GPU Xid errors: babysitter pauses the Job and asks before restarting it.
+    let mut pending = None;
+    for _ in 0..120 {
+        clock.advance(30.0);
+        a.step().await;
+        if let Some(p) = a.incident().and_then(|i| i.pending) {
+            pending = Some(p);
+            break;
+        }
+    }
+    let pending = pending.expect("the restart waits for approval");
+    assert_eq!(
+        kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"],
+        json!(true)
+    );
+    // The watch stream echoes babysitter's own pause: consistent, nothing recorded.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(30.0);
+        a.step().await;
+    }
+    assert!(
+        entries_of(&a, EntryKind::WorkloadSuspension)
+            .await
+            .is_empty()
+    );
+    assert_eq!(a.engine.view().watches[0].status, "paused");
+    let actions_before = kube.requests().into_iter().filter(is_action).count();
+
+    // A human resumes it with kubectl.
+    kubectl_suspend(&kube, false);
+    let resumed = until_suspension_entries(&a, &clock, 1).await;
+    assert_eq!(resumed.len(), 1, "{resumed:#?}");
+    assert_eq!(resumed[0].payload["change"], json!("resumed_outside"));
+    assert_eq!(resumed[0].payload["babysitter_paused"], json!(true));
+    let inc = a.incident().unwrap();
+    assert_eq!(resumed[0].payload["open_incidents"], json!([inc.id]));
+    assert_eq!(a.engine.view().watches[0].status, "running");
+    // The incident is left as it was (a human took over): still waiting for the same approval,
+    // and babysitter does not pause the Job again.
+    for _ in 0..10 {
+        clock.advance(30.0);
+        a.step().await;
+    }
+    let inc = a.incident().unwrap();
+    assert_eq!(
+        inc.state,
+        babysitter::incident::IncidentState::AwaitingApproval
+    );
+    assert_eq!(inc.pending.map(|p| p.id), Some(pending.id));
+    assert_eq!(
+        kube.requests().into_iter().filter(is_action).count(),
+        actions_before
+    );
+    assert_eq!(
+        kube.get(&JOBS, NS, JOB).unwrap()["spec"]["suspend"],
+        json!(false)
+    );
+    assert_eq!(entries_of(&a, EntryKind::WorkloadSuspension).await.len(), 1);
+
+    // babysitter restarts: its pause was undone, so the run is not restored as paused (and the
+    // resume is not recorded a second time).
+    let sim = metrics().1;
+    drop(a);
+    let b = Replica::start(&kube, "b", dir.path(), clock.clone(), sim).await;
+    assert!(eventually(10.0, || watched(&b.engine) == vec![JOB]).await);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        clock.advance(30.0);
+        b.step().await;
+    }
+    assert_eq!(b.engine.view().watches[0].status, "running");
+    assert_eq!(entries_of(&b, EntryKind::WorkloadSuspension).await.len(), 1);
+}

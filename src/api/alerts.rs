@@ -792,6 +792,7 @@ mod tests {
             autonomy: crate::policy::Autonomy::Act,
             route: "ml".into(),
             status: "running".into(),
+            held: None,
             last_sample: None,
             blind_since: None,
             source_error: None,

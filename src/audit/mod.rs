@@ -83,11 +83,14 @@ pub enum EntryKind {
     WatchEnded,
     /// This replica gained or lost the leadership (only the leader acts).
     LeadershipChanged,
+    /// A watched workload was suspended or resumed by someone other than babysitter (a human
+    /// with kubectl, Kueue): babysitter holds off, or takes note that its own pause was undone.
+    WorkloadSuspension,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 30] = [
+    pub const ALL: [EntryKind; 31] = [
         EntryKind::Started,
         EntryKind::ConfigLoaded,
         EntryKind::RunbooksLoaded,
@@ -118,6 +121,7 @@ impl EntryKind {
         EntryKind::Recovery,
         EntryKind::WatchEnded,
         EntryKind::LeadershipChanged,
+        EntryKind::WorkloadSuspension,
     ];
 
     /// The stored (and serialized) name: snake_case, as in the `kind` column.
@@ -156,6 +160,7 @@ impl EntryKind {
 
             EntryKind::WatchEnded => "watch_ended",
             EntryKind::LeadershipChanged => "leadership_changed",
+            EntryKind::WorkloadSuspension => "workload_suspension",
         }
     }
 

@@ -721,6 +721,7 @@ fn blind_runs_come_first_on_the_index() {
         autonomy: Autonomy::Act,
         route: "ml-oncall".into(),
         status: status.into(),
+        held: None,
         last_sample: Some(now - 30.0),
         blind_since: (status == "blind").then_some(now - 600.0),
         source_error: (status == "blind").then(|| "prometheus: connection refused <b>".to_string()),

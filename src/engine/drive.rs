@@ -454,6 +454,10 @@ impl Engine {
             is_leader: self.is_leader(),
         };
         let decision = policy::decide(&self.cfg.policy, &request);
+        // Someone else holds the workload suspended: babysitter does not undo that on its own.
+        let human = approved_by.is_some() || inc.requested_by.is_some();
+        let decision =
+            super::suspension::hold_gate(decision, w.held.as_ref(), action.kind(), human);
         let target = w.cfg.target.clone();
         self.metrics
             .decisions

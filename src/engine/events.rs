@@ -30,6 +30,9 @@ pub enum EventKind {
     Paged,
     /// The LLM investigator reported (a proposal, "does not know", or a failure).
     AgentReported,
+    /// A watched workload was suspended or resumed by someone other than babysitter (held,
+    /// released, or babysitter's own pause undone).
+    WorkloadSuspension,
 }
 
 impl EventKind {
@@ -57,6 +60,7 @@ impl EventKind {
             EventKind::Escalated => "⚑",
             EventKind::Paged => "☎",
             EventKind::AgentReported => "✎",
+            EventKind::WorkloadSuspension => "‖",
         }
     }
 }

@@ -22,6 +22,7 @@ mod drive;
 mod events;
 mod execute;
 mod recover;
+mod suspension;
 mod view;
 mod watches;
 
@@ -35,6 +36,7 @@ use tokio::sync::{Mutex, Notify, broadcast};
 pub use events::{Event, EventKind};
 pub use execute::{ExecuteError, ExecuteRequest, ExecuteResult, PlannedStep};
 pub use recover::{CRASH_AFTER_INTENT_ENV, Recovered, RestoreReport, SkippedIncident};
+pub use suspension::{HELD_RULE, Held, SuspendedBy};
 pub use view::{View, WatchView};
 pub use watches::{Leadership, WatchError};
 
@@ -92,6 +94,12 @@ pub(crate) struct WatchState {
     pub since: Option<f64>,
     /// Babysitter paused this run.
     pub paused: bool,
+    /// Someone other than babysitter holds the workload suspended (a human, Kueue): detection
+    /// treats the run as paused and workload changes wait for a human (see `suspension`).
+    pub held: Option<suspension::Held>,
+    /// The workload's suspend field as Kubernetes discovery last reported it (reconciled with
+    /// `paused` and `held` on the next pass).
+    pub observed: Option<suspension::Observed>,
     /// The last poll failed: the watch is blind, nothing is detected or done on stale data.
     pub blind_since: Option<f64>,
     pub source_error: Option<String>,
@@ -358,6 +366,7 @@ impl Engine {
         let now = self.h.clock.now();
         let mut st = self.state.lock().await;
         self.collect_agent_reports(&mut st, now).await;
+        self.reconcile_suspensions(&mut st, now).await;
         self.poll(&mut st, now).await;
         let runs: Vec<String> = st.watches.keys().cloned().collect();
         for run in &runs {
@@ -478,7 +487,7 @@ impl Engine {
                 now,
                 charts: &w.charts,
                 since: w.since,
-                paused: w.paused,
+                paused: w.quiet(),
                 params,
             };
             let current = detect_all(&ctx);
@@ -788,8 +797,16 @@ impl WatchState {
     /// What a successful action tells the watch: a pause quiets the progress detectors until a
     /// resume or a restart, which also starts a new life of the run at `at` (older samples and
     /// conditions belong to the last one).
+    ///
+    /// A workload-changing action also sets aside the last suspension report: it may predate
+    /// the change, and the watch stream reports the change itself.
     pub(crate) fn note_action(&mut self, kind: crate::act::ActionKind, at: f64) {
         use crate::act::ActionKind;
+        if kind.mutates_workload()
+            && let Some(o) = self.observed.as_mut()
+        {
+            o.stale = true;
+        }
         match kind {
             ActionKind::Pause => self.paused = true,
             ActionKind::Resume => {
@@ -816,6 +833,8 @@ impl WatchState {
             last_sample: None,
             since: None,
             paused: false,
+            held: None,
+            observed: None,
             blind_since: None,
             source_error: None,
             blind_paged: false,

@@ -8,7 +8,10 @@
 //! `babysitter_incidents_unreadable_total` and listed in the [`RestoreReport`]. Whether babysitter
 //! left a run *paused* is rebuilt from the audit log's `action_outcome` entries: per run, the last
 //! successful pause, resume or restart-from-checkpoint after the run's last `watch_ended` decides
-//! (a watch that ended starts fresh when it comes back, as it does in memory). The audit log is
+//! (a watch that ended starts fresh when it comes back, as it does in memory); a pause that a
+//! `workload_suspension` entry after it says was undone outside babysitter (a human resumed the
+//! workload) no longer counts. A hold by someone else is not restored: discovery reports every
+//! watched workload's suspend field when it adds the watch, and the engine holds it again. The audit log is
 //! the source because it is the durable record written around every action (the intent before,
 //! the outcome after), it covers incidents that have since ended (an escalated incident leaves
 //! its run paused) and it needs no call to the workload. The actuator is not asked:
@@ -105,6 +108,8 @@ pub struct SkippedIncident {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LastLifeAction {
     pub kind: ActionKind,
+    /// Its `action_outcome` entry's seq.
+    pub seq: i64,
     /// The action's idempotency key (finds the incident's record of it, with its time).
     pub key: String,
 }
@@ -147,10 +152,50 @@ pub(crate) fn last_life_actions(
         }
         let key = e.payload["key"].as_str().unwrap_or_default().to_string();
         if last.get(run).is_none_or(|(seq, _)| e.seq > *seq) {
-            last.insert(run.to_string(), (e.seq, LastLifeAction { kind, key }));
+            last.insert(
+                run.to_string(),
+                (
+                    e.seq,
+                    LastLifeAction {
+                        kind,
+                        seq: e.seq,
+                        key,
+                    },
+                ),
+            );
         }
     }
     last.into_iter().map(|(run, (_, a))| (run, a)).collect()
+}
+
+/// Runs whose last pause by babysitter (in `last`) was undone outside babysitter afterwards:
+/// a `workload_suspension` entry (`suspensions`, in seq order) that released the run or noted
+/// it resumed, after that pause. Maps each to the engine time the resume was noted (where its
+/// new life starts).
+pub(crate) fn resumed_after_pause(
+    last: &BTreeMap<String, LastLifeAction>,
+    suspensions: &[Entry],
+) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for e in suspensions {
+        let Some(run) = e.run.as_deref() else {
+            continue;
+        };
+        let Some(pause) = last.get(run).filter(|a| a.kind == ActionKind::Pause) else {
+            continue;
+        };
+        let undone = matches!(
+            e.payload["change"].as_str(),
+            Some("resumed_outside" | "released")
+        );
+        if e.seq > pause.seq
+            && undone
+            && let Some(at) = e.payload["at"].as_f64()
+        {
+            out.insert(run.to_string(), at);
+        }
+    }
+    out
 }
 
 impl Engine {
@@ -175,9 +220,14 @@ impl Engine {
         let history = match (
             self.all_of(EntryKind::ActionOutcome, only).await,
             self.all_of(EntryKind::WatchEnded, only).await,
+            self.all_of(EntryKind::WorkloadSuspension, only).await,
         ) {
-            (Ok(outcomes), Ok(ended)) => Some(last_life_actions(&outcomes, &ended)),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(outcomes), Ok(ended), Ok(suspensions)) => {
+                let last = last_life_actions(&outcomes, &ended);
+                let resumed = resumed_after_pause(&last, &suspensions);
+                Some((last, resumed))
+            }
+            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
                 tracing::error!(error = %e, run = only, "cannot read action outcomes: whether babysitter paused a run is not restored");
                 None
             }
@@ -221,7 +271,7 @@ impl Engine {
             report.restored.push(inc.id.clone());
             st.incidents.insert(inc.id.clone(), inc);
         }
-        if let Some(history) = history {
+        if let Some((history, resumed)) = history {
             for (run, w) in st.watches.iter_mut() {
                 if only.is_some_and(|o| o != run) {
                     continue;
@@ -232,6 +282,15 @@ impl Engine {
                     .filter(|a| a.kind != ActionKind::Pause)
                     .and_then(|a| action_times.get(&a.key))
                 {
+                    w.since = Some(*at);
+                }
+                // Someone resumed it outside babysitter after that pause (see `suspension`).
+                if let Some(at) = resumed.get(run).filter(|_| w.paused) {
+                    tracing::info!(
+                        run,
+                        "babysitter's pause of this run was undone outside babysitter: not paused"
+                    );
+                    w.paused = false;
                     w.since = Some(*at);
                 }
                 if w.paused {
@@ -575,6 +634,39 @@ mod tests {
         );
         assert_eq!(last["a"].key, "inc-1/a1/s1");
         assert_eq!(last["b"].key, "inc-1/a1/s3");
+    }
+
+    fn suspension(seq: i64, run: &str, change: &str, at: f64) -> Entry {
+        Entry {
+            kind: EntryKind::WorkloadSuspension,
+            payload: json!({"change": change, "at": at}),
+            incident: None,
+            ..outcome(seq, run, Action::Pause, true)
+        }
+    }
+
+    #[test]
+    fn a_pause_undone_outside_babysitter_afterwards_no_longer_counts() {
+        let outcomes = [
+            outcome(1, "a", Action::Pause, true),
+            outcome(2, "b", Action::Pause, true),
+            outcome(3, "c", Action::Pause, true),
+            outcome(6, "c", Action::Pause, true),
+            outcome(7, "d", Action::Resume, true),
+        ];
+        let last = last_life_actions(&outcomes, &[]);
+        let suspensions = [
+            // `a`: resumed by a human after babysitter's pause.
+            suspension(4, "a", "resumed_outside", 100.0),
+            // `b`: held (nothing undone).
+            suspension(5, "b", "held", 110.0),
+            // `c`: resumed, then paused by babysitter again: the later pause stands.
+            suspension(5, "c", "resumed_outside", 120.0),
+            // `d`: not paused by babysitter at all.
+            suspension(8, "d", "released", 130.0),
+        ];
+        let resumed = resumed_after_pause(&last, &suspensions);
+        assert_eq!(resumed, HashMap::from([("a".to_string(), 100.0)]));
     }
 
     #[test]

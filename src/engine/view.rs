@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::State;
+use super::suspension::Held;
 use crate::act::Target;
 use crate::detect::Finding;
 use crate::incident::Incident;
@@ -17,8 +18,12 @@ pub struct WatchView {
     pub target: Target,
     pub autonomy: Autonomy,
     pub route: String,
-    /// `running`, `paused` (by babysitter), `blind` (charts unreadable) or `waiting` (no data yet).
+    /// `running`, `paused` (by babysitter), `held` (suspended by someone else: a human, Kueue),
+    /// `blind` (charts unreadable) or `waiting` (no data yet).
     pub status: String,
+    /// Who holds the workload suspended, and since when (status `held`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
     pub last_sample: Option<f64>,
     pub blind_since: Option<f64>,
     pub source_error: Option<String>,
@@ -47,6 +52,8 @@ impl View {
                     "blind"
                 } else if w.paused {
                     "paused"
+                } else if w.held.is_some() {
+                    "held"
                 } else if w.last_sample.is_none() {
                     "waiting"
                 } else {
@@ -58,6 +65,7 @@ impl View {
                     autonomy: w.cfg.autonomy,
                     route: w.cfg.route.clone(),
                     status: status.to_string(),
+                    held: w.held.clone(),
                     last_sample: w.last_sample,
                     blind_since: w.blind_since,
                     source_error: w.source_error.clone(),

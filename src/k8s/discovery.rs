@@ -13,6 +13,13 @@
 //!
 //! Deciding what one object means ([`evaluate`]) is a pure function; [`Discovery`] owns the
 //! streams and the bookkeeping of which workload became which watch.
+//!
+//! Discovery also reads every watched workload's suspend field ([`suspension`]) and tells the
+//! engine ([`Engine::observe_suspension`]) when it changes, and once when the watch starts
+//! (so a run babysitter had paused, and that was resumed while babysitter was down, is noticed
+//! too), naming who likely holds it: Kueue when the workload carries Kueue's queue label,
+//! otherwise someone outside babysitter. The initial list of a (re)started watcher goes
+//! through the same path, so a hold is found again after babysitter restarts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -28,7 +35,7 @@ use tokio::sync::Mutex;
 use crate::act::Target;
 use crate::charts::ChartKey;
 use crate::config::{Config, WatchConfig};
-use crate::engine::Engine;
+use crate::engine::{Engine, SuspendedBy};
 use crate::policy::Autonomy;
 use crate::sources::prometheus::settings::{ChartTemplate, ProfileSel};
 
@@ -296,11 +303,33 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Whether a workload is suspended (its kind's suspend field; absent means running), and who
+/// likely holds it so: Kueue if it is in a Kueue queue, otherwise someone outside babysitter.
+pub fn suspension(kind: WorkloadKind, obj: &DynamicObject) -> (bool, SuspendedBy) {
+    let suspended = crate::k8s::workload::is_suspended(kind, &obj.data);
+    let queue = obj
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::k8s::workload::KUEUE_QUEUE_LABEL))
+        .map(|q| q.trim())
+        .filter(|q| !q.is_empty());
+    let by = match queue {
+        Some(q) => SuspendedBy::Kueue {
+            queue: q.to_string(),
+        },
+        None => SuspendedBy::Outside,
+    };
+    (suspended, by)
+}
+
 /// What discovery remembers of one workload.
 #[derive(Debug, Default)]
 struct Tracked {
     /// The watch it became (`None`: not watched).
     watch: Option<WatchConfig>,
+    /// The suspend value last reported to the engine for this watch (`None`: not yet).
+    suspended: Option<bool>,
     /// The last problem warned about (each problem is warned once, not on every update).
     problem: Option<String>,
 }
@@ -533,6 +562,7 @@ impl Discovery {
                 let mut tracked = self.tracked.lock().await;
                 let t = tracked.entry(key.clone()).or_default();
                 if t.watch.as_ref() == Some(&w) {
+                    self.report_suspension(t, &w.run, kind, obj).await;
                     return;
                 }
                 if let Some(old) = t.watch.take() {
@@ -544,6 +574,9 @@ impl Discovery {
                     Ok(()) => {
                         tracing::info!(workload = %key, run = %w.run, "babysitting {key} as run `{}`", w.run);
                         t.problem = None;
+                        // A new watch in the engine knows nothing yet: report once.
+                        t.suspended = None;
+                        self.report_suspension(t, &w.run, kind, obj).await;
                         t.watch = Some(w);
                     }
                     Err(e) => {
@@ -555,6 +588,27 @@ impl Discovery {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the engine the workload's suspend value if it changed since the last report (or
+    /// was never reported for this watch).
+    async fn report_suspension(
+        &self,
+        t: &mut Tracked,
+        run: &str,
+        kind: WorkloadKind,
+        obj: &DynamicObject,
+    ) {
+        let (suspended, by) = suspension(kind, obj);
+        if t.suspended == Some(suspended) {
+            return;
+        }
+        t.suspended = Some(suspended);
+        tracing::info!(run, suspended, by = %by, "watched workload's suspend field: {suspended}");
+        if !self.engine.observe_suspension(run, suspended, by).await {
+            // Not watched after all (removed meanwhile): report again when it is.
+            t.suspended = None;
         }
     }
 
@@ -749,6 +803,63 @@ mod tests {
             watch_of(evaluate(WorkloadKind::TrainJob, &o, &s)).autonomy,
             Autonomy::Observe
         );
+    }
+
+    #[test]
+    fn the_suspend_field_and_its_likely_holder_are_read_per_kind() {
+        let with = |kind: WorkloadKind, spec: Value, labels: Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": kind.api_version(),
+                "kind": kind.kind(),
+                "metadata": {"name": "llama", "namespace": "ml", "labels": labels},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let none = json!({});
+        for kind in [
+            WorkloadKind::Job,
+            WorkloadKind::JobSet,
+            WorkloadKind::TrainJob,
+        ] {
+            let o = with(kind, json!({"suspend": true}), none.clone());
+            assert_eq!(suspension(kind, &o), (true, SuspendedBy::Outside), "{kind}");
+            let o = with(kind, json!({"suspend": false}), none.clone());
+            assert!(!suspension(kind, &o).0, "{kind}");
+            // Absent (or not a boolean) means running.
+            assert!(!suspension(kind, &with(kind, json!({}), none.clone())).0);
+            assert!(!suspension(kind, &with(kind, json!({"suspend": "yes"}), none.clone())).0);
+        }
+        // A PyTorchJob keeps it under runPolicy; spec.suspend means nothing there.
+        let o = with(
+            WorkloadKind::PyTorchJob,
+            json!({"runPolicy": {"suspend": true}}),
+            none.clone(),
+        );
+        assert!(suspension(WorkloadKind::PyTorchJob, &o).0);
+        let o = with(WorkloadKind::PyTorchJob, json!({"suspend": true}), none);
+        assert!(!suspension(WorkloadKind::PyTorchJob, &o).0);
+        // In a Kueue queue: Kueue holds it.
+        let o = with(
+            WorkloadKind::Job,
+            json!({"suspend": true}),
+            json!({"kueue.x-k8s.io/queue-name": "gpu-a100"}),
+        );
+        assert_eq!(
+            suspension(WorkloadKind::Job, &o),
+            (
+                true,
+                SuspendedBy::Kueue {
+                    queue: "gpu-a100".into()
+                }
+            )
+        );
+        let o = with(
+            WorkloadKind::Job,
+            json!({"suspend": true}),
+            json!({"kueue.x-k8s.io/queue-name": " "}),
+        );
+        assert_eq!(suspension(WorkloadKind::Job, &o).1, SuspendedBy::Outside);
     }
 
     #[test]
