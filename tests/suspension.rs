@@ -273,3 +273,80 @@ async fn a_held_run_s_workload_changes_wait_for_a_human() {
     assert_ne!(inc.actions[0].decision.rule, HELD_RULE);
     assert_eq!(status(&h, "run-a"), "paused");
 }
+
+#[tokio::test]
+async fn verification_waits_out_a_hold_and_starts_again_when_released() {
+    // A hang that a restart cures: the hang runbook restarts the run and verifies progress.
+    let h = Harness::new(vec![("run-a", common::hang_fault(0))], |_| {}).await;
+    let verifying = h
+        .until(3600.0, |v| {
+            v.incidents
+                .values()
+                .any(|i| i.state == IncidentState::Verifying)
+        })
+        .await;
+    assert!(verifying, "{:#?}", h.incidents_of("run-a"));
+    // A human suspends the workload to look at it, mid-verification.
+    h.engine
+        .observe_suspension("run-a", true, SuspendedBy::Outside)
+        .await;
+    h.tick().await;
+    assert_eq!(status(&h, "run-a"), "held");
+    // Two hours, far past the runbook's verification window: a held run is not judged, so the
+    // incident neither resolves nor fails (the simulator keeps stepping: without the wait it
+    // would have counted as recovered while suspended).
+    for _ in 0..240 {
+        h.tick().await;
+    }
+    let inc = h.incidents_of("run-a").remove(0);
+    assert_eq!(inc.state, IncidentState::Verifying, "{inc:#?}");
+    assert_eq!(inc.attempt, 1, "no retry while held");
+    match &inc.verification {
+        Some(babysitter::verify::VerifyStatus::Pending(why)) => {
+            assert!(
+                why.contains("held suspended by someone outside babysitter"),
+                "{why}"
+            )
+        }
+        other => panic!("expected a pending verification, got {other:?}"),
+    }
+    let verdicts: Vec<Entry> = h
+        .entries(&inc.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Verification && e.payload["status"] != json!("started"))
+        .collect();
+    assert!(verdicts.is_empty(), "no verdict while held: {verdicts:#?}");
+
+    // Released: verification starts again from now, with the runbook's whole window.
+    h.engine
+        .observe_suspension("run-a", false, SuspendedBy::Outside)
+        .await;
+    h.tick().await;
+    let released_at = h.clock.now();
+    let entries = suspension_entries(&h, "run-a").await;
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    assert_eq!(entries[1].payload["change"], json!("released"));
+    assert_eq!(
+        entries[1].payload["verification_restarted"],
+        json!([inc.id])
+    );
+    assert!(
+        entries[1].payload["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("verification of {} starts again", inc.id))),
+        "{}",
+        entries[1].payload["text"]
+    );
+    let inc = h.incidents_of("run-a").remove(0);
+    assert_eq!(inc.verify_since, Some(released_at));
+    let resolved = h
+        .until(3600.0, |v| {
+            v.incidents
+                .values()
+                .any(|i| i.state == IncidentState::Resolved)
+        })
+        .await;
+    assert!(resolved, "{:#?}", h.incidents_of("run-a"));
+    assert!(h.clock.now() - released_at >= 60.0);
+}

@@ -703,6 +703,17 @@ impl Engine {
                     .await;
                 return true;
             };
+            if let Some(h) = &w.held {
+                // Someone else holds the workload suspended: a run that cannot progress is not
+                // judged. Its verification starts afresh when the hold is lifted.
+                let status = VerifyStatus::Pending(format!(
+                    "held suspended by {} since {}: verification waits until the run is released",
+                    h.by,
+                    crate::clock::fmt_t(h.since)
+                ));
+                inc.verification = Some(status);
+                return false;
+            }
             let kinds: Vec<_> = inc.findings.iter().map(|f| f.kind).collect();
             let findings_active = w.hysteresis.active().any(|f| kinds.contains(&f.kind));
             verify::evaluate(

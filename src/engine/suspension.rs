@@ -19,6 +19,9 @@
 //! held, a workload-changing step of an incident babysitter opened itself waits for a human's
 //! approval ([`hold_gate`], rule `workload_held`): babysitter never undoes someone else's hold
 //! on its own. Approvals and runbooks an operator executes go through the policy gate as usual.
+//! A held run's verification is not judged (a suspended run cannot show progress, and one that
+//! still steps is not being checked on what it will do); when the hold is lifted, verification
+//! of its incidents starts again with the runbook's whole window.
 //!
 //! Why reconcile at the next pass instead of at once: the watch stream can deliver a change
 //! babysitter made itself after babysitter made another one (a pause and a restart in one pass
@@ -194,13 +197,29 @@ impl Engine {
                 .filter(|i| i.run == run && !i.state.is_final())
                 .map(|i| i.id.clone())
                 .collect();
+            // Verification waited out the hold (`check_verification`): the run's new life is
+            // judged from now, with the runbook's whole window, not what was left of it.
+            let mut reverified = Vec::new();
+            if change != Change::Held {
+                for inc in st.incidents.values_mut().filter(|i| {
+                    i.run == run && i.state == crate::incident::IncidentState::Verifying
+                }) {
+                    inc.verify_since = Some(now);
+                    reverified.push(inc.id.clone());
+                }
+            }
             let text = match change {
                 Change::Held => format!(
                     "workload suspended by {by}, not by babysitter: held — progress and slowdown detectors are quiet and babysitter changes nothing on it without a human"
                 ),
                 Change::Released => format!(
-                    "workload running again (suspend lifted, likely by {by}) after {:.0} s held: babysitter watches it as a new start",
-                    held_since.map_or(0.0, |s| now - s)
+                    "workload running again (suspend lifted, likely by {by}) after {} held: babysitter watches it as a new start{}",
+                    crate::clock::fmt_span(held_since.map_or(0.0, |s| now - s)),
+                    if reverified.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; verification of {} starts again", reverified.join(", "))
+                    }
                 ),
                 Change::ResumedOutside => {
                     let incidents = if open.is_empty() {
@@ -228,6 +247,7 @@ impl Engine {
                     "held_since": held_since,
                     "at": now,
                     "open_incidents": open,
+                    "verification_restarted": reverified,
                     "text": text,
                 }),
             )
