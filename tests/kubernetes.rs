@@ -646,11 +646,24 @@ impl Replica {
         clock: std::sync::Arc<babysitter::clock::ManualClock>,
         sim: std::sync::Arc<babysitter::sim::SimCluster>,
     ) -> Replica {
+        Self::start_with(kube, who, dir, clock, sim, vec![]).await
+    }
+
+    /// [`Replica::start`] with watches in its config file.
+    async fn start_with(
+        kube: &FakeKube,
+        who: &str,
+        dir: &std::path::Path,
+        clock: std::sync::Arc<babysitter::clock::ManualClock>,
+        sim: std::sync::Arc<babysitter::sim::SimCluster>,
+        watches: Vec<babysitter::config::WatchConfig>,
+    ) -> Replica {
         use babysitter::k8s::actuator::{KubeActuator, KubeActuatorOptions};
         use babysitter::k8s::workload::Recreations;
         use std::sync::Arc;
         let cfg = babysitter::config::Config {
             data_dir: dir.to_path_buf(),
+            watches,
             ..Default::default()
         };
         let audit = Arc::new(
@@ -1528,4 +1541,50 @@ async fn a_job_babysitter_paused_and_a_human_resumed_is_no_longer_paused() {
     }
     assert_eq!(b.engine.view().watches[0].status, "running");
     assert_eq!(entries_of(&b, EntryKind::WorkloadSuspension).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_watched_from_the_config_file_is_held_too() {
+    // The Job is not annotated: babysitter watches it because its config file says so.
+    let kube = FakeKube::start().await;
+    training_job(&kube);
+    let mut job = kube.get(&JOBS, NS, JOB).expect("the Job");
+    job["metadata"]["annotations"] = json!({});
+    kube.put(&JOBS, job);
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, sim) = metrics_with(common::hang_fault(9));
+    let watch = babysitter::config::WatchConfig {
+        target: Target::Kubernetes {
+            api_version: "batch/v1".into(),
+            workload_kind: "Job".into(),
+            namespace: NS.into(),
+            name: JOB.into(),
+        },
+        ..common::watch(JOB)
+    };
+    let a = Replica::start_with(&kube, "a", dir.path(), clock.clone(), sim, vec![watch]).await;
+    assert_eq!(watched(&a.engine), vec![JOB]);
+    clock.advance(30.0);
+    a.step().await;
+
+    kubectl_suspend(&kube, true);
+    let held = until_suspension_entries(&a, &clock, 1).await;
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(held[0].payload["change"], json!("held"));
+    assert_eq!(a.engine.view().watches[0].status, "held");
+    // The hang starts while it is held: nothing is opened, nothing is sent.
+    for _ in 0..60 {
+        clock.advance(30.0);
+        a.step().await;
+    }
+    assert!(a.incident().is_none(), "{:#?}", a.incident());
+    assert!(!kube.requests().iter().any(is_action));
+
+    kubectl_suspend(&kube, false);
+    let all = until_suspension_entries(&a, &clock, 2).await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[1].payload["change"], json!("released"));
+    // Still the config file's watch: discovery neither ended it nor added another.
+    assert_eq!(watched(&a.engine), vec![JOB]);
+    assert!(entries_of(&a, EntryKind::WatchEnded).await.is_empty());
 }

@@ -19,7 +19,10 @@
 //! (so a run babysitter had paused, and that was resumed while babysitter was down, is noticed
 //! too), naming who likely holds it: Kueue when the workload carries Kueue's queue label,
 //! otherwise someone outside babysitter. The initial list of a (re)started watcher goes
-//! through the same path, so a hold is found again after babysitter restarts.
+//! through the same path, so a hold is found again after babysitter restarts. Workloads that a
+//! watch of the config file targets (`target = { kind = "kubernetes", … }`) are not discovery's
+//! to start or end, but their suspend field is reported the same way; such a workload is not
+//! also discovered through its annotations (the config file's watch is the one).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -343,6 +346,10 @@ pub struct Discovery {
     tracked: Mutex<HashMap<WorkloadKey, Tracked>>,
     /// Deletions that are the actuator's recreations (shared with this replica's actuator).
     recreations: Arc<crate::k8s::workload::Recreations>,
+    /// The config file's watches of Kubernetes workloads, by workload (their runs).
+    configured: HashMap<WorkloadKey, String>,
+    /// The suspend value last reported for each configured workload (`None`: not yet).
+    configured_suspended: Mutex<HashMap<WorkloadKey, Option<bool>>>,
 }
 
 /// Why discovery could not start.
@@ -377,6 +384,7 @@ impl Discovery {
         kinds: Vec<WorkloadKind>,
         recreations: Arc<crate::k8s::workload::Recreations>,
     ) -> Arc<Discovery> {
+        let configured = configured_workloads(&engine.config().watches);
         Arc::new(Discovery {
             client,
             engine,
@@ -384,6 +392,8 @@ impl Discovery {
             kinds,
             tracked: Mutex::new(HashMap::new()),
             recreations,
+            configured,
+            configured_suspended: Mutex::new(HashMap::new()),
         })
     }
 
@@ -538,6 +548,13 @@ impl Discovery {
 
     /// One object added or changed.
     async fn apply(&self, key: WorkloadKey, kind: WorkloadKind, obj: &DynamicObject) {
+        if let Some(run) = self.configured.get(&key) {
+            // A watch of the config file: only its suspend field is discovery's business.
+            let mut seen = self.configured_suspended.lock().await;
+            let last = seen.entry(key).or_default();
+            self.report_suspension(last, run, kind, obj).await;
+            return;
+        }
         match evaluate(kind, obj, &self.settings) {
             Verdict::NotAnnotated => {
                 self.forget(&key, "no longer annotated babysitter.dev/watch=\"true\"")
@@ -562,7 +579,8 @@ impl Discovery {
                 let mut tracked = self.tracked.lock().await;
                 let t = tracked.entry(key.clone()).or_default();
                 if t.watch.as_ref() == Some(&w) {
-                    self.report_suspension(t, &w.run, kind, obj).await;
+                    self.report_suspension(&mut t.suspended, &w.run, kind, obj)
+                        .await;
                     return;
                 }
                 if let Some(old) = t.watch.take() {
@@ -576,7 +594,8 @@ impl Discovery {
                         t.problem = None;
                         // A new watch in the engine knows nothing yet: report once.
                         t.suspended = None;
-                        self.report_suspension(t, &w.run, kind, obj).await;
+                        self.report_suspension(&mut t.suspended, &w.run, kind, obj)
+                            .await;
                         t.watch = Some(w);
                     }
                     Err(e) => {
@@ -595,31 +614,58 @@ impl Discovery {
     /// was never reported for this watch).
     async fn report_suspension(
         &self,
-        t: &mut Tracked,
+        last: &mut Option<bool>,
         run: &str,
         kind: WorkloadKind,
         obj: &DynamicObject,
     ) {
         let (suspended, by) = suspension(kind, obj);
-        if t.suspended == Some(suspended) {
+        if *last == Some(suspended) {
             return;
         }
-        t.suspended = Some(suspended);
+        *last = Some(suspended);
         tracing::info!(run, suspended, by = %by, "watched workload's suspend field: {suspended}");
         if !self.engine.observe_suspension(run, suspended, by).await {
             // Not watched after all (removed meanwhile): report again when it is.
-            t.suspended = None;
+            *last = None;
         }
     }
 
     /// Ends the watch of a workload, if it had one, and forgets it.
     async fn forget(&self, key: &WorkloadKey, reason: &str) {
+        // A configured workload deleted and created again is reported afresh.
+        self.configured_suspended.lock().await.remove(key);
         let t = self.tracked.lock().await.remove(key);
         if let Some(w) = t.and_then(|t| t.watch) {
             tracing::info!(workload = %key, run = %w.run, "{reason}: watch ended");
             self.engine.remove_watch(&w.run, reason).await;
         }
     }
+}
+
+/// The workloads the config file's watches target, with their runs (a target of a kind
+/// discovery does not know is left out: the actuator reports it when it acts).
+fn configured_workloads(watches: &[WatchConfig]) -> HashMap<WorkloadKey, String> {
+    watches
+        .iter()
+        .filter_map(|w| match &w.target {
+            Target::Kubernetes {
+                api_version,
+                workload_kind,
+                namespace,
+                name,
+            } => {
+                let kind = WorkloadKind::from_type(api_version, workload_kind).ok()?;
+                let key = WorkloadKey {
+                    kind,
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                Some((key, w.run.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn key_of(kind: WorkloadKind, obj: &DynamicObject) -> Option<WorkloadKey> {
@@ -660,6 +706,43 @@ mod tests {
             Verdict::Watch(w) => *w,
             other => panic!("expected a watch, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_config_file_s_kubernetes_watches_are_known_by_workload() {
+        let kube = |run: &str, api: &str, kind: &str, name: &str| WatchConfig {
+            run: run.into(),
+            target: Target::Kubernetes {
+                api_version: api.into(),
+                workload_kind: kind.into(),
+                namespace: "ml".into(),
+                name: name.into(),
+            },
+            autonomy: Autonomy::Act,
+            route: "default".into(),
+            runbooks: vec![],
+            detectors: None,
+            profile: None,
+            charts: BTreeMap::new(),
+        };
+        let sim = WatchConfig {
+            target: Target::Simulated { run: "s".into() },
+            ..kube("s", "batch/v1", "Job", "s")
+        };
+        let got = configured_workloads(&[
+            kube("llama", "batch/v1", "Job", "llama-job"),
+            kube("pt", "kubeflow.org/v1", "PyTorchJob", "pt-job"),
+            kube("odd", "apps/v1", "Deployment", "web"),
+            sim,
+        ]);
+        assert_eq!(got.len(), 2, "{got:?}");
+        let key = |kind, name: &str| WorkloadKey {
+            kind,
+            namespace: "ml".into(),
+            name: name.into(),
+        };
+        assert_eq!(got[&key(WorkloadKind::Job, "llama-job")], "llama");
+        assert_eq!(got[&key(WorkloadKind::PyTorchJob, "pt-job")], "pt");
     }
 
     #[test]
