@@ -533,7 +533,9 @@ async fn a_slow_model_times_out() {
     cfg.max_wall = Duration::from_millis(400);
     let started = std::time::Instant::now();
     let r = investigate(&server, cfg, ClusterState::default(), None).await;
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Without the budget the call would take its full 3 s: any less is the budget's doing
+    // (the slack is for a loaded machine).
+    assert!(started.elapsed() < Duration::from_millis(2900));
     assert!(
         r.error.unwrap().starts_with("time budget exhausted"),
         "wall time must be named"

@@ -659,19 +659,26 @@ async fn a_blind_watch_detects_nothing_and_does_nothing_until_it_sees_again() {
     assert_eq!(last.action, PageAction::Resolve);
 }
 
-/// A pager whose receiver takes 3 s to answer.
-struct SlowPager;
+/// A pager whose receiver does not answer until the test lets it (`gate`).
+struct GatedPager {
+    entered: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
 
 #[async_trait::async_trait]
-impl babysitter::notify::Pager for SlowPager {
+impl babysitter::notify::Pager for GatedPager {
     fn name(&self) -> &str {
-        "slow"
+        "gated"
     }
     async fn send(
         &self,
         _page: &babysitter::notify::Page,
     ) -> Result<(), babysitter::notify::PageError> {
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        self.entered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
         Ok(())
     }
 }
@@ -679,8 +686,12 @@ impl babysitter::notify::Pager for SlowPager {
 #[tokio::test]
 async fn a_slow_pager_does_not_hold_up_the_loop_and_its_delivery_is_recorded() {
     let h = Harness::new(vec![("run-c", common::xid_fault())], |_| {}).await;
+    let pager = std::sync::Arc::new(GatedPager {
+        entered: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
     let handles = babysitter::engine::Handles {
-        pager: std::sync::Arc::new(SlowPager),
+        pager: pager.clone(),
         ..h.engine.handles().clone()
     };
     let engine = babysitter::engine::Engine::new(
@@ -688,25 +699,31 @@ async fn a_slow_pager_does_not_hold_up_the_loop_and_its_delivery_is_recorded() {
         handles,
         std::sync::Arc::new(babysitter::telemetry::Metrics::new()),
     );
-    let started = std::time::Instant::now();
-    let mut paged = false;
-    for _ in 0..120 {
-        h.clock.advance(30.0);
-        engine.tick().await;
-        if engine
-            .view()
-            .incidents
-            .values()
-            .any(|i| i.state == IncidentState::AwaitingApproval)
-        {
-            paged = true;
-            break;
+    // The receiver does not answer at all while the loop runs: a tick that waited for it would
+    // never return (the timeout is only there to fail instead of hanging).
+    let ticks = async {
+        for _ in 0..120 {
+            h.clock.advance(30.0);
+            engine.tick().await;
+            if engine
+                .view()
+                .incidents
+                .values()
+                .any(|i| i.state == IncidentState::AwaitingApproval)
+            {
+                return true;
+            }
         }
-    }
+        false
+    };
+    let paged = tokio::time::timeout(std::time::Duration::from_secs(120), ticks)
+        .await
+        .expect("the tick waited for the pager");
     assert!(paged);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "the tick waited for the pager"
+    assert_eq!(
+        pager.entered.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the page is on its way, unanswered, while the loop went on"
     );
     let id = engine.view().incidents.values().next().unwrap().id.clone();
     let pages = |entries: Vec<babysitter::audit::Entry>| {
@@ -718,8 +735,16 @@ async fn a_slow_pager_does_not_hold_up_the_loop_and_its_delivery_is_recorded() {
     let first = pages(h.entries(&id).await);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].payload["pending"], true);
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    let all = pages(h.entries(&id).await);
+    // The receiver answers: the late delivery is recorded.
+    pager.gate.add_permits(1);
+    let mut all = Vec::new();
+    for _ in 0..600 {
+        all = pages(h.entries(&id).await);
+        if all.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(all.len(), 2, "{all:#?}");
     assert_eq!(all[1].payload["late_delivery"], true);
     assert_eq!(all[1].payload["delivered"], true);
