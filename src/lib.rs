@@ -25,7 +25,7 @@
 //! | [`incident`] | incidents per run and family; the lifecycle state machine; re-diagnosis while no action of the plan has run |
 //! | [`runbook`] | Markdown runbooks with front matter; checks (PromQL or charts) and branches; deterministic diagnosis → `Plan` |
 //! | [`policy`] | the gate: autonomy, modes, circuit breakers, cooldowns, read-only |
-//! | [`act`] | the `Action` enum and the `Actuator` trait |
+//! | [`act`] | the `Action` enum and the `Actuator` trait; what a restart from a checkpoint throws away (`act::rollback`) |
 //! | [`agent`] | the optional LLM investigator: read-only tools, one proposed runbook step, budgets, evals |
 //! | [`k8s`] | Kubernetes: discovery of annotated workloads, leader election on a Lease, the actuator for Job, JobSet, PyTorchJob and TrainJob |
 //! | [`verify`] | did the run recover after the action? |

@@ -202,6 +202,17 @@ async fn gpu_errors_pause_page_and_wait_for_approval() {
         .iter()
         .find(|p| p.approve_command.is_some())
         .expect("approval page");
+    // …and what the restart throws away: here nothing, the run was paused on the step of its
+    // newest checkpoint (restart_with_approval_shows_what_it_throws_away has the real case).
+    let cost = pending.rollback.clone().expect("the rollback cost");
+    assert_eq!((cost.steps, cost.from_step), (0, cost.to_step), "{cost:?}");
+    assert!(
+        approval_page
+            .summary
+            .contains("It rolls back nothing (the run is at the checkpoint's step"),
+        "{}",
+        approval_page.summary
+    );
     assert!(
         approval_page
             .approve_command
@@ -749,4 +760,69 @@ async fn a_slow_pager_does_not_hold_up_the_loop_and_its_delivery_is_recorded() {
     assert_eq!(all[1].payload["late_delivery"], true);
     assert_eq!(all[1].payload["delivered"], true);
     assert!(h.audit.verify().await.unwrap().ok());
+}
+
+#[tokio::test]
+async fn restart_with_approval_shows_what_it_throws_away() {
+    // A loss spike; restarts need a human here. The loss-spike runbook goes back to the
+    // checkpoint before the onset, so the steps since then are redone.
+    let h = Harness::new(vec![("run-a", common::spike_fault())], |c| {
+        c.policy
+            .modes
+            .insert(ActionKind::RestartFromCheckpoint, Mode::Approve);
+    })
+    .await;
+    assert!(h.until_approval_pending().await);
+    let inc = h.incidents_of("run-a").remove(0);
+    let pending = inc.pending.clone().unwrap();
+    let Action::RestartFromCheckpoint {
+        checkpoint: CheckpointSelector::Step(to),
+    } = pending.action
+    else {
+        panic!("a restart to a resolved checkpoint: {:?}", pending.action)
+    };
+    let cost = pending.rollback.clone().expect("the rollback cost");
+    let step_now = h.engine.view().watches[0].latest["step"].expect("a step") as u64;
+    assert_eq!((cost.from_step, cost.to_step), (step_now, to));
+    assert_eq!(cost.steps, step_now - to);
+    assert!(cost.steps > 0, "{cost:?}");
+    // The time those steps took on the run's own step chart (the simulator steps every
+    // ~2.2 s): not an estimate, and within a few seconds per step of it.
+    let secs = cost.secs.expect("the time those steps took");
+    assert!(!cost.estimated);
+    let per_step = secs / cost.steps as f64;
+    assert!(
+        (1.0..5.0).contains(&per_step),
+        "{per_step} s per step: {cost:?}"
+    );
+    let page = h
+        .pager
+        .sent()
+        .into_iter()
+        .find(|p| p.approve_command.is_some())
+        .expect("approval page");
+    assert!(
+        page.summary.contains(&format!(
+            "It rolls back {} steps ({step_now} → {to}), {} of training.",
+            cost.steps,
+            babysitter::clock::fmt_span(secs)
+        )),
+        "{}",
+        page.summary
+    );
+    let decisions: Vec<_> = h
+        .entries(&inc.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Decision && e.payload["rollback"].is_object())
+        .collect();
+    assert_eq!(
+        decisions.len(),
+        1,
+        "the restart's decision carries the cost"
+    );
+    assert_eq!(
+        decisions[0].payload["rollback"]["steps"],
+        serde_json::json!(cost.steps)
+    );
 }

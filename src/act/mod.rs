@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::Severity;
 
+pub mod rollback;
+
 /// Which checkpoint a restart goes back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

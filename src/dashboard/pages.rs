@@ -243,6 +243,7 @@ pub(super) fn index(c: &Chrome, view: &View) -> Markup {
                                 a href={ "/incidents/" (seg(&i.id)) } { (i.id) } " on "
                                 a href={ "/runs/" (seg(&i.run)) } { (i.run) } ": "
                                 strong { (p.action.to_string()) } " — " (p.decision.reason)
+                                @if let Some(cost) = &p.rollback { " · it " (cost.to_string()) }
                             }
                         }
                     }
@@ -535,6 +536,7 @@ pub(super) fn incident(
             section.card.attention id="pending" {
                 h2 { "Waiting for approval" }
                 p { strong { (p.action.to_string()) } " (step " (p.step + 1) ", attempt " (p.attempt) ")" }
+                @if let Some(cost) = &p.rollback { p.rollback { "It " (cost.to_string()) "." } }
                 p.muted { "policy: " (p.decision.rule) " — " (p.decision.reason) " · requested " (ago(c.now, p.requested_at)) }
                 @match &c.session {
                     Some(s) if s.can_operate() => {

@@ -241,6 +241,11 @@ async fn an_operator_approves_on_the_page_and_it_is_recorded_under_their_name() 
     // Anonymous and viewer browsers see the buttons disabled.
     let (_, _, body) = f.get(&page, None).await;
     assert!(body.contains("Sign in with an operator token"), "{body}");
+    // The restart waiting for approval says what it throws away.
+    assert!(
+        body.contains(r#"<p class="rollback">It rolls back"#),
+        "{body}"
+    );
     assert!(!body.contains(r#"name="csrf""#));
     let (_, _, body) = f.get(&page, Some(&cookie_for(VIEWER))).await;
     assert!(body.contains("vera has role viewer"), "{body}");

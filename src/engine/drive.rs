@@ -441,6 +441,13 @@ impl Engine {
         let Some(w) = st.watches.get(&inc.run) else {
             return Step::Escalate(format!("run {} is no longer watched", inc.run));
         };
+        // What a restart throws away, for the decision on record and the human asked.
+        let rollback = match &action {
+            Action::RestartFromCheckpoint {
+                checkpoint: CheckpointSelector::Step(to),
+            } => crate::act::rollback::rollback_cost(&w.charts, *to),
+            _ => None,
+        };
         let request = PolicyRequest {
             run: &inc.run,
             action: &action,
@@ -475,6 +482,7 @@ impl Engine {
                 json!({
                     "action": action, "step": inc.next_step, "attempt": inc.attempt,
                     "verdict": decision.verdict, "rule": decision.rule, "reason": decision.reason,
+                    "rollback": rollback,
                 }),
             )
             .await;
@@ -514,6 +522,7 @@ impl Engine {
                     approved_by: None,
                     rejected_by: None,
                     reason: None,
+                    rollback: rollback.clone(),
                 };
                 self.record(
                     EntryKind::ApprovalRequested,
@@ -531,15 +540,23 @@ impl Engine {
                     Some(&inc.id),
                     EventKind::ApprovalRequested,
                     format!(
-                        "waiting for a human to approve: {action} (id {})",
-                        pending.id
+                        "waiting for a human to approve: {action} (id {}){}",
+                        pending.id,
+                        rollback
+                            .as_ref()
+                            .map(|c| format!("; it {c}"))
+                            .unwrap_or_default()
                     ),
                 );
                 let what = self
                     .primary_finding(inc)
                     .map(|f| format!("{} on {}", f.kind, f.chart))
                     .unwrap_or_default();
-                let summary = format!("{}: {what} — approve {action}?", inc.run);
+                let cost = rollback
+                    .as_ref()
+                    .map(|c| format!(" It {c}."))
+                    .unwrap_or_default();
+                let summary = format!("{}: {what} — approve {action}?{cost}", inc.run);
                 self.page(inc, PageAction::Trigger, Severity::Critical, summary, now)
                     .await;
                 Step::Waiting

@@ -143,6 +143,10 @@ pub struct PendingAction {
     pub rejected_by: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// What a restart from a checkpoint throws away (steps, training time, GPU-hours), shown
+    /// to the human deciding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::act::rollback::RollbackCost>,
 }
 
 /// A pending action withdrawn because the incident was re-diagnosed: its approval (given or
@@ -570,6 +574,7 @@ mod tests {
             approved_by: None,
             rejected_by: None,
             reason: None,
+            rollback: None,
         });
         inc.renotified = 2;
         inc.apply(E::NeedApproval, 100.0).unwrap();
