@@ -1385,6 +1385,17 @@ async fn an_unanswered_approval_is_paged_again_up_to_the_limit() {
     assert_eq!(t.iter().map(|p| p.reminder).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(t.iter().all(|p| p.dedup_key == first.dedup_key));
     assert!(t[1].summary.contains("reminder 1/2"), "{}", t[1].summary);
+    // The run was paused when the approval was asked for: the reminders say for how long.
+    assert!(
+        t[1].summary.ends_with("; the run has been paused 10 min"),
+        "{}",
+        t[1].summary
+    );
+    assert!(
+        t[2].summary.ends_with("; the run has been paused 20 min"),
+        "{}",
+        t[2].summary
+    );
     assert!(t[2].approve_command.is_some());
 }
 

@@ -102,11 +102,7 @@ pub fn rollback_cost(charts: &ChartSet, to_step: u64) -> Option<RollbackCost> {
             }
         }
     };
-    let per_gpu = charts
-        .by_role(Role::GpuUtil)
-        .filter(|(k, _)| !k.labels.is_empty())
-        .count();
-    let gpus = (per_gpu > 1).then_some(per_gpu);
+    let gpus = gpu_count(charts);
     let gpu_hours = match (secs, gpus) {
         (Some(s), Some(g)) => Some(s * g as f64 / 3600.0),
         _ => None,
@@ -120,6 +116,30 @@ pub fn rollback_cost(charts: &ChartSet, to_step: u64) -> Option<RollbackCost> {
         gpus,
         gpu_hours,
     })
+}
+
+/// How many GPUs the run has, when its charts say: the number of per-GPU `gpu_util` charts
+/// (labelled, more than one). One aggregate chart tells nothing.
+pub fn gpu_count(charts: &ChartSet) -> Option<usize> {
+    let per_gpu = charts
+        .by_role(Role::GpuUtil)
+        .filter(|(k, _)| !k.labels.is_empty())
+        .count();
+    (per_gpu > 1).then_some(per_gpu)
+}
+
+/// What a paused run has cost so far, for a reminder: "the run has been paused 25 min: 8 GPUs
+/// idle, 3.3 GPU-hours so far" (without the GPUs when their number is unknown).
+pub fn idle_note(secs: f64, gpus: Option<usize>) -> String {
+    let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
+    let span = crate::clock::fmt_span(secs);
+    match gpus {
+        Some(g) => format!(
+            "the run has been paused {span}: {g} GPUs idle, {:.1} GPU-hours so far",
+            secs * g as f64 / 3600.0
+        ),
+        None => format!("the run has been paused {span}"),
+    }
 }
 
 /// The samples since the step counter last went back (a restart from a checkpoint).
@@ -220,6 +240,23 @@ mod tests {
             Series::from_samples([Sample::new(0.0, 90.0)]),
         );
         assert_eq!(rollback_cost(&one, 10).unwrap().gpus, None);
+    }
+
+    #[test]
+    fn a_paused_run_s_idle_gpus_are_counted() {
+        assert_eq!(
+            idle_note(1500.0, Some(8)),
+            "the run has been paused 25 min: 8 GPUs idle, 3.3 GPU-hours so far"
+        );
+        assert_eq!(idle_note(600.0, None), "the run has been paused 10 min");
+        assert_eq!(idle_note(f64::NAN, None), "the run has been paused 0 s");
+        let c = run(60.0, 4);
+        assert_eq!(gpu_count(&c), Some(4));
+        assert_eq!(
+            gpu_count(&run(60.0, 1)),
+            None,
+            "one labelled chart is no count"
+        );
     }
 
     #[test]

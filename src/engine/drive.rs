@@ -130,7 +130,12 @@ impl Engine {
                             }
                         }
                     } else {
-                        self.renotify(&mut inc, &p, now).await;
+                        let idle = st
+                            .watches
+                            .get(&inc.run)
+                            .filter(|w| w.paused)
+                            .map(|w| crate::act::rollback::gpu_count(&w.charts));
+                        self.renotify(&mut inc, &p, idle, now).await;
                         break;
                     }
                 }
@@ -947,8 +952,16 @@ impl Engine {
     }
 
     /// Pages a reminder when the pending approval has waited `renotify_after` (once more per
-    /// period, at most `renotify_max` times). Same dedup key: still one open page.
-    async fn renotify(&self, inc: &mut Incident, p: &crate::incident::PendingAction, now: f64) {
+    /// period, at most `renotify_max` times). Same dedup key: still one open page. `paused` is
+    /// `Some(gpus)` when babysitter holds the run paused meanwhile: the reminder says for how
+    /// long, and what the idle GPUs have cost so far when their number is known.
+    async fn renotify(
+        &self,
+        inc: &mut Incident,
+        p: &crate::incident::PendingAction,
+        paused: Option<Option<usize>>,
+        now: f64,
+    ) {
         let cfg = &self.cfg.paging;
         if cfg.renotify_max == 0 || inc.renotified >= cfg.renotify_max || !inc.paged {
             return;
@@ -961,8 +974,12 @@ impl Engine {
         inc.renotified += 1;
         let (n, max) = (inc.renotified, cfg.renotify_max);
         let waited = std::time::Duration::from_secs((now - p.requested_at).max(0.0) as u64);
+        let idle = paused
+            .and_then(|gpus| paused_since(inc).map(|since| (now - since, gpus)))
+            .map(|(secs, gpus)| format!("; {}", crate::act::rollback::idle_note(secs, gpus)))
+            .unwrap_or_default();
         let summary = format!(
-            "{}: approval of {} unanswered for {} — reminder {n}/{max}",
+            "{}: approval of {} unanswered for {} — reminder {n}/{max}{idle}",
             inc.run,
             p.action,
             humantime::format_duration(waited)
@@ -1216,4 +1233,18 @@ fn withdrawn_or_not_found(st: &State, action_id: &str) -> ApprovalError {
         },
         None => ApprovalError::NotFound(action_id.to_string()),
     }
+}
+
+/// When the incident's own pause took effect, if the run is still paused by it (no later
+/// resume or restart of the incident).
+fn paused_since(inc: &Incident) -> Option<f64> {
+    let mut since = None;
+    for a in inc.actions.iter().filter(|a| a.ok) {
+        match a.action.kind() {
+            ActionKind::Pause => since = Some(a.at),
+            ActionKind::Resume | ActionKind::RestartFromCheckpoint => since = None,
+            _ => {}
+        }
+    }
+    since
 }
