@@ -697,3 +697,40 @@ async fn retention_keeps_the_chain_verifiable_from_its_checkpoint() {
     assert_eq!(kinds, vec![EntryKind::Checkpoint]);
     assert!(with_retention.verify().await.expect("verify").ok());
 }
+
+#[tokio::test]
+async fn retention_runs_without_appends_when_the_log_is_maintained() {
+    // A quiet babysitter: entries from before, and nothing appended since.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    let plain = AuditLog::open(&url).await.expect("open");
+    fill(&plain, 4).await;
+    plain.close().await;
+    let log = AuditLog::open_with(
+        &url,
+        AuditOptions {
+            signing: None,
+            retention: Some(Duration::ZERO),
+        },
+    )
+    .await
+    .expect("open with retention");
+    assert_eq!(
+        log.count().await.expect("count"),
+        4,
+        "opening prunes nothing"
+    );
+    log.maintain().await;
+    let kinds: Vec<EntryKind> = log
+        .query(&Filter::default())
+        .await
+        .expect("query")
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, vec![EntryKind::Checkpoint]);
+    assert!(log.verify().await.expect("verify").ok());
+    // Not due again within the hour: a second pass prunes nothing more.
+    log.maintain().await;
+    assert_eq!(log.count().await.expect("count"), 1);
+}

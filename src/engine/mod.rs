@@ -342,6 +342,8 @@ impl Engine {
         loop {
             if self.is_leader() {
                 self.tick().await;
+                // Retention and signed heads are due on time even when nothing is recorded.
+                self.h.audit.maintain().await;
             } else {
                 // A follower neither polls nor acts; it keeps its view (watches, incidents
                 // restored when it leads) fresh for the read-only API.
