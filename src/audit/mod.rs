@@ -363,6 +363,9 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 struct Upkeep {
     last_signed: Option<Instant>,
     last_pruned: Option<Instant>,
+    /// The chain head right after this process last signed it (the `signed_head` entry itself):
+    /// while the head is still there, an idle pass has nothing new to sign.
+    head_after_signing: Option<i64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -611,7 +614,7 @@ impl AuditLog {
     async fn append_inner(&self, e: NewEntry) -> Result<Entry, AuditError> {
         let mut upkeep = self.write_lock.lock().await;
         let entry = self.append_locked(e).await?;
-        self.upkeep(&mut upkeep).await;
+        self.upkeep(&mut upkeep, true).await;
         Ok(entry)
     }
 
@@ -623,12 +626,15 @@ impl AuditLog {
             return;
         }
         let mut upkeep = self.write_lock.lock().await;
-        self.upkeep(&mut upkeep).await;
+        let head = self.head().await.ok().flatten().map(|(seq, _)| seq);
+        let unsigned = head.is_some() && head != upkeep.head_after_signing;
+        self.upkeep(&mut upkeep, unsigned).await;
     }
 
-    /// Periodic work after an append, under the write lock: sign the head, apply retention.
-    /// Failures are logged (the entry itself is already durable) and retried next time.
-    async fn upkeep(&self, upkeep: &mut Upkeep) {
+    /// Periodic work after an append, under the write lock: sign the head (when `sign` says
+    /// there is something new to sign), apply retention. Failures are logged (the entry itself
+    /// is already durable) and retried next time.
+    async fn upkeep(&self, upkeep: &mut Upkeep, sign: bool) {
         let due =
             |last: Option<Instant>, every: Duration| last.is_none_or(|t| t.elapsed() >= every);
         if let Some(retention) = self.options.retention
@@ -642,11 +648,17 @@ impl AuditLog {
             }
         }
         if let Some(signing) = &self.options.signing
+            && sign
             && due(upkeep.last_signed, signing.every)
         {
             upkeep.last_signed = Some(Instant::now());
-            if let Err(err) = self.sign_head_locked(signing).await {
-                tracing::error!(url = %self.url, error = %err, "signing the audit head failed");
+            match self.sign_head_locked(signing).await {
+                Ok(_) => {
+                    upkeep.head_after_signing = self.head().await.ok().flatten().map(|(s, _)| s);
+                }
+                Err(err) => {
+                    tracing::error!(url = %self.url, error = %err, "signing the audit head failed");
+                }
             }
         }
     }

@@ -734,3 +734,54 @@ async fn retention_runs_without_appends_when_the_log_is_maintained() {
     log.maintain().await;
     assert_eq!(log.count().await.expect("count"), 1);
 }
+
+#[tokio::test]
+async fn a_maintained_idle_log_signs_what_is_new_once_and_then_nothing() {
+    let (_dir, plain) = open_temp().await;
+    let url = plain.url().to_string();
+    plain.close().await;
+    let every = Duration::from_secs(2);
+    let log = AuditLog::open_with(
+        &url,
+        AuditOptions {
+            signing: Some(HeadSigning {
+                key: HeadKey::from_bytes(b"0123456789abcdef0123", "test key").expect("key"),
+                every,
+                heads_file: None,
+            }),
+            retention: None,
+        },
+    )
+    .await
+    .expect("open with signing");
+    let signed_heads = |entries: &[Entry]| {
+        entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::SignedHead)
+            .map(|e| e.payload["seq"].as_i64().unwrap_or(-1))
+            .collect::<Vec<_>>()
+    };
+    // The first append signs (it is due); the next ones, within `every`, are left unsigned.
+    fill(&log, 3).await;
+    let all = log.query(&Filter::default()).await.expect("query");
+    assert_eq!(signed_heads(&all), vec![1], "{all:#?}");
+    // Then nothing is appended for a while: the loop's pass signs what is new, once.
+    tokio::time::sleep(every + Duration::from_millis(100)).await;
+    log.maintain().await;
+    let all = log.query(&Filter::default()).await.expect("query");
+    let last_entry = all
+        .iter()
+        .rev()
+        .find(|e| e.kind != EntryKind::SignedHead)
+        .map(|e| e.seq)
+        .expect("entries");
+    assert_eq!(signed_heads(&all), vec![1, last_entry], "{all:#?}");
+    // Idle passes after that add nothing (no heartbeat entries), however late they come.
+    let n = log.count().await.expect("count");
+    tokio::time::sleep(every + Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        log.maintain().await;
+    }
+    assert_eq!(log.count().await.expect("count"), n);
+    assert!(log.verify().await.expect("verify").ok());
+}

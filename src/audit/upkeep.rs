@@ -41,7 +41,9 @@ impl AuditLog {
         };
         let mut upkeep = self.write_lock.lock().await;
         upkeep.last_signed = Some(std::time::Instant::now());
-        self.sign_head_locked(signing).await
+        let head = self.sign_head_locked(signing).await?;
+        upkeep.head_after_signing = self.head().await?.map(|(seq, _)| seq);
+        Ok(head)
     }
 
     /// Signs the head with the write lock held: appends a `signed_head` entry, logs the head
