@@ -122,7 +122,8 @@ impl HeadKey {
 pub struct HeadSigning {
     pub key: HeadKey,
     /// At most one signed head per this interval, written on the first append after it elapsed
-    /// (an idle log has nothing new to sign).
+    /// or by the engine's next pass ([`AuditLog::maintain`](super::AuditLog::maintain)) when
+    /// entries are still unsigned; a log with nothing new since its last head signs nothing.
     pub every: Duration,
     /// Append-only copy outside the database (one JSON line per head).
     pub heads_file: Option<PathBuf>,
