@@ -2,8 +2,9 @@
 //!
 //! Watches every `lr` chart for two events. A **jump**: a sample above `lr_jump_factor` (2) ×
 //! the highest learning rate of the `lr_window_secs` (5 min) before it, with at least 10 finite
-//! samples in that window (a linear warm-up never doubles against its recent maximum; a restart
-//! that resets a decayed schedule to its peak, or a wrong value patched in, does). A **drop to
+//! samples in that window, or 3 that cover it on a sparser chart (a 60-s scrape). A linear
+//! warm-up never doubles against its recent maximum; a restart that resets a decayed schedule
+//! to its peak, or a wrong value patched in, does. A **drop to
 //! zero**: a sample at or below 0 right after one that was at least `lr_zero_min_fraction`
 //! (5 %) of the window's peak (a schedule that decays to zero gets there smoothly, and values
 //! printed with few decimals round to 0 at the very end: that is not an anomaly). Step decays
@@ -22,8 +23,12 @@ use crate::charts::{Role, Sample};
 use super::stats::{num, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
 
-/// Finite samples the reference window needs.
+/// Finite samples the reference window needs when the chart's cadence fills it with more.
 const MIN_WINDOW_SAMPLES: usize = 10;
+
+/// The fewest finite samples a reference window may have, however sparse the chart (a 60-s
+/// scrape puts five in five minutes), as long as they cover it.
+const MIN_SPARSE_SAMPLES: usize = 3;
 
 /// An anomalous sample and what it was measured against.
 struct Event {
@@ -80,11 +85,16 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 // Back on schedule and past the hold: cleared; this sample may start another.
                 active = None;
             }
-            let n = i - fin[..i].partition_point(|x| x.t < s.t - w);
+            let first = fin[..i].partition_point(|x| x.t < s.t - w);
+            let n = i - first;
             let Some(peak) = peaks.front().map(|&f| fin[f].v) else {
                 continue;
             };
-            if n < MIN_WINDOW_SAMPLES || peak <= 0.0 {
+            // Ten samples, or, on a chart too sparse for ten in the window, three that cover
+            // it (its first within a fifth of the window from its start: the run has been
+            // logging through the whole window, not just started).
+            let covered = n >= MIN_SPARSE_SAMPLES && fin[first].t - (s.t - w) <= 0.2 * w;
+            if !(n >= MIN_WINDOW_SAMPLES || covered) || peak <= 0.0 {
                 continue;
             }
             if s.v > p.lr_jump_factor * peak {
@@ -173,6 +183,42 @@ mod tests {
             (0..=1560).map(|i| Sample::new(i as f64 * 10.0, f(i as f64 * 10.0))),
         );
         c
+    }
+
+    #[test]
+    fn a_chart_scraped_every_minute_is_judged_too() {
+        // Five samples in the 5-min window: the same schedule is normal, warm-up from 0
+        // included, and a ×10 jump is found on the sample that shows it.
+        let every_minute = |f: &dyn Fn(f64) -> f64| {
+            let mut c = ChartSet::new();
+            c.merge(
+                ChartKey::new(Role::Lr),
+                (0..=260).map(|i| Sample::new(i as f64 * 60.0, f(i as f64 * 60.0))),
+            );
+            c
+        };
+        let c = every_minute(&schedule);
+        let mut now = 0.0;
+        while now <= 15600.0 {
+            assert!(
+                run_detector(detect, &c, now, None, false).is_empty(),
+                "at {now}"
+            );
+            now += 60.0;
+        }
+        let jump = every_minute(&|t| {
+            if t >= 6000.0 {
+                schedule(t) * 10.0
+            } else {
+                schedule(t)
+            }
+        });
+        let f = run_detector(detect, &jump, 6000.0, None, false);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].onset, 6000.0);
+        // The first minutes of a run (a window it has not covered yet) stay quiet.
+        let early = every_minute(&|t| if t >= 120.0 { 6e-3 } else { 6e-4 });
+        assert!(run_detector(detect, &early, 120.0, None, false).is_empty());
     }
 
     #[test]

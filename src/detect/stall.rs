@@ -8,7 +8,8 @@
 //!
 //! The threshold is learned from the run's own history, because a hang and a planned pause
 //! (evaluation, checkpoint save) look the same while they last. The completed stops of the
-//! visible history (no advance for more than 3× the usual gap between advances; holes and
+//! visible history (no advance for more than 3× the usual gap between advances, 1.5× when the
+//! counter moves several steps per sample; holes and
 //! rollbacks are restarts, not stops) are the run's pauses; evals and checkpoints recur on a
 //! schedule, so a pause whose start is evenly spaced with two others is *scheduled* when the
 //! pauses are the same work: the two shortest of the three last about as long (the longer at
@@ -16,7 +17,9 @@
 //! counter stops where the schedule puts a pause (continuing an evenly spaced pair), the
 //! threshold is `stall_after_secs` (300 s) or 1.5× the longest pause seen, whichever is longer.
 //! Anywhere else, it is `stall_min_secs` (45 s: two polls see the same step), or 1.5× the longest *irregular*
-//! stop the run has had, or 4× its usual gap, whichever is longest. The pauses are learned once
+//! stop the run has had, or 2× its usual gap between advances when the counter usually moves
+//! three or more steps between them (only the sampling sets that gap), 4× when it moves about
+//! one (step-time jitter beats against the sampling), whichever is longest. The pauses are learned once
 //! the run has `stall_learn_secs` (2 h) of history, or more than half of it and three evenly spaced
 //! pauses (a schedule it has shown); before that, or with fewer than 10 advances, the threshold
 //! is `stall_after_secs`. The hour is what keeps the first save of an hourly checkpoint under
@@ -103,6 +106,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
 /// Most planned pauses remembered (the newest).
 const MAX_PAUSES: usize = 32;
 
+/// Steps per advance from which the sampling interval, not the step time, sets the gap between
+/// advances (see `threshold`).
+const MANY_STEPS: f64 = 3.0;
+
 /// Two pauses are of one kind when the longer lasts at most this many times the shorter.
 const SAME_PAUSE: f64 = 1.5;
 
@@ -127,6 +134,8 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
     let mut advances: Vec<f64> = Vec::new();
     let mut pauses: Vec<Pause> = Vec::new();
     let mut gaps: Vec<f64> = Vec::new();
+    // Steps per advance: how far the counter moves between two samples that show it moving.
+    let mut moves: Vec<f64> = Vec::new();
     let mut prev: Option<Sample> = None;
     let mut last_adv: Option<f64> = None;
     for s in vis.iter().filter(|s| s.v.is_finite() && s.t <= stop) {
@@ -137,6 +146,7 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
             } else if s.v > q.v {
                 if let Some(a) = last_adv {
                     gaps.push(s.t - a);
+                    moves.push(s.v - q.v);
                 }
                 advances.push(s.t);
                 last_adv = Some(s.t);
@@ -151,8 +161,22 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
     let mut sorted = gaps.clone();
     sorted.sort_by(f64::total_cmp);
     let usual = sorted[sorted.len() / 2];
-    // A stop is a pause when it lasted well beyond the usual gap between advances.
-    let min_pause = (3.0 * usual).max(p.stall_min_secs / 2.0);
+    moves.sort_by(f64::total_cmp);
+    // How many usual gaps of standing still are a hang, off schedule. When the counter
+    // typically moves several steps between samples, the sampling interval alone sets the gap
+    // (a sample without a step is already unheard of): two gaps. When it moves about one step
+    // per sample, step-time jitter beating against the sampling makes a double gap ordinary:
+    // four.
+    let gap_factor = if moves[moves.len() / 2] >= MANY_STEPS {
+        2.0
+    } else {
+        4.0
+    };
+    // A stop is a pause when it lasted well beyond the usual gap between advances: for a
+    // counter that moves several steps per sample, any stop longer than one gap is one (a
+    // 60-s eval among 30-s samples is two samples without a step), else three gaps.
+    let pause_factor = if gap_factor < 4.0 { 1.5 } else { 3.0 };
+    let min_pause = (pause_factor * usual).max(p.stall_min_secs / 2.0);
     for w in advances.windows(2) {
         let secs = w[1] - w[0];
         if secs > min_pause {
@@ -216,7 +240,7 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
     (
         p.stall_min_secs
             .max(1.5 * longest_irregular)
-            .max(4.0 * usual),
+            .max(gap_factor * usual),
         "off the run's eval/checkpoint schedule",
     )
 }
@@ -296,6 +320,59 @@ mod tests {
 
     fn detect_at(c: &ChartSet, now: f64, since: Option<f64>, paused: bool) -> Vec<Finding> {
         crate::detect::testkit::run_detector(detect, c, now, since, paused)
+    }
+
+    /// A 30-s scrape of a run that takes `steps_per_sample` steps between two samples, with a
+    /// 60-s eval pause every 30 min, hung from `hang` on.
+    fn scraped_every_30s(steps_per_sample: f64, hang: f64, end: f64) -> ChartSet {
+        let mut c = ChartSet::new();
+        let mut step = 0.0;
+        c.merge(
+            ChartKey::new(Role::Step),
+            (0..=(end / 30.0) as usize).map(|i| {
+                let t = i as f64 * 30.0;
+                let eval = t % 1800.0 < 60.0 && t > 0.0;
+                if t <= hang && !eval {
+                    step += steps_per_sample;
+                }
+                Sample::new(t, step)
+            }),
+        );
+        c
+    }
+
+    #[test]
+    fn a_coarse_scrape_of_a_fast_run_finds_a_hang_after_two_samples() {
+        // 15 steps between samples: a sample without a step is unheard of, so two in a row
+        // (60 s) are a hang, off the eval schedule; healthy hours before it stay quiet.
+        let hang = 3.0 * 3600.0 + 600.0;
+        let c = scraped_every_30s(15.0, hang, hang + 900.0);
+        let started = poll_started(&c, 0.0, hang + 900.0, None, false);
+        let stalls: Vec<_> = started
+            .iter()
+            .filter(|f| f.kind == FindingKind::Stall)
+            .collect();
+        assert_eq!(stalls.len(), 1, "{stalls:#?}");
+        assert_eq!(stalls[0].onset, hang);
+        assert!(stalls[0].at - hang <= 90.0, "{:#?}", stalls[0]);
+        assert!(
+            stalls[0].message.contains("threshold 60 s"),
+            "{}",
+            stalls[0].message
+        );
+        // About one step per sample: step-time jitter makes a double gap ordinary, so the bar
+        // stays at four gaps (120 s).
+        let slow = scraped_every_30s(1.0, hang, hang + 900.0);
+        let started = poll_started(&slow, 0.0, hang + 900.0, None, false);
+        let stall = started
+            .iter()
+            .find(|f| f.kind == FindingKind::Stall)
+            .expect("the hang");
+        assert!(
+            stall.message.contains("threshold 120 s"),
+            "{}",
+            stall.message
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! Only while the step advances: the run must not be paused, there must be a `step` chart, and
 //! its last advance must be less than `stall_after_secs` ago; samples after that last advance
-//! are not used. After a gap of `stall_after_secs` without progress, there is no verdict until
+//! are not used, and the recent window is the `throughput_recent_secs` up to it. After a gap of `stall_after_secs` without progress, there is no verdict until
 //! the run has advanced for a whole recent window again. No progress is a stall, not a
 //! slowdown: a hang that zeroes throughput is left to `stall` and never shows as a drop first. Like `loss_spike`, a lasting slowdown is measured
 //! against the baseline before its onset (up to `throughput_hold_secs`, 2 h), so it is reported
@@ -39,14 +39,14 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     if since_advance.is_nan() || since_advance >= p.stall_after_secs {
         return;
     }
-    let resumed = progress_start(
-        steps,
-        adv,
-        p.stall_after_secs,
-        ctx.now - p.throughput_recent_secs,
-    );
+    // The recent window ends at the last advance (later samples are not used): anchored there,
+    // it keeps its length while the counter stands still for a while, instead of shrinking to
+    // the few samples between its start and the last advance (an eval pause among three
+    // samples of a 30-s chart is no median of five minutes).
+    let recent_from = t_adv - p.throughput_recent_secs;
+    let resumed = progress_start(steps, adv, p.stall_after_secs, recent_from);
     // A run that resumed less than a recent window ago has no recent level yet.
-    if resumed > ctx.now - p.throughput_recent_secs {
+    if resumed > recent_from {
         return;
     }
     let search = ShiftSearch {
@@ -62,8 +62,8 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let upto = &vis[..vis.partition_point(|s| s.t <= t_adv)];
         let Some((level, shift)) = level_drop(
             upto,
-            (ctx.now - p.throughput_recent_secs).max(resumed),
-            ctx.now,
+            recent_from.max(resumed),
+            t_adv,
             &search,
             ratio,
             p.throughput_min_recent_samples,
