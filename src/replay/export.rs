@@ -365,8 +365,12 @@ fn describe(inc: &Incident, tr: &IncidentTrace, ctx: &ExportContext<'_>) -> Stri
             .collect();
         let _ = write!(d, " Done: {}.", done.join("; "));
     }
+    // The outcome of a verified incident usually repeats the verification: say it once.
     if let Some(v) = &inc.verification {
-        let _ = write!(d, " Verification: {}.", verify_text(v));
+        let (_, msg) = verify_text(v);
+        if !inc.outcome.as_ref().is_some_and(|o| o.contains(msg)) {
+            let _ = write!(d, " Verification: {}.", verify_text(v).0);
+        }
     }
     if let Some(o) = &inc.outcome {
         let _ = write!(d, " Outcome: {}.", o.trim_end_matches('.'));
@@ -396,13 +400,16 @@ fn describe(inc: &Incident, tr: &IncidentTrace, ctx: &ExportContext<'_>) -> Stri
     d
 }
 
-fn verify_text(v: &crate::verify::VerifyStatus) -> String {
+/// The verification in words, and its bare message.
+fn verify_text(v: &crate::verify::VerifyStatus) -> (String, &str) {
     use crate::verify::VerifyStatus;
-    match v {
-        VerifyStatus::Pending(m) => format!("pending: {}", m.trim_end_matches('.')),
-        VerifyStatus::Passed(m) => format!("passed: {}", m.trim_end_matches('.')),
-        VerifyStatus::Failed(m) => format!("failed: {}", m.trim_end_matches('.')),
-    }
+    let (word, m) = match v {
+        VerifyStatus::Pending(m) => ("pending", m),
+        VerifyStatus::Passed(m) => ("passed", m),
+        VerifyStatus::Failed(m) => ("failed", m),
+    };
+    let m = m.trim_end_matches('.');
+    (format!("{word}: {m}"), m)
 }
 
 /// A clock time as RFC 3339 (UTC, seconds), or the number when it is not a plausible date.
