@@ -328,7 +328,7 @@ fn describe(inc: &Incident, tr: &IncidentTrace, ctx: &ExportContext<'_>) -> Stri
         inc.state
     );
     if let Some(by) = &inc.requested_by {
-        let _ = write!(d, " Opened by {by} running a runbook; it has no findings.");
+        let _ = write!(d, " Opened by {by} running a runbook by hand.");
     }
     for f in &inc.findings {
         let _ = write!(
@@ -341,6 +341,11 @@ fn describe(inc: &Incident, tr: &IncidentTrace, ctx: &ExportContext<'_>) -> Stri
             f.message.trim_end_matches('.')
         );
         d.push('.');
+        if f.onset < tr.origin {
+            d.push_str(
+                " Its onset is before time 0 (those charts were pruned): its anomaly starts at 0.",
+            );
+        }
     }
     match &inc.diagnosis {
         Some(dg) => {
@@ -393,6 +398,12 @@ fn describe(inc: &Incident, tr: &IncidentTrace, ctx: &ExportContext<'_>) -> Stri
             " Left out (their names would not read back as the same chart): {}.",
             tr.skipped.join(", ")
         );
+    }
+    if inc.findings.is_empty() {
+        d.push_str(
+            " It has no findings, so `anomalies` is empty, which makes this a healthy trace: add the anomaly that made someone act, if there was one.",
+        );
+        return d;
     }
     d.push_str(
         " Each anomaly below is a finding babysitter raised, from its onset to when it cleared (or the end of the trace). A human should check them: if a finding was a false alarm, remove it from `anomalies` (an empty list makes this a healthy trace, on which every finding is a false positive); if something was missed, add it.",
@@ -794,6 +805,45 @@ mod tests {
             "{}",
             tr.labels.description
         );
+        assert_eq!(tr.labels.anomalies[0].start, 300.0);
+
+        // An onset older than what is kept: the anomaly starts at 0, and the description says so.
+        let mut charts = charts;
+        charts.prune_before(T0 + 400.0);
+        let w = ExportWindow {
+            kept_since: T0 + 400.0,
+            ..w
+        };
+        let tr = incident_trace(&charts, &inc, &ctx(w, &[], &[])).expect("exports");
+        assert_eq!(tr.origin, T0 + 400.0);
+        assert_eq!(tr.labels.anomalies[0].start, 0.0);
+        assert!(
+            tr.labels.description.contains("Its onset is before time 0"),
+            "{}",
+            tr.labels.description
+        );
+    }
+
+    #[test]
+    fn a_runbook_run_by_hand_exports_with_no_anomaly_and_says_why() {
+        let charts = hung(1e9, 600.0);
+        let inc = Incident::manual(
+            "inc-5".into(),
+            "r".into(),
+            crate::detect::Family::Progress,
+            "alice".into(),
+            T0 + 300.0,
+        );
+        let w = ExportWindow::for_incident(&inc, 120.0, T0 + 600.0, 3600.0);
+        let tr = incident_trace(&charts, &inc, &ctx(w, &[], &[])).expect("exports");
+        assert_eq!(tr.origin, T0 + 180.0);
+        assert!(tr.labels.anomalies.is_empty());
+        let d = &tr.labels.description;
+        assert!(
+            d.contains("Opened by alice running a runbook by hand"),
+            "{d}"
+        );
+        assert!(d.contains("add the anomaly that made someone act"), "{d}");
     }
 
     #[test]
