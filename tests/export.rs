@@ -350,3 +350,68 @@ async fn the_cli_writes_both_files_and_the_replay_command_scores_them() {
     );
     assert!(!out.join("inc-999.csv").exists());
 }
+
+/// A condition that ends by itself (a gradient burst the clipper absorbs): its anomaly ends when
+/// the engine saw it clear (`finding_cleared`'s `cleared_at`), not with the trace.
+#[tokio::test]
+async fn an_anomaly_ends_when_its_finding_cleared() {
+    let h = Harness::new(
+        vec![(
+            "run-g",
+            vec![Fault::GradExplosion {
+                at: HISTORY + 600.0,
+                steps: 20,
+            }],
+        )],
+        |_| {},
+    )
+    .await;
+    let mut cleared = None;
+    for _ in 0..120 {
+        h.tick().await;
+        let entries = h
+            .audit
+            .query(&babysitter::audit::Filter {
+                run: Some("run-g".into()),
+                kind: Some(babysitter::audit::EntryKind::FindingCleared),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if let Some(e) = entries
+            .iter()
+            .find(|e| e.payload["finding"]["kind"] == "grad_explosion")
+        {
+            cleared = Some(e.payload.clone());
+            break;
+        }
+    }
+    let cleared = cleared.expect("the burst cleared");
+    let cleared_at = cleared["cleared_at"].as_f64().expect("cleared_at recorded");
+    // A few polls more, so the trace runs past the clearing.
+    for _ in 0..5 {
+        h.tick().await;
+    }
+    let inc = only_incident(&h, "run-g");
+    let (trace, labels, _) = export(&h, &inc.id).await;
+    let origin = inc.onset() - labels.anomalies[0].start;
+    assert_labels_match(&inc, &trace, &labels, origin);
+    let a = labels
+        .anomalies
+        .iter()
+        .find(|a| a.kind == FindingKind::GradExplosion)
+        .expect("labelled");
+    assert!(
+        (a.end - (cleared_at - origin)).abs() < 1e-3,
+        "{a:?}, cleared at {cleared_at}"
+    );
+    assert!(
+        a.end < trace.end,
+        "{a:?} ends before the trace ({})",
+        trace.end
+    );
+    assert_eq!(
+        recall(&trace, &labels, FindingKind::GradExplosion),
+        Some(1.0)
+    );
+}
