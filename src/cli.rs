@@ -815,13 +815,23 @@ impl std::fmt::Display for Exported {
     }
 }
 
-/// One GET of the export API; the body and the trace origin header, or an error naming the
-/// URL and what the API said.
+/// One answer of the export API.
+struct ExportPart {
+    body: String,
+    /// `x-babysitter-trace-origin`: clock seconds of the trace's time 0.
+    origin: String,
+    /// `x-babysitter-trace-until`: clock seconds where its window ends.
+    until: Option<String>,
+    /// `x-babysitter-trace-pruned`: the note when older charts were already pruned.
+    pruned: Option<String>,
+}
+
+/// One GET of the export API, or an error naming the URL and what the API said.
 async fn export_get(
     client: &reqwest::Client,
     url: &str,
     token: Option<&str>,
-) -> anyhow::Result<(String, String, Option<String>, Option<String>)> {
+) -> anyhow::Result<ExportPart> {
     let mut req = client.get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -862,7 +872,12 @@ async fn export_get(
             crate::api::ORIGIN_HEADER
         )
     })?;
-    Ok((body, origin, until, pruned))
+    Ok(ExportPart {
+        body,
+        origin,
+        until,
+        pruned,
+    })
 }
 
 /// `incident export`: fetches the trace, then the labels for exactly its window (same origin),
@@ -885,13 +900,15 @@ pub async fn export_incident(a: &ExportArgs) -> anyhow::Result<Exported> {
         .context("HTTP client")?;
     let token = a.token.as_deref().filter(|t| !t.trim().is_empty());
     let before = format!("{}s", a.before.as_secs_f64());
-    let (csv, origin, until, pruned) =
-        export_get(&client, &format!("{base}/trace?before={before}"), token).await?;
+    let trace = export_get(&client, &format!("{base}/trace?before={before}"), token).await?;
+    let origin = &trace.origin;
+    // The labels of exactly this trace: same start (so the same time 0), same end.
     let mut labels_url = format!("{base}/labels?from={origin}");
-    if let Some(u) = &until {
+    if let Some(u) = &trace.until {
         labels_url.push_str(&format!("&until={u}"));
     }
-    let (labels_text, labels_origin, _, _) = export_get(&client, &labels_url, token).await?;
+    let labels = export_get(&client, &labels_url, token).await?;
+    let labels_origin = &labels.origin;
     if labels_origin != origin {
         anyhow::bail!(
             "incident {id}: the labels start at clock {labels_origin} but the trace at {origin} (charts were pruned between the two requests); run the export again"
@@ -899,9 +916,11 @@ pub async fn export_incident(a: &ExportArgs) -> anyhow::Result<Exported> {
     }
     let csv_path = a.out.join(format!("{id}.csv"));
     let labels_path = a.out.join(format!("{id}.labels.json"));
+    let csv = trace.body;
+    let pruned = trace.pruned;
     let trace = crate::replay::Trace::parse(&csv, &csv_path)
         .with_context(|| format!("incident {id}: the API's trace does not read back"))?;
-    let labels = crate::replay::Labels::parse(&labels_text, &labels_path)
+    let labels = crate::replay::Labels::parse(&labels.body, &labels_path)
         .with_context(|| format!("incident {id}: the API's labels do not read back"))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     std::fs::write(&csv_path, &csv).with_context(|| format!("writing {}", csv_path.display()))?;
