@@ -899,7 +899,8 @@ pub async fn export_incident(a: &ExportArgs) -> anyhow::Result<Exported> {
         .build()
         .context("HTTP client")?;
     let token = a.token.as_deref().filter(|t| !t.trim().is_empty());
-    let before = format!("{}s", a.before.as_secs_f64());
+    // Milliseconds: whole units humantime reads back, with no space to encode in a URL.
+    let before = format!("{}ms", a.before.as_millis());
     let trace = export_get(&client, &format!("{base}/trace?before={before}"), token).await?;
     let origin = &trace.origin;
     // The labels of exactly this trace: same start (so the same time 0), same end.

@@ -298,6 +298,8 @@ async fn the_cli_writes_both_files_and_the_replay_command_scores_them() {
             id.into(),
             "--api".into(),
             api.clone(),
+            "--before".into(),
+            "3h".into(),
             "--out".into(),
             out.display().to_string(),
         ]
@@ -321,6 +323,12 @@ async fn the_cli_writes_both_files_and_the_replay_command_scores_them() {
     let trace = Trace::load(&csv).expect("written trace parses");
     let l = Labels::load(&labels).expect("written labels parse");
     assert_eq!(l.anomalies[0].kind, FindingKind::LossSpike);
+    // 3 h of history before the onset came with it (the trace reaches back to the run's start).
+    assert!(
+        l.anomalies[0].start >= 3.0 * 3600.0 - 30.0,
+        "{:?}",
+        l.anomalies[0]
+    );
     assert!(trace.rows > 100, "{}", trace.rows);
 
     // The printed command, run as printed.
