@@ -1,4 +1,5 @@
-//! CLI: `babysitter serve | demo | check | replay | audit verify | audit export | approve | reject`.
+//! CLI: `babysitter serve | demo | check | replay | audit verify | audit export | approve | reject
+//! | incident export`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,6 +122,36 @@ pub enum Command {
     Approve(SettleArgs),
     /// Reject a pending action through the API (the incident goes to a human).
     Reject(SettleArgs),
+    /// Incidents, through the API.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Write an incident as a replayable trace: DIR/ID.csv and DIR/ID.labels.json (one
+    /// labelled anomaly per finding), for `babysitter replay --labels` and the detection
+    /// benchmark.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The incident's id (`inc-3`).
+    pub id: String,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// Bearer token (any role can read; needed when `api.read_open = false`).
+    #[arg(long, env = "BABYSITTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// History before the first finding's onset (detectors learn from it: stall over 2 h).
+    #[arg(long, default_value = "3h", value_parser = parse_duration)]
+    pub before: Duration,
+    /// Folder to write the two files to (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -438,6 +469,13 @@ async fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Approve(a) => settle(a, "approve").await,
         Command::Reject(a) => settle(a, "reject").await,
+        Command::Incident {
+            command: IncidentCommand::Export(a),
+        } => {
+            let written = export_incident(&a).await?;
+            print!("{written}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -744,6 +782,162 @@ async fn settle(a: SettleArgs, verb: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What `incident export` wrote.
+#[derive(Debug)]
+pub struct Exported {
+    pub csv: PathBuf,
+    pub labels: PathBuf,
+    pub rows: usize,
+    pub anomalies: usize,
+    /// The API's note when older charts were already pruned.
+    pub pruned: Option<String>,
+}
+
+impl std::fmt::Display for Exported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} ({} rows)", self.csv.display(), self.rows)?;
+        writeln!(
+            f,
+            "{} ({} anomal{})",
+            self.labels.display(),
+            self.anomalies,
+            if self.anomalies == 1 { "y" } else { "ies" }
+        )?;
+        if let Some(p) = &self.pruned {
+            writeln!(f, "note: {p}")?;
+        }
+        writeln!(
+            f,
+            "replay: babysitter replay {} --labels {}",
+            self.csv.display(),
+            self.labels.display()
+        )
+    }
+}
+
+/// One answer of the export API.
+struct ExportPart {
+    body: String,
+    /// `x-babysitter-trace-origin`: clock seconds of the trace's time 0.
+    origin: String,
+    /// `x-babysitter-trace-until`: clock seconds where its window ends.
+    until: Option<String>,
+    /// `x-babysitter-trace-pruned`: the note when older charts were already pruned.
+    pruned: Option<String>,
+}
+
+/// One GET of the export API, or an error naming the URL and what the API said.
+async fn export_get(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> anyhow::Result<ExportPart> {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.map_err(|e| {
+        if e.is_connect() || e.is_timeout() {
+            anyhow::anyhow!(
+                "cannot reach the API at {url}: {e} (is babysitter serving there? --api)"
+            )
+        } else {
+            anyhow::anyhow!("GET {url}: {e}")
+        }
+    })?;
+    let status = res.status();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let origin = header(crate::api::ORIGIN_HEADER);
+    let until = header(crate::api::UNTIL_HEADER);
+    let pruned = header(crate::api::PRUNED_HEADER);
+    let body = res
+        .text()
+        .await
+        .with_context(|| format!("GET {url}: reading the body"))?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        anyhow::bail!("GET {url}: HTTP {status}: {msg}");
+    }
+    let origin = origin.with_context(|| {
+        format!(
+            "GET {url}: no {} header (is this babysitter?)",
+            crate::api::ORIGIN_HEADER
+        )
+    })?;
+    Ok(ExportPart {
+        body,
+        origin,
+        until,
+        pruned,
+    })
+}
+
+/// `incident export`: fetches the trace, then the labels for exactly its window (same origin),
+/// checks both read back with babysitter's own parsers, and writes them to `--out`.
+pub async fn export_incident(a: &ExportArgs) -> anyhow::Result<Exported> {
+    let id = a.id.trim();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        || id.starts_with('.')
+    {
+        anyhow::bail!("`{id}` is not an incident id (like `inc-3`)");
+    }
+    let base = format!("{}/api/v1/incidents/{id}", a.api.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(120))
+        .build()
+        .context("HTTP client")?;
+    let token = a.token.as_deref().filter(|t| !t.trim().is_empty());
+    // Milliseconds: whole units humantime reads back, with no space to encode in a URL.
+    let before = format!("{}ms", a.before.as_millis());
+    let trace = export_get(&client, &format!("{base}/trace?before={before}"), token).await?;
+    let origin = &trace.origin;
+    // The labels of exactly this trace: same start (so the same time 0), same end.
+    let mut labels_url = format!("{base}/labels?from={origin}");
+    if let Some(u) = &trace.until {
+        labels_url.push_str(&format!("&until={u}"));
+    }
+    let labels = export_get(&client, &labels_url, token).await?;
+    let labels_origin = &labels.origin;
+    if labels_origin != origin {
+        anyhow::bail!(
+            "incident {id}: the labels start at clock {labels_origin} but the trace at {origin} (charts were pruned between the two requests); run the export again"
+        );
+    }
+    let csv_path = a.out.join(format!("{id}.csv"));
+    let labels_path = a.out.join(format!("{id}.labels.json"));
+    let csv = trace.body;
+    let pruned = trace.pruned;
+    let trace = crate::replay::Trace::parse(&csv, &csv_path)
+        .with_context(|| format!("incident {id}: the API's trace does not read back"))?;
+    let labels = crate::replay::Labels::parse(&labels.body, &labels_path)
+        .with_context(|| format!("incident {id}: the API's labels do not read back"))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::write(&csv_path, &csv).with_context(|| format!("writing {}", csv_path.display()))?;
+    let mut pretty = serde_json::to_string_pretty(&labels)?;
+    pretty.push('\n');
+    std::fs::write(&labels_path, pretty)
+        .with_context(|| format!("writing {}", labels_path.display()))?;
+    Ok(Exported {
+        csv: csv_path,
+        labels: labels_path,
+        rows: trace.rows,
+        anomalies: labels.anomalies.len(),
+        pruned,
+    })
+}
+
 /// `serve`: the service on the configured watches. Charts come from `[sources.prometheus]`
 /// when it is configured, else from the built-in simulator; simulated targets are acted on by
 /// the simulator. With `[kubernetes] enabled = true`, annotated workloads are discovered, the
@@ -934,6 +1128,83 @@ mod tests {
             "b.toml:3: retention: invalid duration `soon`\n\
              environment variable BABYSITTER_POLL_INTERVAL: poll_interval: must be positive\n\
              error: 2 configuration errors; nothing was started\n"
+        );
+    }
+
+    #[test]
+    fn incident_export_parses_its_flags_and_refuses_a_bad_before() {
+        let cli = Cli::try_parse_from([
+            "babysitter",
+            "incident",
+            "export",
+            "inc-3",
+            "--api",
+            "http://h:1",
+            "--before",
+            "90m",
+            "--out",
+            "traces",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Incident {
+                command: IncidentCommand::Export(a),
+            } => {
+                assert_eq!(a.id, "inc-3");
+                assert_eq!(a.api, "http://h:1");
+                assert_eq!(a.before, Duration::from_secs(5400));
+                assert_eq!(a.out, PathBuf::from("traces"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let e = Cli::try_parse_from([
+            "babysitter",
+            "incident",
+            "export",
+            "inc-3",
+            "--before",
+            "soon",
+            "--out",
+            "d",
+        ])
+        .expect_err("bad --before")
+        .to_string();
+        assert!(e.contains("--before") && e.contains("soon"), "{e}");
+        // --out is required.
+        assert!(Cli::try_parse_from(["babysitter", "incident", "export", "inc-3"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn incident_export_names_a_bad_id_and_an_unreachable_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |id: &str, api: &str| ExportArgs {
+            id: id.into(),
+            api: api.into(),
+            token: None,
+            before: Duration::from_secs(3600),
+            out: dir.path().join("out"),
+        };
+        let e = export_incident(&args("../etc", "http://127.0.0.1:1"))
+            .await
+            .expect_err("bad id")
+            .to_string();
+        assert_eq!(e, "`../etc` is not an incident id (like `inc-3`)");
+        // A port nothing listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = export_incident(&args("inc-1", &format!("http://127.0.0.1:{port}")))
+            .await
+            .expect_err("unreachable")
+            .to_string();
+        assert!(
+            e.starts_with("cannot reach the API at http://127.0.0.1:"),
+            "{e}"
+        );
+        assert!(
+            !dir.path().join("out").exists(),
+            "nothing written on failure"
         );
     }
 

@@ -29,15 +29,15 @@
 //! | [`agent`] | the optional LLM investigator: read-only tools, one proposed runbook step, budgets, evals |
 //! | [`k8s`] | Kubernetes: discovery of annotated workloads, leader election on a Lease, the actuator for Job, JobSet, PyTorchJob and TrainJob |
 //! | [`verify`] | did the run recover after the action? |
-//! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules |
+//! | [`replay`] | `babysitter replay`: CSV traces, causal replay, scoring, the detection benchmark and its baseline rules, incidents exported as labelled traces |
 //! | [`notify`] | the `Pager` trait; console, PagerDuty, Slack, signed webhook, Alertmanager, Opsgenie; routes, reminders and a durable outbox |
 //! | [`audit`] | the append-only, hash-chained audit log (SQLite / PostgreSQL via sqlx `Any`): verify, signed heads, retention checkpoints, export |
 //! | [`engine`] | the loop that drives every stage and owns the state between polls |
-//! | [`api`] | the HTTP API (axum): watches, incidents, approvals, runbooks and their execution, audit, leader, alert enrichment; bearer tokens with roles |
+//! | [`api`] | the HTTP API (axum): watches, incidents (and their export as traces), approvals, runbooks and their execution, audit, leader, alert enrichment; bearer tokens with roles |
 //! | [`dashboard`] | server-rendered pages for on-call: runs, SVG charts with findings, incidents with Approve / Reject, the audit log |
 //! | [`app`] | wiring: `App::build` then `App::run_until` |
 //! | [`demo`] | the embedded default: three simulated runs and the story on the terminal |
-//! | [`cli`] | `serve`, `demo`, `check`, `replay`, `audit verify/export`, `approve`, `reject`, `agent eval` |
+//! | [`cli`] | `serve`, `demo`, `check`, `replay`, `audit verify/export`, `approve`, `reject`, `incident export`, `agent eval` |
 //! | [`clock`] | time as a parameter: system, scaled (demo) and manual (tests) clocks |
 //! | [`telemetry`] | babysitter's own Prometheus metrics |
 //!

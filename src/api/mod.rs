@@ -2,12 +2,16 @@
 //!
 //! `/healthz`, `/readyz` and `/metrics` at the root; everything else under `/api/v1`:
 //! watches and their state, incidents with findings, diagnosis, decisions and actions, approve /
-//! reject of a pending action, the audit log filtered by run, incident, kind and time, and who
-//! leads (`/api/v1/leader`; a follower replica refuses every mutation with 503).
+//! reject of a pending action, an incident as a replayable trace with its labels
+//! (`/incidents/{id}/trace`, `/incidents/{id}/labels`), the audit log filtered by run,
+//! incident, kind and time, and who leads (`/api/v1/leader`; a follower replica refuses every mutation with 503).
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it was; request bodies
 //! are size-limited and parsed into typed values at the edge.
 
 mod alerts;
+mod export;
+
+pub use export::{ORIGIN_HEADER, PRUNED_HEADER, UNTIL_HEADER};
 
 use std::sync::Arc;
 
@@ -34,6 +38,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/watches/{run}", get(get_watch))
         .route("/incidents", get(list_incidents))
         .route("/incidents/{id}", get(get_incident))
+        .route("/incidents/{id}/trace", get(export::trace))
+        .route("/incidents/{id}/labels", get(export::labels))
         .route("/actions/pending", get(pending_actions))
         .route("/actions/{id}/approve", post(approve))
         .route("/actions/{id}/reject", post(reject))
@@ -185,6 +191,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// It existed, and what was asked of it is no longer kept (410).
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// A request body that did not parse: 413 when it is over [`MAX_BODY`], else 400 with serde's
@@ -208,6 +217,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Gone(_) => StatusCode::GONE,
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "API error");
@@ -381,19 +391,23 @@ async fn list_incidents(
 }
 
 async fn get_incident(State(engine): State<Arc<Engine>>, Path(id): Path<String>) -> Api<Incident> {
-    if let Some(inc) = engine.view().incidents.remove(&id) {
-        return Ok(Json(inc));
+    find_incident(&engine, &id).await.map(Json)
+}
+
+/// An incident by id: from memory, else (finished incidents leave memory after a day) from the
+/// database; 404 naming the id when neither has it.
+async fn find_incident(engine: &Engine, id: &str) -> Result<Incident, ApiError> {
+    if let Some(inc) = engine.view().incidents.remove(id) {
+        return Ok(inc);
     }
-    // Finished incidents leave memory after a day; the database keeps them.
     let record = engine
         .handles()
         .audit
-        .load_incident(&id)
+        .load_incident(id)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("no incident `{id}`")))?;
     serde_json::from_value(record.data)
-        .map(Json)
         .map_err(|e| ApiError::Unavailable(format!("incident `{id}` is unreadable: {e}")))
 }
 

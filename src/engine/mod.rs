@@ -500,7 +500,9 @@ impl Engine {
                 EntryKind::FindingCleared,
                 Some(run),
                 None,
-                json!({ "finding": f }),
+                // `cleared_at` (clock time of the poll that no longer saw it) ends the
+                // anomaly's window in an exported trace's labels (`replay::export`).
+                json!({ "finding": f, "cleared_at": now }),
             )
             .await;
             self.emit(
