@@ -6,11 +6,14 @@
 //! on as many samples as one on time (and one older than `stall_fresh_secs` is not judged).
 //! Right after a hole (an eval pause) the window holds one or two samples, so it reaches back
 //! across the hole to the newest three. The
-//! run's best level is the lower quartile of the `divergence_lookback_secs` (2 h) before it: a
-//! quartile rather than the median so that a loss still falling (warm-up, LR decay) is compared
-//! with where it got to. A rise that lasts pollutes the look-back; older look-backs (a quarter
+//! run's best level is the lower quartile of the `divergence_lookback_secs` (2 h) before it,
+//! read as the smoothed loss read it (the quartile of its medians over consecutive
+//! `divergence_recent_secs` blocks: single samples of a noisy per-step loss sit lower by their
+//! own noise): a quartile rather than the median so that a loss still falling (warm-up, LR
+//! decay) is compared with where it got to. A rise that lasts pollutes the look-back; older look-backs (a quarter
 //! of it further back each, up to twice its length) are then tried, from which the elevated
-//! stretch must reach back past their end, so one episode is reported once and does not flap;
+//! stretch must reach back past their end, so one episode is reported once and does not flap
+//! (how long it has lasted is read from the earliest stretch any look-back sees);
 //! a level that has stayed up for longer than the look-back is the run's new normal and clears. The per-sample noise sigma comes
 //! from consecutive differences of the `divergence_baseline_secs` (15 min) before the recent
 //! window (1.4826 × MAD / √2), which a trend does not inflate and heavy-tailed batches do not
@@ -31,7 +34,7 @@
 
 use crate::charts::{Role, Sample};
 
-use super::stats::{between, diff_sigma, median, num, quantile, stretch_onset, visible};
+use super::stats::{between, block_quantile, diff_sigma, median, num, stretch_onset, visible};
 use super::{Band, DetectContext, Finding, FindingKind, Severity};
 
 /// Older look-backs tried for a lasting rise (each a quarter of the look-back further back).
@@ -77,6 +80,7 @@ fn smoothing_window(vis: &[Sample], from: f64, recent_secs: f64) -> &[Sample] {
 pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     let p = ctx.params;
     let mut buf = Vec::new();
+    let mut blocks = Vec::new();
     for (key, series) in ctx.charts.by_role(Role::Loss) {
         let vis = visible(series, ctx);
         // Windows end at the chart's newest sample, not at `now`: a chart that arrives late
@@ -101,6 +105,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         // is measured against older look-backs, from which the elevated stretch must reach back
         // past their end (the same episode, so it is reported once and does not flap).
         let mut found = None;
+        // The earliest elevated stretch any look-back sees, also from look-backs whose own
+        // end it does not reach past: how long the episode has lasted.
+        let mut earliest: Option<f64> = None;
         for j in 0..=ANCHORS {
             let end = first_end - j as f64 * p.divergence_lookback_secs / ANCHORS as f64;
             let base_win = between(vis, end - p.divergence_baseline_secs, end);
@@ -109,8 +116,16 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
                 continue;
             }
             let lookback = between(vis, end - p.divergence_lookback_secs, end);
+            // The best level as the smoothed loss read it: the lower quartile of medians over
+            // the smoothing window, not of single samples (which sit lower by their noise).
             let (Some(best), Some(sigma)) = (
-                quantile(lookback, 0.25, &mut buf),
+                block_quantile(
+                    lookback,
+                    p.divergence_recent_secs,
+                    0.25,
+                    &mut buf,
+                    &mut blocks,
+                ),
                 diff_sigma(base_win, &mut buf),
             ) else {
                 continue;
@@ -131,6 +146,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             let Some(i) = stretch_onset(vis, |v| v >= half) else {
                 continue;
             };
+            earliest = Some(earliest.map_or(vis[i].t, |e: f64| e.min(vis[i].t)));
             if j > 0 && vis[i].t > end {
                 continue;
             }
@@ -142,8 +158,10 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
         let Some((best, sigma, onset, i)) = found else {
             continue;
         };
-        if ctx.now - onset > p.divergence_lookback_secs {
-            // Elevated for longer than the look-back: the run's new normal, already reported.
+        // Elevated for longer than the look-back (by any look-back's reading, so that two
+        // readings of one episode's start cannot end it and start it again): the run's new
+        // normal, already reported.
+        if ctx.now - earliest.unwrap_or(onset).min(onset) > p.divergence_lookback_secs {
             continue;
         }
         // A trend, not a jump: when the stretch's first samples already stood at most of
