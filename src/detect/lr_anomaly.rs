@@ -55,7 +55,14 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
     for (key, series) in ctx.charts.by_role(Role::Lr) {
         let vis = visible(series, ctx);
         let scan_from = ctx.now - p.lr_max_hold_secs.max(p.lr_hold_secs);
-        let fin: Vec<Sample> = vis.iter().filter(|s| s.v.is_finite()).copied().collect();
+        // Only what the scan and its reference windows read (the run's peak, for a drop to
+        // zero, still reads the whole chart): a poll costs the same however old the run is.
+        let scanned = &vis[vis.partition_point(|s| s.t < scan_from - w)..];
+        let fin: Vec<Sample> = scanned
+            .iter()
+            .filter(|s| s.v.is_finite())
+            .copied()
+            .collect();
         let lo = fin.partition_point(|s| s.t < scan_from - w);
         let start = fin.partition_point(|s| s.t < scan_from);
         // Highest value of the `w` before each sample: a monotonic queue of indices.

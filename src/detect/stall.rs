@@ -8,9 +8,10 @@
 //!
 //! The threshold is learned from the run's own history, because a hang and a planned pause
 //! (evaluation, checkpoint save) look the same while they last. The completed stops of the
-//! visible history (no advance for more than 3× the usual gap between advances, 1.5× when the
-//! counter moves several steps per sample; holes and
-//! rollbacks are restarts, not stops) are the run's pauses; evals and checkpoints recur on a
+//! last 4 × `stall_learn_secs` (8 h: enough to show a schedule, and a poll costs the same on day
+//! 30 as on day 1) are the run's pauses: no advance for more than 3× the usual gap between
+//! advances, 1.5× when the counter moves several steps per sample (holes and rollbacks are
+//! restarts, not stops); evals and checkpoints recur on a
 //! schedule, so a pause whose start is evenly spaced with two others is *scheduled* when the
 //! pauses are the same work: the two shortest of the three last about as long (the longer at
 //! most 1.5× the shorter; the third may be longer, a save that coincides with an eval). When the
@@ -106,6 +107,9 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
 /// Most planned pauses remembered (the newest).
 const MAX_PAUSES: usize = 32;
 
+/// How far back, in `stall_learn_secs`, the run's pauses and gaps are learned from.
+const LEARN_HORIZON: f64 = 4.0;
+
 /// Steps per advance from which the sampling interval, not the step time, sets the gap between
 /// advances (see `threshold`).
 const MANY_STEPS: f64 = 3.0;
@@ -127,6 +131,9 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
         p.stall_after_secs,
         "default: too little history to learn its pauses",
     );
+    // The last few hours are enough to learn a schedule (and keep the cost of a poll from
+    // growing with the run's age).
+    let vis = &vis[vis.partition_point(|s| s.t < stop - LEARN_HORIZON * p.stall_learn_secs)..];
     let Some(first) = vis.first() else {
         return fallback;
     };
@@ -158,20 +165,16 @@ fn threshold(vis: &[Sample], stop: f64, p: &DetectorParams) -> (f64, &'static st
     if history <= p.stall_learn_secs / 2.0 || gaps.len() < 10 {
         return fallback;
     }
-    let mut sorted = gaps.clone();
-    sorted.sort_by(f64::total_cmp);
-    let usual = sorted[sorted.len() / 2];
-    moves.sort_by(f64::total_cmp);
+    let mid = gaps.len() / 2;
+    let usual = *gaps.select_nth_unstable_by(mid, f64::total_cmp).1;
+    let mid = moves.len() / 2;
+    let typical_move = *moves.select_nth_unstable_by(mid, f64::total_cmp).1;
     // How many usual gaps of standing still are a hang, off schedule. When the counter
     // typically moves several steps between samples, the sampling interval alone sets the gap
     // (a sample without a step is already unheard of): two gaps. When it moves about one step
     // per sample, step-time jitter beating against the sampling makes a double gap ordinary:
     // four.
-    let gap_factor = if moves[moves.len() / 2] >= MANY_STEPS {
-        2.0
-    } else {
-        4.0
-    };
+    let gap_factor = if typical_move >= MANY_STEPS { 2.0 } else { 4.0 };
     // A stop is a pause when it lasted well beyond the usual gap between advances: for a
     // counter that moves several steps per sample, any stop longer than one gap is one (a
     // 60-s eval among 30-s samples is two samples without a step), else three gaps.
@@ -339,6 +342,30 @@ mod tests {
             }),
         );
         c
+    }
+
+    #[test]
+    fn what_the_run_did_more_than_eight_hours_ago_no_longer_sets_the_bar() {
+        // 12 h at a step per 15 s, one irregular 20-min stop in hour 1 (a slow checkpoint
+        // load), then a hang at 11.5 h. The old stop is past the 8-h horizon: the bar is the
+        // run's recent one, not 1.5 × 20 min.
+        let hang = 11.5 * 3600.0;
+        let mut c = ChartSet::new();
+        let mut step = 0.0;
+        c.merge(
+            ChartKey::new(Role::Step),
+            (0..=(12.0 * 240.0) as usize).map(|i| {
+                let t = i as f64 * 15.0;
+                let stopped = (3600.0..4800.0).contains(&t) || t > hang;
+                if !stopped {
+                    step += 10.0;
+                }
+                Sample::new(t, step)
+            }),
+        );
+        let f = detect_at(&c, hang + 120.0, None, false);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(f[0].message.contains("threshold 45 s"), "{}", f[0].message);
     }
 
     #[test]
