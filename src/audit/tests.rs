@@ -669,66 +669,53 @@ async fn retention_keeps_the_chain_verifiable_from_its_checkpoint() {
     assert!(report.ok(), "{report}");
     assert_eq!(report.checkpoint, Some(6));
     // Retention on open options runs on the first append.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = sqlite_url(dir.path());
-    let plain = AuditLog::open(&url).await.expect("open");
-    fill(&plain, 3).await;
-    plain.close().await;
-    let with_retention = AuditLog::open_with(
-        &url,
-        AuditOptions {
-            signing: None,
-            retention: Some(Duration::ZERO),
-        },
-    )
-    .await
-    .expect("open with retention");
+    let (_dir, with_retention) = filled_then_reopened(3, RETAIN_NOTHING).await;
     with_retention
         .append(entry(EntryKind::Decision, None, None, 9))
         .await
         .expect("append");
-    let kinds: Vec<EntryKind> = with_retention
-        .query(&Filter::default())
+    assert_eq!(kinds(&with_retention).await, vec![EntryKind::Checkpoint]);
+    assert!(with_retention.verify().await.expect("verify").ok());
+}
+
+const RETAIN_NOTHING: AuditOptions = AuditOptions {
+    signing: None,
+    retention: Some(Duration::ZERO),
+};
+
+/// A log with `n` entries written without options, opened again with `opts`.
+async fn filled_then_reopened(n: i64, opts: AuditOptions) -> (tempfile::TempDir, AuditLog) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(dir.path());
+    let plain = AuditLog::open(&url).await.expect("open");
+    fill(&plain, n).await;
+    plain.close().await;
+    let log = AuditLog::open_with(&url, opts)
+        .await
+        .expect("open with options");
+    (dir, log)
+}
+
+async fn kinds(log: &AuditLog) -> Vec<EntryKind> {
+    log.query(&Filter::default())
         .await
         .expect("query")
         .iter()
         .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, vec![EntryKind::Checkpoint]);
-    assert!(with_retention.verify().await.expect("verify").ok());
+        .collect()
 }
 
 #[tokio::test]
 async fn retention_runs_without_appends_when_the_log_is_maintained() {
     // A quiet babysitter: entries from before, and nothing appended since.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = sqlite_url(dir.path());
-    let plain = AuditLog::open(&url).await.expect("open");
-    fill(&plain, 4).await;
-    plain.close().await;
-    let log = AuditLog::open_with(
-        &url,
-        AuditOptions {
-            signing: None,
-            retention: Some(Duration::ZERO),
-        },
-    )
-    .await
-    .expect("open with retention");
+    let (_dir, log) = filled_then_reopened(4, RETAIN_NOTHING).await;
     assert_eq!(
         log.count().await.expect("count"),
         4,
         "opening prunes nothing"
     );
     log.maintain().await;
-    let kinds: Vec<EntryKind> = log
-        .query(&Filter::default())
-        .await
-        .expect("query")
-        .iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, vec![EntryKind::Checkpoint]);
+    assert_eq!(kinds(&log).await, vec![EntryKind::Checkpoint]);
     assert!(log.verify().await.expect("verify").ok());
     // Not due again within the hour: a second pass prunes nothing more.
     log.maintain().await;
