@@ -34,7 +34,9 @@
 
 use crate::charts::{Role, Sample};
 
-use super::stats::{between, block_quantile, diff_sigma, median, num, stretch_onset, visible};
+use super::stats::{
+    between, block_quantile, covers, diff_sigma, median, num, stretch_onset, visible,
+};
 use super::{Band, DetectContext, Finding, FindingKind, Severity};
 
 /// Older look-backs tried for a lasting rise (each a quarter of the look-back further back).
@@ -61,7 +63,7 @@ fn smoothing_window(vis: &[Sample], from: f64, recent_secs: f64) -> &[Sample] {
     let recent = between(vis, from, f64::INFINITY);
     let covered = recent
         .first()
-        .is_some_and(|f| f.t - from <= 0.2 * recent_secs);
+        .is_some_and(|f| covers(f.t, from, recent_secs));
     if covered {
         return recent;
     }

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 
 use crate::charts::{Role, Sample};
 
-use super::stats::{num, visible};
+use super::stats::{covers, num, visible};
 use super::{DetectContext, Finding, FindingKind, Severity};
 
 /// Finite samples the reference window needs when the chart's cadence fills it with more.
@@ -100,7 +100,7 @@ pub(crate) fn detect(ctx: &DetectContext<'_>, out: &mut Vec<Finding>) {
             // Ten samples, or, on a chart too sparse for ten in the window, three that cover
             // it (its first within a fifth of the window from its start: the run has been
             // logging through the whole window, not just started).
-            let covered = n >= MIN_SPARSE_SAMPLES && fin[first].t - (s.t - w) <= 0.2 * w;
+            let covered = n >= MIN_SPARSE_SAMPLES && covers(fin[first].t, s.t - w, w);
             if !(n >= MIN_WINDOW_SAMPLES || covered) || peak <= 0.0 {
                 continue;
             }

@@ -157,6 +157,14 @@ pub(crate) struct Shift {
     pub onset: usize,
 }
 
+/// Does a window of `len` seconds starting at `from`, whose first sample is at `first`, cover
+/// its length? Its first sample must lie within a fifth of it from its start: a chart that has
+/// only just (re)entered the window (after a hole, or right after a start) holds too few samples
+/// to stand for it.
+pub(crate) fn covers(first: f64, from: f64, len: f64) -> bool {
+    first - from <= 0.2 * len
+}
+
 /// A level drop: the median of `s` since `recent_from` (at least `min_recent` samples) is below
 /// `ratio` × the median of the band before the drop began ([`find_shift`]). Returns that median
 /// and the shift; the throughput and GPU-utilisation detectors share it.
@@ -175,7 +183,7 @@ pub(crate) fn level_drop(
 ) -> Option<(f64, Shift)> {
     let recent = between(s, recent_from, f64::INFINITY);
     let first = recent.first()?;
-    if first.t - recent_from > 0.2 * (now - recent_from) {
+    if !covers(first.t, recent_from, now - recent_from) {
         return None;
     }
     let (level, n) = median(recent, buf)?;
